@@ -1,0 +1,331 @@
+// SPDX-License-Identifier: MIT
+// effattn internal: micro-kernels and the per-tile online-softmax loop.
+#pragma once
+#ifndef EFFATTN_INTERNAL_HEADER_OK
+#  error "effattn/attention/detail/kernels.hpp is internal: include <effattn/attention/engine.hpp> instead."
+#endif
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <new>
+
+#include "../../core/simd.hpp"
+#include "../../core/view.hpp"
+#include "../options.hpp"
+#include "../policies.hpp"
+
+EFFATTN_NAMESPACE_BEGIN
+namespace detail {
+
+// ------------------------------------------------------------------ buffers
+
+/// A 64-byte aligned scratch array that never value-initialises (the kernels
+/// write before they read).
+template <class S>
+class AlignedBuffer {
+ public:
+  AlignedBuffer() = default;
+  explicit AlignedBuffer(index_t n) { resize(n); }
+  void resize(index_t n) {
+    if (n <= cap_) return;
+    void* p = nullptr;
+    const size_t bytes = (static_cast<size_t>(n) * sizeof(S) + 63) / 64 * 64;
+#if defined(_MSC_VER)
+    p = _aligned_malloc(bytes, 64);
+#else
+    p = std::aligned_alloc(64, bytes);
+#endif
+    if (!p) throw std::bad_alloc();
+    ptr_.reset(static_cast<S*>(p));
+    cap_ = n;
+  }
+  S* data() const { return ptr_.get(); }
+  S& operator[](index_t i) const { return ptr_.get()[i]; }
+
+ private:
+  struct Free {
+    void operator()(S* p) const {
+#if defined(_MSC_VER)
+      _aligned_free(p);
+#else
+      std::free(p);
+#endif
+    }
+  };
+  std::unique_ptr<S, Free> ptr_;
+  index_t cap_ = 0;
+};
+
+inline index_t round_up(index_t x, index_t m) { return (x + m - 1) / m * m; }
+inline index_t ceil_div(index_t x, index_t m) { return (x + m - 1) / m; }
+
+// ------------------------------------------------------------ micro-kernels
+//
+// Both products of attention run on one register-blocked micro-kernel,
+//
+//     C[r][0:CV*W] (+)= sum_d A(r, d) * Bm[d][0:CV*W],   r < RR,
+//
+// where A(r, d) = a[r * ars + d * ads] is broadcast from memory with any
+// strides, and Bm is a packed tile of vectors. The score tile is kept
+// transposed, St[key][query]:
+//   QK: A = K (rows = keys, read in place from the caller's memory),
+//       Bm = Qt[d][query] (the query tile, packed once and pre-scaled),
+//       C = St.
+//   PV: A = V^T (rows = value dims, also read in place), Bm = P^T = St,
+//       C = Ot[dim][query] (the output accumulators).
+// So neither K nor V is ever copied, any element stride costs nothing, and
+// the softmax statistics (running max, sum, rescale) are vector operations
+// across queries.
+
+template <class S>
+struct Blocking {
+  static constexpr int W = simd::lanes<S>;
+  static constexpr int R = 6;                               // broadcast rows per micro-tile
+  static constexpr int C = simd::kRegisters >= 32 ? 4 : 2;  // vectors per micro-tile
+  static constexpr int Q = C * W;                           // queries per micro-tile
+};
+
+template <class S, int RR, int CV, bool kAccumulate>
+EFFATTN_ALWAYS_INLINE void micro_gemm(const S* a, index_t ars, index_t ads, const S* bm, index_t ldb, index_t depth,
+                                      S* c, index_t ldc) {
+  using V = simd::vec<S>;
+  constexpr int W = simd::lanes<S>;
+  V acc[RR][CV];
+  const S* arow[RR];
+#pragma GCC unroll 8
+  for (int r = 0; r < RR; ++r) {
+    arow[r] = a + r * ars;
+#pragma GCC unroll 4
+    for (int v = 0; v < CV; ++v) acc[r][v] = kAccumulate ? simd::load(c + r * ldc + v * W) : simd::splat<S>(0);
+  }
+  for (index_t d = 0; d < depth; ++d) {
+    V bv[CV];
+#pragma GCC unroll 4
+    for (int v = 0; v < CV; ++v) bv[v] = simd::load(bm + d * ldb + v * W);
+#pragma GCC unroll 8
+    for (int r = 0; r < RR; ++r) {
+      const V ab = simd::splat<S>(arow[r][d * ads]);
+#pragma GCC unroll 4
+      for (int v = 0; v < CV; ++v) acc[r][v] = simd::fmadd(ab, bv[v], acc[r][v]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < RR; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < CV; ++v) simd::store(c + r * ldc + v * W, acc[r][v]);
+}
+
+/// C[0:rows][0:cols] (+)= A(rows x depth) Bm(depth x cols), cols a multiple of
+/// Blocking::Q, in micro-tiles of R rows.
+template <class S, bool kAccumulate>
+inline void tile_gemm(index_t rows, index_t cols, const S* a, index_t ars, index_t ads, const S* bm, index_t ldb,
+                      index_t depth, S* c, index_t ldc) {
+  constexpr int R = Blocking<S>::R, CV = Blocking<S>::C, Q = Blocking<S>::Q;
+  for (index_t c0 = 0; c0 < cols; c0 += Q) {
+    index_t r = 0;
+    for (; r + R <= rows; r += R)
+      micro_gemm<S, R, CV, kAccumulate>(a + r * ars, ars, ads, bm + c0, ldb, depth, c + r * ldc + c0, ldc);
+    const S* ar = a + r * ars;
+    S* cr = c + r * ldc + c0;
+    switch (rows - r) {
+      case 0: break;
+      case 1: micro_gemm<S, 1, CV, kAccumulate>(ar, ars, ads, bm + c0, ldb, depth, cr, ldc); break;
+      case 2: micro_gemm<S, 2, CV, kAccumulate>(ar, ars, ads, bm + c0, ldb, depth, cr, ldc); break;
+      case 3: micro_gemm<S, 3, CV, kAccumulate>(ar, ars, ads, bm + c0, ldb, depth, cr, ldc); break;
+      case 4: micro_gemm<S, 4, CV, kAccumulate>(ar, ars, ads, bm + c0, ldb, depth, cr, ldc); break;
+      default: micro_gemm<S, 5, CV, kAccumulate>(ar, ars, ads, bm + c0, ldb, depth, cr, ldc); break;
+    }
+  }
+}
+
+// ----------------------------------------------------------------- problem
+
+/// Raw pointers and element strides of one attention problem (already checked).
+template <class T>
+struct Problem {
+  const T *q, *k, *v;
+  T* out;
+  acc_t<T>* lse;
+  index_t qs[4], ks[4], vs[4], os[4], ls[3];
+  index_t B, H, Hkv, Nq, Nk, D, Dv, G;
+  acc_t<T> scale;
+};
+
+/// Per-thread scratch of the tiled path. Sizes depend only on the problem and
+/// the tile sizes, so it is allocated once per thread and reused.
+template <class S>
+struct TileScratch {
+  AlignedBuffer<S> qt, st, ot, m, l, alpha;
+  index_t ldo;  // = block_q
+  TileScratch(index_t bq, index_t bk, index_t D, index_t Dv)
+      : qt(D * bq), st(bk * bq), ot(Dv * bq), m(bq), l(bq), alpha(bq), ldo(bq) {}
+};
+
+/// The result of attending a block of queries over a range of keys, before
+/// normalisation: O (unnormalised, [rows][dvp]), running max m and sum l.
+/// `finalize` divides and writes; split-KV merges several of these first.
+
+/// Attends queries [i0, i1) of (b, h) over the keys [kb, ke) allowed by the
+/// bound mask, adding the bound score. Leaves the unnormalised, transposed
+/// output Ot[dim][query] and the running max m and sum l per query in `w`.
+template <class T, class S, class BMask, class BScore, bool kScore>
+void attend_tile(const Problem<T>& p, index_t b, index_t h, index_t i0, index_t i1, index_t kb, index_t ke,
+                 index_t bq, index_t bk, const BMask& mask, const BScore& score, TileScratch<S>& w) {
+  static_assert(std::is_same<T, S>::value, "the tiled engine computes in the input type");
+  using V = simd::vec<S>;
+  constexpr int W = simd::lanes<S>;
+  const index_t D = p.D, Dv = p.Dv, hk = h / p.G;
+  const index_t nq = i1 - i0, nqp = round_up(nq, Blocking<S>::Q), ld = bq;
+  const S ninf = -std::numeric_limits<S>::infinity();
+  const S lowest = std::numeric_limits<S>::lowest();
+
+  // Pack the query block transposed and pre-scaled: Qt[d][i], zero padded.
+  {
+    const T* qb = p.q + b * p.qs[0] + h * p.qs[1];
+    S* qt = w.qt.data();
+    for (index_t d = 0; d < D; ++d) std::fill(qt + d * ld + nq, qt + d * ld + nqp, S(0));
+    for (index_t i = 0; i < nq; ++i) {
+      const T* row = qb + (i0 + i) * p.qs[2];
+      for (index_t d = 0; d < D; ++d) qt[d * ld + i] = row[d * p.qs[3]] * p.scale;
+    }
+  }
+  for (index_t e = 0; e < Dv; ++e) std::fill(w.ot.data() + e * ld, w.ot.data() + e * ld + nqp, S(0));
+  std::fill(w.m.data(), w.m.data() + nqp, ninf);
+  std::fill(w.l.data(), w.l.data() + nqp, S(0));
+
+  const T* kbase = p.k + b * p.ks[0] + hk * p.ks[1];
+  const T* vbase = p.v + b * p.vs[0] + hk * p.vs[1];
+  const index_t kend = std::min(ke, mask.key_end(i0, i1));
+  S* st = w.st.data();
+  S* ot = w.ot.data();
+  for (index_t j0 = kb; j0 < kend; j0 += bk) {
+    const index_t j1 = std::min(j0 + bk, kend), kn = j1 - j0;
+    const BlockKind kind = mask.classify(i0, i1, j0, j1);
+    if (kind == BlockKind::empty) continue;
+
+    // St = K Qt (keys read in place).
+    tile_gemm<S, false>(kn, nqp, kbase + j0 * p.ks[2], p.ks[2], p.ks[3], w.qt.data(), ld, D, st, ld);
+    if (kind == BlockKind::partial)
+      for (index_t i = 0; i < nq; ++i) mask.apply(i0 + i, j0, j1, st + i, ld);
+    if (kScore)
+      for (index_t i = 0; i < nq; ++i) score.apply(i0 + i, j0, j1, st + i, ld);
+
+    // Online softmax, vectorised across queries.
+    bool any_rescale = false;
+    for (index_t c = 0; c < nqp; c += W) {
+      V mx = simd::splat<S>(ninf);
+      for (index_t j = 0; j < kn; ++j) mx = simd::max(mx, simd::load(st + j * ld + c));
+      const V mold = simd::load(w.m.data() + c);
+      const V mnew = simd::max(mold, mx);
+      // A query with no allowed key so far keeps m = -inf; exponentiate against
+      // a finite stand-in so that -inf - (-inf) never makes a NaN.
+      const V msafe = simd::max(mnew, simd::splat<S>(lowest));
+      const V alpha = simd::exp(mold - msafe);
+      V sum = simd::splat<S>(0);
+      for (index_t j = 0; j < kn; ++j) {
+        const V e = simd::exp(simd::load(st + j * ld + c) - msafe);
+        simd::store(st + j * ld + c, e);
+        sum = sum + e;
+      }
+      simd::store(w.l.data() + c, simd::load(w.l.data() + c) * alpha + sum);
+      simd::store(w.m.data() + c, mnew);
+      simd::store(w.alpha.data() + c, alpha);
+      for (int t = 0; t < W; ++t) any_rescale |= alpha[t] != S(1);
+    }
+    if (any_rescale)
+      for (index_t e = 0; e < Dv; ++e)
+        for (index_t c = 0; c < nqp; c += W)
+          simd::store(ot + e * ld + c, simd::load(ot + e * ld + c) * simd::load(w.alpha.data() + c));
+
+    // Ot += V^T P^T (values read in place).
+    tile_gemm<S, true>(Dv, nqp, vbase + j0 * p.vs[2], p.vs[3], p.vs[2], st, ld, kn, ot, ld);
+  }
+}
+
+// ---------------------------------------------------------------- row path
+//
+// For one or a few queries (decoding) a query tile would waste most of its
+// lanes, so each query row is handled alone: dot products along D, then
+// O += p_j v_j along Dv. This path is memory bound (it reads K and V once).
+
+template <class S>
+struct RowScratch {
+  AlignedBuffer<S> q, s, o, kbuf, vbuf;
+  RowScratch(index_t chunk, index_t D, index_t dvp) : q(round_up(D, 64)), s(chunk), o(dvp), kbuf(round_up(D, 64)), vbuf(dvp) {}
+};
+
+/// Attends query i of (b, h) over keys [kb, ke): writes unnormalised o[dvp],
+/// and returns m and l.
+template <class T, class S, class BMask, class BScore, bool kScore>
+void attend_row(const Problem<T>& p, index_t b, index_t h, index_t i, index_t kb, index_t ke, const BMask& mask,
+                const BScore& score, RowScratch<S>& w, S* o, S& m_out, S& l_out) {
+  using V = simd::vec<S>;
+  constexpr int W = simd::lanes<S>;
+  const index_t D = p.D, Dv = p.Dv, dvp = round_up(Dv, W), hk = h / p.G;
+  const S ninf = -std::numeric_limits<S>::infinity();
+  const index_t dp = round_up(D, W);
+  S* qv = w.q.data();
+  const T* qrow = p.q + b * p.qs[0] + h * p.qs[1] + i * p.qs[2];
+  for (index_t d = 0; d < D; ++d) qv[d] = static_cast<S>(qrow[d * p.qs[3]]) * static_cast<S>(p.scale);
+  for (index_t d = D; d < dp; ++d) qv[d] = 0;
+  for (index_t e = 0; e < dvp; ++e) o[e] = 0;
+  m_out = ninf;
+  l_out = 0;
+  const index_t kend = std::min(ke, mask.key_end(i, i + 1));
+  if (kb >= kend || mask.classify(i, i + 1, kb, kend) == BlockKind::empty) return;
+  const T* kbase = p.k + b * p.ks[0] + hk * p.ks[1];
+  const T* vbase = p.v + b * p.vs[0] + hk * p.vs[1];
+  const index_t n = kend - kb;
+  S* s = w.s.data();
+  S* kb_ = w.kbuf.data();
+  const bool k_direct = std::is_same<T, S>::value && p.ks[3] == 1;
+  const index_t dfull = D / W * W;
+  for (index_t j = 0; j < n; ++j) {
+    const T* krow = kbase + (kb + j) * p.ks[2];
+    const S* kr;
+    if (k_direct) {
+      kr = reinterpret_cast<const S*>(krow);
+    } else {
+      for (index_t d = 0; d < D; ++d) kb_[d] = static_cast<S>(krow[d * p.ks[3]]);
+      kr = kb_;
+    }
+    V acc = simd::splat<S>(0);
+    for (index_t d = 0; d < dfull; d += W) acc = simd::fmadd(simd::load(qv + d), simd::load(kr + d), acc);
+    S t = simd::reduce_add(acc);
+    for (index_t d = dfull; d < D; ++d) t += qv[d] * kr[d];
+    s[j] = t;
+  }
+  if (mask.classify(i, i + 1, kb, kend) == BlockKind::partial) mask.apply(i, kb, kend, s, 1);
+  if (kScore) score.apply(i, kb, kend, s, 1);
+  S mx = ninf;
+  for (index_t j = 0; j < n; ++j) mx = s[j] > mx ? s[j] : mx;
+  m_out = mx;
+  if (mx == ninf) return;
+  S sum = 0;
+  S* vb = w.vbuf.data();
+  for (index_t e = Dv; e < dvp; ++e) vb[e] = 0;
+  const bool v_direct = std::is_same<T, S>::value && p.vs[3] == 1 && Dv % W == 0;
+  for (index_t j = 0; j < n; ++j) {
+    const S pj = simd::exp(s[j] - mx);
+    sum += pj;
+    if (pj == S(0)) continue;
+    const T* vrow = vbase + (kb + j) * p.vs[2];
+    const S* vr;
+    if (v_direct) {
+      vr = reinterpret_cast<const S*>(vrow);
+    } else {
+      for (index_t e = 0; e < Dv; ++e) vb[e] = static_cast<S>(vrow[e * p.vs[3]]);
+      vr = vb;
+    }
+    const V pv = simd::splat<S>(pj);
+    for (index_t e = 0; e < dvp; e += W) simd::store(o + e, simd::fmadd(pv, simd::load(vr + e), simd::load(o + e)));
+  }
+  l_out = sum;
+}
+
+}  // namespace detail
+EFFATTN_NAMESPACE_END

@@ -1,0 +1,231 @@
+// SPDX-License-Identifier: MIT
+// effattn: the tiled online-softmax attention engine under every operator.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "../core/executor.hpp"
+#include "options.hpp"
+#include "policies.hpp"
+#include "reference.hpp"
+
+#ifndef EFFATTN_INTERNAL_HEADER_OK
+#  define EFFATTN_INTERNAL_HEADER_OK
+#endif
+#include "detail/kernels.hpp"
+
+EFFATTN_NAMESPACE_BEGIN
+
+/// Query tile sizes must be multiples of this (the queries one micro-kernel
+/// column holds: 16 floats with AVX2, 64 with AVX-512).
+inline index_t attention_query_tile_quantum() { return detail::Blocking<float>::Q; }
+
+namespace detail {
+
+/// Queries per (batch, head) up to which the row (decode) path runs.
+constexpr index_t kRowPathMaxQueries = 4;
+/// Keys per split-KV chunk on the row path. Fixed, never derived from the
+/// thread count, so that results are bit-identical for any thread count.
+constexpr index_t kSplitKeyChunk = 1024;
+/// Default tiles: 96 queries (a multiple of the micro-tile width with AVX2) or
+/// 64 (AVX-512), and 128 keys; measured best on the benchmark shapes.
+constexpr index_t kDefaultBlockQ = Blocking<float>::Q >= 64 ? Blocking<float>::Q : 96 / Blocking<float>::Q * Blocking<float>::Q;
+constexpr index_t kDefaultBlockK = 128;
+
+template <class T>
+Problem<T> make_problem(const ConstView<T, 4>& q, const ConstView<T, 4>& k, const ConstView<T, 4>& v,
+                        const View<T, 4>& out, const View<acc_t<T>, 3>& lse, const AttnDims& d) {
+  Problem<T> p{};
+  p.q = q.data();
+  p.k = k.data();
+  p.v = v.data();
+  p.out = out.data();
+  p.lse = d.has_lse ? lse.data() : nullptr;
+  for (int i = 0; i < 4; ++i) {
+    p.qs[i] = q.stride(i);
+    p.ks[i] = k.stride(i);
+    p.vs[i] = v.stride(i);
+    p.os[i] = out.stride(i);
+  }
+  for (int i = 0; i < 3; ++i) p.ls[i] = d.has_lse ? lse.stride(i) : 0;
+  p.B = d.B;
+  p.H = d.H;
+  p.Hkv = d.Hkv;
+  p.Nq = d.Nq;
+  p.Nk = d.Nk;
+  p.D = d.D;
+  p.Dv = d.Dv;
+  p.G = d.Hkv > 0 ? d.H / d.Hkv : 1;
+  p.scale = static_cast<acc_t<T>>(d.scale);
+  return p;
+}
+
+/// Writes out = O / l and lse = m + log(l) for one query (0 and -inf when l = 0).
+template <class T, class S>
+inline void finalize_row(const Problem<T>& p, index_t b, index_t h, index_t i, const S* o, S m, S l) {
+  T* orow = p.out + b * p.os[0] + h * p.os[1] + i * p.os[2];
+  const S inv = l > S(0) ? S(1) / l : S(0);
+  for (index_t e = 0; e < p.Dv; ++e) orow[e * p.os[3]] = static_cast<T>(o[e] * inv);
+  if (p.lse)
+    p.lse[b * p.ls[0] + h * p.ls[1] + i * p.ls[2]] =
+        l > S(0) ? static_cast<acc_t<T>>(m + std::log(l)) : -std::numeric_limits<acc_t<T>>::infinity();
+}
+
+/// Writes a tile's transposed accumulators Ot[dim][query] as out = O / l.
+template <class T, class S>
+inline void finalize_tile(const Problem<T>& p, index_t b, index_t h, index_t i0, index_t i1, const TileScratch<S>& w) {
+  for (index_t i = i0; i < i1; ++i) {
+    const index_t c = i - i0;
+    const S l = w.l[c];
+    const S inv = l > S(0) ? S(1) / l : S(0);
+    T* orow = p.out + b * p.os[0] + h * p.os[1] + i * p.os[2];
+    for (index_t e = 0; e < p.Dv; ++e) orow[e * p.os[3]] = static_cast<T>(w.ot[e * w.ldo + c] * inv);
+    if (p.lse)
+      p.lse[b * p.ls[0] + h * p.ls[1] + i * p.ls[2]] =
+          l > S(0) ? static_cast<acc_t<T>>(w.m[c] + std::log(l)) : -std::numeric_limits<acc_t<T>>::infinity();
+  }
+}
+
+template <class T, class Mask, class Score>
+void run_tiled(const Problem<T>& p, const Mask& mask, const Score& score, const AttentionOptions& opt,
+               const Executor& ex) {
+  using S = acc_t<T>;
+  constexpr int W = simd::lanes<S>;
+  const index_t dvp = round_up(p.Dv, W);
+  constexpr bool kScore = Score::active;
+
+  if (p.Nq <= kRowPathMaxQueries) {
+    // Decode: one work item per (b, h, i, key chunk); partials merged in chunk
+    // order afterwards.
+    const index_t nch = std::max<index_t>(1, ceil_div(p.Nk, kSplitKeyChunk));
+    const index_t rows = p.B * p.H * p.Nq;
+    const index_t chunk = nch == 1 ? std::max<index_t>(p.Nk, 1) : kSplitKeyChunk;
+    auto make = [&] { return RowScratch<S>(chunk, p.D, dvp); };
+    if (nch == 1) {
+      parallel_items(ex, rows, make, [&](index_t item, RowScratch<S>& w) {
+        const index_t i = item % p.Nq, bh = item / p.Nq, h = bh % p.H, b = bh / p.H;
+        const auto bm = mask.bind(b, h, p.Nq, p.Nk);
+        const auto bs = score.bind(b, h);
+        S m, l;
+        attend_row<T, S, decltype(bm), decltype(bs), kScore>(p, b, h, i, 0, p.Nk, bm, bs, w, w.o.data(), m, l);
+        finalize_row(p, b, h, i, w.o.data(), m, l);
+      });
+      return;
+    }
+    const index_t stride = dvp + 2;
+    std::vector<S> part(static_cast<size_t>(rows * nch * stride));
+    parallel_items(ex, rows * nch, make, [&](index_t item, RowScratch<S>& w) {
+      const index_t c = item % nch, row = item / nch;
+      const index_t i = row % p.Nq, bh = row / p.Nq, h = bh % p.H, b = bh / p.H;
+      const auto bm = mask.bind(b, h, p.Nq, p.Nk);
+      const auto bs = score.bind(b, h);
+      S* dst = part.data() + item * stride;
+      attend_row<T, S, decltype(bm), decltype(bs), kScore>(p, b, h, i, c * kSplitKeyChunk,
+                                                           std::min(p.Nk, (c + 1) * kSplitKeyChunk), bm, bs, w,
+                                                           dst, dst[dvp], dst[dvp + 1]);
+    });
+    parallel_items(ex, rows, [&] { return std::vector<S>(static_cast<size_t>(dvp)); },
+                   [&](index_t row, std::vector<S>& o) {
+                     const index_t i = row % p.Nq, bh = row / p.Nq, h = bh % p.H, b = bh / p.H;
+                     const S* base = part.data() + row * nch * stride;
+                     S m = -std::numeric_limits<S>::infinity();
+                     for (index_t c = 0; c < nch; ++c) m = std::max(m, base[c * stride + dvp]);
+                     std::fill(o.begin(), o.end(), S(0));
+                     S l = 0;
+                     if (m != -std::numeric_limits<S>::infinity()) {
+                       for (index_t c = 0; c < nch; ++c) {
+                         const S* pc = base + c * stride;
+                         if (pc[dvp + 1] == S(0)) continue;
+                         const S f = std::exp(pc[dvp] - m);
+                         l += pc[dvp + 1] * f;
+                         for (index_t e = 0; e < dvp; ++e) o[e] += pc[e] * f;
+                       }
+                     }
+                     finalize_row(p, b, h, i, o.data(), m, l);
+                   });
+    return;
+  }
+
+  const index_t bq = opt.block_q > 0 ? opt.block_q : kDefaultBlockQ;
+  const index_t bk = opt.block_k > 0 ? opt.block_k : kDefaultBlockK;
+  const index_t nqt = ceil_div(p.Nq, bq);
+  auto make = [&] { return TileScratch<S>(bq, bk, p.D, p.Dv); };
+  parallel_items(ex, p.B * p.H * nqt, make, [&](index_t item, TileScratch<S>& w) {
+    // Heaviest tiles first (the last query tiles of a causal mask), so the
+    // dynamic schedule ends balanced.
+    const index_t qt = nqt - 1 - item % nqt, bh = item / nqt, h = bh % p.H, b = bh / p.H;
+    const index_t i0 = qt * bq, i1 = std::min(p.Nq, i0 + bq);
+    const auto bm = mask.bind(b, h, p.Nq, p.Nk);
+    const auto bs = score.bind(b, h);
+    attend_tile<T, S, decltype(bm), decltype(bs), kScore>(p, b, h, i0, i1, 0, p.Nk, bq, bk, bm, bs, w);
+    finalize_tile(p, b, h, i0, i1, w);
+  });
+}
+
+}  // namespace detail
+
+/// Attention with a mask policy and a score policy (see policies.hpp):
+///
+///   out[b,h,i,:] = sum_j softmax_j(scale * <q[b,h,i,:], k[b,h/G,j,:]> + score(b,h,i,j)) v[b,h/G,j,:]
+///                  over the keys j with allowed(b,h,i,j);   G = H / Hkv.
+///
+/// Shapes (row-major indexing, any element strides >= 0; outputs must not
+/// overlap themselves or the inputs):
+///   q [B,H,Nq,D], k [B,Hkv,Nk,D], v [B,Hkv,Nk,Dv], out [B,H,Nq,Dv],
+///   lse [B,H,Nq] optional (pass {} to skip): natural-log sum-exp of the
+///   allowed, scaled, biased logits, for combining partial results.
+/// H must be a multiple of Hkv (grouped-query attention); Nq, Nk, B, H may be 0.
+/// A query with no allowed key gets out = 0 and lse = -inf (never NaN).
+///
+/// The tiled backend never allocates Nq x Nk: per thread it keeps one query
+/// tile, one key-by-query score tile and the output accumulators. Work is split
+/// over batch x heads x query tiles (OpenMP, or the executor's hook); for at
+/// most 4 queries per head it splits the keys into fixed 1024-key chunks and
+/// merges the partials in order. Results are bit-identical for any thread count.
+///
+/// Throws effattn::shape_error / parameter_error (std::invalid_argument) on bad
+/// shapes, strides, pointers, scale or tile sizes, before writing anything.
+template <class T, class Mask = NoMask, class Score = NoScore>
+void attention(detail::identity_t<ConstView<T, 4>> q, detail::identity_t<ConstView<T, 4>> k, detail::identity_t<ConstView<T, 4>> v,
+               View<T, 4> out, const Mask& mask = {}, const Score& score = {},
+               const AttentionOptions& opt = {}, const Executor& ex = {},
+               detail::identity_t<View<acc_t<T>, 3>> lse = {}) {
+  static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value,
+                "effattn::attention supports float and double");
+  const char* op = "attention";
+  const auto d = detail::check_attention_args(op, q, k, v, out, lse, opt, attention_query_tile_quantum());
+  mask.check(op, d.B, d.H, d.Nq, d.Nk);
+  score.check(op, d.B, d.H, d.Nq, d.Nk);
+  if (ex.num_threads < 0)
+    EFFATTN_THROW(parameter_error(detail::concat(op, ": executor num_threads must be >= 0, got ", ex.num_threads)));
+  if (opt.backend == Backend::reference) {
+    attention_reference<T>(q, k, v, out, mask, score, opt, lse);
+    return;
+  }
+  if (d.B * d.H * d.Nq == 0) return;
+  detail::run_tiled(detail::make_problem<T>(q, k, v, out, lse, d), mask, score, opt, ex);
+}
+
+/// Options of flash_attention: plain full or causal attention.
+struct FlashAttentionOptions {
+  double scale = 0;     ///< 0 means 1/sqrt(D)
+  bool causal = false;  ///< bottom-right aligned: query i sees keys j <= i + Nk - Nq
+};
+
+/// Full (or causal) attention on the tiled engine; see attention() for shapes.
+template <class T>
+void flash_attention(detail::identity_t<ConstView<T, 4>> q, detail::identity_t<ConstView<T, 4>> k, detail::identity_t<ConstView<T, 4>> v,
+                     View<T, 4> out, const FlashAttentionOptions& fo = {},
+                     const Executor& ex = {}, detail::identity_t<View<acc_t<T>, 3>> lse = {}) {
+  AttentionOptions o;
+  o.scale = fo.scale;
+  if (fo.causal)
+    attention<T>(q, k, v, out, CausalMask{}, NoScore{}, o, ex, lse);
+  else
+    attention<T>(q, k, v, out, NoMask{}, NoScore{}, o, ex, lse);
+}
+
+EFFATTN_NAMESPACE_END

@@ -1,0 +1,66 @@
+// SPDX-License-Identifier: MIT
+// effattn: the materialised baseline. Computes every score of an (b, h) slice
+// with an Eigen GEMM, applies the mask and bias, takes a vectorised row
+// softmax and multiplies with V by a second GEMM. It allocates Nq x Nk per
+// thread: it exists to measure the tiled engine against the strongest
+// straightforward implementation, not for production use.
+#pragma once
+
+#include <Eigen/Core>
+#include <limits>
+
+#include "../core/executor.hpp"
+#include "options.hpp"
+#include "policies.hpp"
+
+EFFATTN_NAMESPACE_BEGIN
+
+/// Same contract as attention() (shapes, GQA, masks, scores, lse, fully
+/// masked rows give 0), computed by materialising the Nq x Nk score matrix of
+/// one (b, h) at a time per thread.
+template <class T, class Mask = NoMask, class Score = NoScore>
+void attention_materialized(detail::identity_t<ConstView<T, 4>> q, detail::identity_t<ConstView<T, 4>> k,
+                            detail::identity_t<ConstView<T, 4>> v, View<T, 4> out, const Mask& mask = {},
+                            const Score& score = {}, const AttentionOptions& opt = {}, const Executor& ex = {},
+                            detail::identity_t<View<acc_t<T>, 3>> lse = {}) {
+  const char* op = "attention_materialized";
+  const auto d = detail::check_attention_args(op, q, k, v, out, lse, opt, 1);
+  mask.check(op, d.B, d.H, d.Nq, d.Nk);
+  score.check(op, d.B, d.H, d.Nq, d.Nk);
+  using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using CMap = Eigen::Map<const Mat, 0, Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>>;
+  using OMap = Eigen::Map<Mat, 0, Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>>;
+  using Stride = Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>;
+  const index_t G = d.Hkv > 0 ? d.H / d.Hkv : 1;
+  const T ninf = -std::numeric_limits<T>::infinity();
+  detail::parallel_items(ex, d.B * d.H, [&] { return Mat(d.Nq, d.Nk); }, [&](index_t bh, Mat& s) {
+    const index_t b = bh / d.H, h = bh % d.H, hk = h / G;
+    CMap Q(q.data() + b * q.stride(0) + h * q.stride(1), d.Nq, d.D, Stride(q.stride(2), q.stride(3)));
+    CMap K(k.data() + b * k.stride(0) + hk * k.stride(1), d.Nk, d.D, Stride(k.stride(2), k.stride(3)));
+    CMap V(v.data() + b * v.stride(0) + hk * v.stride(1), d.Nk, d.Dv, Stride(v.stride(2), v.stride(3)));
+    OMap O(out.data() + b * out.stride(0) + h * out.stride(1), d.Nq, d.Dv, Stride(out.stride(2), out.stride(3)));
+    // The scale goes on the left factor so that Eigen folds it into its GEMM.
+    s.noalias() = (static_cast<T>(d.scale) * Q) * K.transpose();
+    const auto bm = mask.bind(b, h, d.Nq, d.Nk);
+    const auto bs = score.bind(b, h);
+    for (index_t i = 0; i < d.Nq; ++i) {
+      T* row = s.data() + i * d.Nk;
+      bm.apply(i, 0, d.Nk, row, 1);
+      if (Score::active) bs.apply(i, 0, d.Nk, row, 1);
+      auto r = s.row(i).array();
+      const T mx = d.Nk > 0 ? r.maxCoeff() : ninf;
+      T sum = 0;
+      if (mx == ninf) {
+        r.setZero();
+      } else {
+        r = (r - mx).exp();
+        sum = r.sum();
+        r /= sum;
+      }
+      if (d.has_lse) lse(b, h, i) = sum > 0 ? static_cast<acc_t<T>>(mx + std::log(sum)) : -std::numeric_limits<acc_t<T>>::infinity();
+    }
+    O.noalias() = s * V;
+  });
+}
+
+EFFATTN_NAMESPACE_END

@@ -1,0 +1,108 @@
+// SPDX-License-Identifier: MIT
+// effattn: options and argument checks shared by every attention entry point.
+#pragma once
+
+#include <cmath>
+#include <type_traits>
+
+#include "../core/error.hpp"
+#include "../core/executor.hpp"
+#include "../core/view.hpp"
+
+EFFATTN_NAMESPACE_BEGIN
+
+/// Which implementation runs a call.
+enum class Backend {
+  tiled,      ///< the blocked online-softmax engine (default)
+  reference,  ///< the dense oracle: obvious loops, float64 accumulation
+};
+
+/// Options of one attention call.
+struct AttentionOptions {
+  /// Logit scale; 0 means 1/sqrt(head_dim). Otherwise finite and > 0.
+  double scale = 0;
+  Backend backend = Backend::tiled;
+  /// Query / key tile sizes of the tiled engine; 0 picks the default. A query
+  /// tile must be a multiple of effattn::attention_query_tile_quantum().
+  index_t block_q = 0;
+  index_t block_k = 0;
+};
+
+/// The accumulation type of a scalar: float for float (and lower precisions
+/// later), double for double.
+template <class T>
+using acc_t = std::conditional_t<std::is_same<std::remove_cv_t<T>, double>::value, double, float>;
+
+namespace detail {
+
+template <class T>
+struct identity {
+  using type = T;
+};
+template <class T>
+using identity_t = typename identity<T>::type;
+
+/// The shapes of one attention problem, after checking.
+struct AttnDims {
+  index_t B, H, Hkv, Nq, Nk, D, Dv;
+  double scale;
+  bool has_lse;
+};
+
+/// Checks q [B,H,Nq,D], k [B,Hkv,Nk,D], v [B,Hkv,Nk,Dv], out [B,H,Nq,Dv],
+/// lse [B,H,Nq] (optional: a null data pointer means absent), the scale, the
+/// tile sizes and that the outputs neither overlap themselves nor any input.
+template <class T, class L>
+AttnDims check_attention_args(const char* op, const ConstView<T, 4>& q, const ConstView<T, 4>& k,
+                              const ConstView<T, 4>& v, const View<T, 4>& out, const View<L, 3>& lse,
+                              const AttentionOptions& opt, index_t tile_quantum) {
+  check_view(q, op, "q", false);
+  check_view(k, op, "k", false);
+  check_view(v, op, "v", false);
+  check_view(out, op, "out", true);
+  AttnDims d{};
+  d.B = q.dim(0);
+  d.H = q.dim(1);
+  d.Nq = q.dim(2);
+  d.D = q.dim(3);
+  d.Hkv = k.dim(1);
+  d.Nk = k.dim(2);
+  d.Dv = v.dim(3);
+  if (d.D < 1) EFFATTN_THROW(shape_error(concat(op, ": q must have head_dim D >= 1, got q ", shape_str(q.shape()))));
+  if (d.Dv < 1) EFFATTN_THROW(shape_error(concat(op, ": v must have value dim Dv >= 1, got v ", shape_str(v.shape()))));
+  if (d.Hkv < 1 && d.H > 0)
+    EFFATTN_THROW(shape_error(concat(op, ": k must have at least one head, got k ", shape_str(k.shape()))));
+  check_shape(k, op, "k", "[B,Hkv,Nk,D]", {d.B, d.Hkv, d.Nk, d.D});
+  check_shape(v, op, "v", "[B,Hkv,Nk,Dv]", {d.B, d.Hkv, d.Nk, d.Dv});
+  if (d.Hkv > 0 && d.H % d.Hkv != 0)
+    EFFATTN_THROW(shape_error(concat(op, ": q heads H=", d.H, " must be a multiple of k/v heads Hkv=", d.Hkv,
+                                     " (grouped-query attention); q ", shape_str(q.shape()), ", k ",
+                                     shape_str(k.shape()))));
+  check_shape(out, op, "out", "[B,H,Nq,Dv]", {d.B, d.H, d.Nq, d.Dv});
+  check_no_alias(out, "out", q, "q", op);
+  check_no_alias(out, "out", k, "k", op);
+  check_no_alias(out, "out", v, "v", op);
+  d.has_lse = lse.data() != nullptr;
+  if (d.has_lse) {
+    check_view(lse, op, "lse", true);
+    check_shape(lse, op, "lse", "[B,H,Nq]", {d.B, d.H, d.Nq});
+    check_no_alias(lse, "lse", q, "q", op);
+    check_no_alias(lse, "lse", k, "k", op);
+    check_no_alias(lse, "lse", v, "v", op);
+    check_no_alias(lse, "lse", out, "out", op);
+  }
+  if (!std::isfinite(opt.scale) || opt.scale < 0)
+    EFFATTN_THROW(parameter_error(concat(op, ": scale must be finite and > 0 (or 0 for 1/sqrt(D)), got ", opt.scale)));
+  d.scale = opt.scale == 0 ? 1.0 / std::sqrt(static_cast<double>(d.D)) : opt.scale;
+  if (opt.block_q < 0 || (opt.block_q > 0 && (opt.block_q % tile_quantum != 0 || opt.block_q > 4096)))
+    EFFATTN_THROW(parameter_error(concat(op, ": block_q must be 0 or a multiple of ", tile_quantum,
+                                         " up to 4096, got ", opt.block_q)));
+  if (opt.block_k < 0 || opt.block_k > 4096)
+    EFFATTN_THROW(parameter_error(concat(op, ": block_k must be in [0, 4096], got ", opt.block_k)));
+  if (opt.backend != Backend::tiled && opt.backend != Backend::reference)
+    EFFATTN_THROW(parameter_error(concat(op, ": unknown backend ", static_cast<int>(opt.backend))));
+  return d;
+}
+
+}  // namespace detail
+EFFATTN_NAMESPACE_END

@@ -1,0 +1,229 @@
+// SPDX-License-Identifier: MIT
+// effattn: mask and score policies for the attention engine and the oracle.
+//
+// Every operator computes, per batch b and query head h,
+//
+//     out[i] = sum_j softmax_j( scale * <q_i, k_j> + score(b, h, i, j) ) v_j
+//              over the keys j with allowed(b, h, i, j).
+//
+// A *mask policy* says which (i, j) are allowed; a *score policy* adds a bias to
+// a logit. Both are cheap value types. The engine calls `bind(b, h)` once per
+// (batch, head) work item and then uses the bound object:
+//
+//   Bound mask:
+//     BlockKind classify(i0, i1, j0, j1)  rows [i0,i1) x keys [j0,j1): empty
+//                                          blocks are skipped, full blocks pay
+//                                          no per-element test
+//     index_t key_end(i0, i1)              no row of [i0,i1) allows a key >= this
+//     void apply(i, j0, j1, S* s, stride) sets s[(j-j0)*stride] = -inf where (i,j)
+//                                          is not allowed (partial blocks only)
+//     bool allowed(i, j)                   the predicate itself (oracle, tests)
+//   Bound score (when `active` is true):
+//     void apply(i, j0, j1, S* s, stride) s[(j-j0)*stride] += score(i, j)
+//     double score(i, j)                   the same, one element (oracle)
+//
+// Policies validate their own parameters against the call's shapes in
+// `check(op, B, H, Nq, Nk)` and throw effattn::invalid_argument on a mismatch.
+// User policies follow the same interface.
+#pragma once
+
+#include <cmath>
+#include <limits>
+#include <utility>
+
+#include "../core/error.hpp"
+#include "../core/view.hpp"
+
+EFFATTN_NAMESPACE_BEGIN
+
+enum class BlockKind { empty, partial, full };
+
+// ---------------------------------------------------------------- masks
+
+/// Every key is allowed.
+struct NoMask {
+  struct Bound {
+    index_t nk;
+    BlockKind classify(index_t, index_t, index_t, index_t) const { return BlockKind::full; }
+    index_t key_end(index_t, index_t) const { return nk; }
+    template <class S>
+    void apply(index_t, index_t, index_t, S*, index_t) const {}
+    bool allowed(index_t, index_t) const { return true; }
+  };
+  void check(const char*, index_t, index_t, index_t, index_t) const {}
+  Bound bind(index_t, index_t, index_t /*nq*/, index_t nk) const { return {nk}; }
+};
+
+/// Prefix masks: query i may see the keys j < end(i), with end non-decreasing
+/// in i. Causal, offset-causal and per-query key limits are all of this form,
+/// which is what makes their block classification exact and cheap.
+namespace detail {
+template <class Derived>
+struct PrefixBound {
+  BlockKind classify(index_t i0, index_t i1, index_t j0, index_t j1) const {
+    const auto& d = static_cast<const Derived&>(*this);
+    index_t lo = d.end_min(i0, i1), hi = d.end_max(i0, i1);
+    if (j0 >= hi) return BlockKind::empty;
+    if (j1 <= lo) return BlockKind::full;
+    return BlockKind::partial;
+  }
+  index_t key_end(index_t i0, index_t i1) const { return static_cast<const Derived&>(*this).end_max(i0, i1); }
+  template <class S>
+  void apply(index_t i, index_t j0, index_t j1, S* s, index_t st) const {
+    index_t e = static_cast<const Derived&>(*this).end(i);
+    const S ninf = -std::numeric_limits<S>::infinity();
+    for (index_t j = e > j0 ? e : j0; j < j1; ++j) s[(j - j0) * st] = ninf;
+  }
+  bool allowed(index_t i, index_t j) const { return j < static_cast<const Derived&>(*this).end(i); }
+};
+inline index_t clamp_index(index_t x, index_t lo, index_t hi) { return x < lo ? lo : (x > hi ? hi : x); }
+}  // namespace detail
+
+/// Query i sees key j iff j <= i + offset (offset may be negative). With
+/// offset = Nk - Nq this is "bottom-right aligned" causal attention: the last
+/// query sees every key (the convention of FlashAttention >= 2.1, of decoding
+/// with a KV cache, and of Perceiver AR's latents).
+struct OffsetCausalMask {
+  index_t offset = 0;
+  struct Bound : detail::PrefixBound<Bound> {
+    index_t offset, nk;
+    index_t end(index_t i) const { return detail::clamp_index(i + offset + 1, 0, nk); }
+    index_t end_min(index_t i0, index_t) const { return end(i0); }
+    index_t end_max(index_t, index_t i1) const { return end(i1 - 1); }
+  };
+  void check(const char*, index_t, index_t, index_t, index_t) const {}
+  Bound bind(index_t, index_t, index_t, index_t nk) const {
+    Bound b;
+    b.offset = offset;
+    b.nk = nk;
+    return b;
+  }
+};
+
+/// Causal attention, bottom-right aligned: j <= i + (Nk - Nq). For Nq == Nk the
+/// usual lower triangle.
+struct CausalMask {
+  using Bound = OffsetCausalMask::Bound;
+  void check(const char*, index_t, index_t, index_t, index_t) const {}
+  Bound bind(index_t b, index_t h, index_t nq, index_t nk) const { return OffsetCausalMask{nk - nq}.bind(b, h, nq, nk); }
+};
+
+/// Query i of batch b sees the keys j < limit(b, i). `limit` is [B, Nq]; each
+/// row must be non-decreasing in i and within [0, Nk] (checked). Transfusion's
+/// block-causal mask is this: limit(i) = end of i's image for a patch, i + 1
+/// otherwise.
+struct KeyLimitMask {
+  ConstView<index_t, 2> limit;
+  struct Bound : detail::PrefixBound<Bound> {
+    const index_t* lim;
+    index_t stride;
+    index_t end(index_t i) const { return lim[i * stride]; }
+    index_t end_min(index_t i0, index_t) const { return end(i0); }
+    index_t end_max(index_t, index_t i1) const { return end(i1 - 1); }
+  };
+  void check(const char* op, index_t B, index_t, index_t nq, index_t nk) const {
+    detail::check_view(limit, op, "limit", false);
+    detail::check_shape(limit, op, "limit", "[B,Nq]", {B, nq});
+    for (index_t b = 0; b < B; ++b)
+      for (index_t i = 0; i < nq; ++i) {
+        index_t e = limit(b, i);
+        if (e < 0 || e > nk)
+          EFFATTN_THROW(parameter_error(detail::concat(op, ": limit[", b, ",", i, "]=", e, " must be in [0, Nk=", nk, "]")));
+        if (i > 0 && e < limit(b, i - 1))
+          EFFATTN_THROW(parameter_error(detail::concat(op, ": limit must be non-decreasing along queries, but limit[", b,
+                                                       ",", i, "]=", e, " < limit[", b, ",", i - 1, "]=",
+                                                       limit(b, i - 1))));
+      }
+  }
+  Bound bind(index_t b, index_t, index_t, index_t) const {
+    Bound r;
+    r.lim = limit.data() + b * limit.stride(0);
+    r.stride = limit.stride(1);
+    return r;
+  }
+};
+
+/// Any predicate allowed(b, h, i, j). Every block is treated as partial (the
+/// engine cannot know the structure), so prefer a prefix mask when one fits.
+template <class Pred>
+struct PredicateMask {
+  Pred pred;
+  struct Bound {
+    const Pred* pred;
+    index_t b, h, nk;
+    BlockKind classify(index_t, index_t, index_t, index_t) const { return BlockKind::partial; }
+    index_t key_end(index_t, index_t) const { return nk; }
+    template <class S>
+    void apply(index_t i, index_t j0, index_t j1, S* s, index_t st) const {
+      const S ninf = -std::numeric_limits<S>::infinity();
+      for (index_t j = j0; j < j1; ++j)
+        if (!(*pred)(b, h, i, j)) s[(j - j0) * st] = ninf;
+    }
+    bool allowed(index_t i, index_t j) const { return (*pred)(b, h, i, j); }
+  };
+  void check(const char*, index_t, index_t, index_t, index_t) const {}
+  Bound bind(index_t b, index_t h, index_t, index_t nk) const { return Bound{&pred, b, h, nk}; }
+};
+template <class Pred>
+PredicateMask<Pred> make_predicate_mask(Pred p) {
+  return PredicateMask<Pred>{std::move(p)};
+}
+
+// ---------------------------------------------------------------- scores
+
+/// No bias.
+struct NoScore {
+  static constexpr bool active = false;
+  struct Bound {
+    template <class S>
+    void apply(index_t, index_t, index_t, S*, index_t) const {}
+    double score(index_t, index_t) const { return 0.0; }
+  };
+  void check(const char*, index_t, index_t, index_t, index_t) const {}
+  Bound bind(index_t, index_t) const { return {}; }
+};
+
+/// A per-key additive bias, bias[b, j], shared by all heads and queries.
+/// ToMe's proportional attention uses bias = log(size).
+struct KeyBiasScore {
+  ConstView<float, 2> bias;
+  static constexpr bool active = true;
+  struct Bound {
+    const float* p;
+    index_t stride;
+    template <class S>
+    void apply(index_t, index_t j0, index_t j1, S* s, index_t st) const {
+      for (index_t j = j0; j < j1; ++j) s[(j - j0) * st] += static_cast<S>(p[j * stride]);
+    }
+    double score(index_t, index_t j) const { return p[j * stride]; }
+  };
+  void check(const char* op, index_t B, index_t, index_t, index_t nk) const {
+    detail::check_view(bias, op, "bias", false);
+    detail::check_shape(bias, op, "bias", "[B,Nk]", {B, nk});
+  }
+  Bound bind(index_t b, index_t) const { return Bound{bias.data() + b * bias.stride(0), bias.stride(1)}; }
+};
+
+/// Any bias score(b, h, i, j), added in float.
+template <class F>
+struct FunctorScore {
+  F f;
+  static constexpr bool active = true;
+  struct Bound {
+    const F* f;
+    index_t b, h;
+    template <class S>
+    void apply(index_t i, index_t j0, index_t j1, S* s, index_t st) const {
+      for (index_t j = j0; j < j1; ++j) s[(j - j0) * st] += static_cast<S>((*f)(b, h, i, j));
+    }
+    double score(index_t i, index_t j) const { return static_cast<double>((*f)(b, h, i, j)); }
+  };
+  void check(const char*, index_t, index_t, index_t, index_t) const {}
+  Bound bind(index_t b, index_t h) const { return Bound{&f, b, h}; }
+};
+template <class F>
+FunctorScore<F> make_functor_score(F f) {
+  return FunctorScore<F>{std::move(f)};
+}
+
+EFFATTN_NAMESPACE_END

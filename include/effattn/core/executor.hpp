@@ -1,0 +1,108 @@
+// SPDX-License-Identifier: MIT
+// effattn: who runs the parallel loops. Threads belong to the caller.
+#pragma once
+
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <optional>
+
+#include "config.hpp"
+#include "error.hpp"
+
+#if defined(_OPENMP)
+#  include <omp.h>
+#endif
+
+EFFATTN_NAMESPACE_BEGIN
+
+/// How a call may use threads. effattn never changes the global OpenMP thread
+/// count; it only asks for `num_threads` threads for the one call.
+///
+/// - `num_threads = 0`: OpenMP's default (omp_get_max_threads()); 1: serial.
+/// - `parallel_for`: if set, effattn hands its work items to this hook instead of
+///   OpenMP, so a host with its own thread pool drives the kernels. The hook must
+///   call `body(begin, end)` for disjoint ranges covering [0, n) (in any order, on
+///   any threads) and return when all are done.
+///
+/// Results never depend on the number of threads or on the hook: every work item
+/// is computed the same way wherever it runs (bit-identical output).
+/// Inside an enclosing parallel region effattn runs serially.
+struct Executor {
+  int num_threads = 0;
+  std::function<void(index_t n, const std::function<void(index_t begin, index_t end)>& body)> parallel_for;
+};
+
+namespace detail {
+
+inline int resolve_threads(const Executor& ex, index_t work_items) {
+  int t = 1;
+#if defined(_OPENMP)
+  if (omp_in_parallel()) return 1;
+  t = ex.num_threads > 0 ? ex.num_threads : omp_get_max_threads();
+#else
+  (void)ex;
+#endif
+  if (work_items < t) t = static_cast<int>(work_items > 0 ? work_items : 1);
+  return t < 1 ? 1 : t;
+}
+
+/// Runs body(item, scratch) for every item in [0, n). `make_scratch()` is called
+/// once per thread (or once per range handed to a user hook). Exceptions thrown
+/// by the body are caught on the worker and the first is rethrown here.
+template <class MakeScratch, class Body>
+void parallel_items(const Executor& ex, index_t n, MakeScratch&& make_scratch, Body&& body) {
+  if (n <= 0) return;
+  if (ex.num_threads < 0) EFFATTN_THROW(parameter_error(concat("Executor: num_threads must be >= 0, got ", ex.num_threads)));
+  if (ex.parallel_for) {
+    std::exception_ptr err;
+    std::mutex mu;
+    ex.parallel_for(n, [&](index_t begin, index_t end) {
+      try {
+        auto scratch = make_scratch();
+        for (index_t i = begin; i < end; ++i) body(i, scratch);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(mu);
+        if (!err) err = std::current_exception();
+      }
+    });
+    if (err) std::rethrow_exception(err);
+    return;
+  }
+  const int threads = resolve_threads(ex, n);
+  if (threads <= 1) {
+    auto scratch = make_scratch();
+    for (index_t i = 0; i < n; ++i) body(i, scratch);
+    return;
+  }
+#if defined(_OPENMP)
+  std::exception_ptr err;
+#  pragma omp parallel num_threads(threads)
+  {
+    // Every thread must reach the worksharing loop, so a failed scratch
+    // allocation only makes this thread skip its items.
+    using Scratch = decltype(make_scratch());
+    std::optional<Scratch> scratch;
+    try {
+      scratch.emplace(make_scratch());
+    } catch (...) {
+#  pragma omp critical(effattn_error)
+      if (!err) err = std::current_exception();
+    }
+#  pragma omp for schedule(dynamic, 1)
+    for (index_t i = 0; i < n; ++i) {
+      if (!scratch) continue;
+      try {
+        body(i, *scratch);
+      } catch (...) {
+#  pragma omp critical(effattn_error)
+        if (!err) err = std::current_exception();
+      }
+    }
+  }
+  if (err) std::rethrow_exception(err);
+#endif
+}
+
+}  // namespace detail
+EFFATTN_NAMESPACE_END

@@ -1,0 +1,192 @@
+// SPDX-License-Identifier: MIT
+// effattn: non-owning strided views over caller memory, and their checks.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cstdint>
+#include <initializer_list>
+#include <limits>
+#include <string>
+#include <type_traits>
+
+#include "config.hpp"
+#include "error.hpp"
+
+EFFATTN_NAMESPACE_BEGIN
+
+/// A non-owning, row-major-indexed view of a rank-`Rank` tensor with element
+/// strides. `View<const float, 4>` reads, `View<float, 4>` writes. Nothing is
+/// copied: memory owned by PyTorch, NumPy, an arena or an Eigen tensor is used
+/// in place. Strides are in elements (not bytes) and must be >= 0; a stride of 0
+/// broadcasts an input along that dimension (never allowed for outputs).
+template <class T, int Rank>
+class View {
+  static_assert(Rank >= 1, "effattn::View needs rank >= 1");
+
+ public:
+  using element_type = T;
+  using value_type = std::remove_cv_t<T>;
+  using extents_type = std::array<index_t, Rank>;
+  static constexpr int rank = Rank;
+
+  View() = default;
+  /// Contiguous row-major view.
+  View(T* data, const extents_type& shape) : data_(data), shape_(shape) {
+    index_t s = 1;
+    for (int d = Rank - 1; d >= 0; --d) {
+      strides_[d] = s;
+      s *= shape_[d] > 0 ? shape_[d] : 1;
+    }
+  }
+  /// Strided view (element strides).
+  View(T* data, const extents_type& shape, const extents_type& strides)
+      : data_(data), shape_(shape), strides_(strides) {}
+
+  /// A writable view converts to a read-only one.
+  template <class U, class = std::enable_if_t<std::is_same<const U, T>::value && !std::is_same<U, T>::value>>
+  View(const View<U, Rank>& o) : data_(o.data()), shape_(o.shape()), strides_(o.strides()) {}
+
+  T* data() const { return data_; }
+  const extents_type& shape() const { return shape_; }
+  const extents_type& strides() const { return strides_; }
+  index_t dim(int d) const { return shape_[d]; }
+  index_t stride(int d) const { return strides_[d]; }
+
+  /// Number of elements (0 if any extent is 0).
+  index_t size() const {
+    index_t n = 1;
+    for (auto e : shape_) n *= e;
+    return n;
+  }
+  bool empty() const { return size() == 0; }
+
+  /// True when the elements are packed row-major with no gaps.
+  bool is_contiguous() const {
+    index_t s = 1;
+    for (int d = Rank - 1; d >= 0; --d) {
+      if (shape_[d] != 1 && strides_[d] != s) return false;
+      s *= shape_[d];
+    }
+    return true;
+  }
+
+  template <class... I>
+  T& operator()(I... idx) const {
+    static_assert(sizeof...(I) == Rank, "effattn::View: wrong number of indices");
+    const index_t ix[] = {static_cast<index_t>(idx)...};
+    index_t off = 0;
+    for (int d = 0; d < Rank; ++d) off += ix[d] * strides_[d];
+    return data_[off];
+  }
+
+  /// Offset in elements of the given multi-index.
+  index_t offset(const extents_type& ix) const {
+    index_t off = 0;
+    for (int d = 0; d < Rank; ++d) off += ix[d] * strides_[d];
+    return off;
+  }
+
+ private:
+  T* data_ = nullptr;
+  extents_type shape_{};
+  extents_type strides_{};
+};
+
+template <class T, int Rank>
+using ConstView = View<const T, Rank>;
+
+/// Contiguous row-major view over `data` with the given shape.
+template <class T, class... E>
+View<T, sizeof...(E)> make_view(T* data, E... extents) {
+  return View<T, sizeof...(E)>(data, {static_cast<index_t>(extents)...});
+}
+
+namespace detail {
+
+/// Largest element offset a view can address, or -1 if empty. Throws on overflow.
+template <class T, int R>
+index_t max_offset(const View<T, R>& v, const char* op, const char* name) {
+  if (v.empty()) return -1;
+  index_t off = 0;
+  for (int d = 0; d < R; ++d) {
+    const index_t e = v.dim(d) - 1, s = v.stride(d);
+    if (e > 0 && s > (std::numeric_limits<index_t>::max() - off) / e)
+      EFFATTN_THROW(shape_error(concat(op, ": ", name, " shape ", shape_str(v.shape()), " with strides ",
+                                       shape_str(v.strides()), " overflows the index type")));
+    off += e * s;
+  }
+  return off;
+}
+
+/// Checks a view's pointer, extents and strides; `writable` also demands that no
+/// two elements share an address (so a write never clobbers another element).
+template <class T, int R>
+void check_view(const View<T, R>& v, const char* op, const char* name, bool writable) {
+  for (int d = 0; d < R; ++d) {
+    if (v.dim(d) < 0)
+      EFFATTN_THROW(shape_error(concat(op, ": ", name, " has a negative extent: shape ", shape_str(v.shape()))));
+    if (v.stride(d) < 0)
+      EFFATTN_THROW(shape_error(concat(op, ": ", name, " has a negative stride: strides ", shape_str(v.strides()),
+                                       " for shape ", shape_str(v.shape()))));
+  }
+  // The element count itself must not overflow.
+  index_t n = 1;
+  for (int d = 0; d < R; ++d) {
+    if (v.dim(d) != 0 && n > std::numeric_limits<index_t>::max() / v.dim(d))
+      EFFATTN_THROW(shape_error(concat(op, ": ", name, " shape ", shape_str(v.shape()), " overflows the index type")));
+    n *= v.dim(d);
+  }
+  if (n == 0) return;
+  if (v.data() == nullptr)
+    EFFATTN_THROW(shape_error(concat(op, ": ", name, " is a null pointer with shape ", shape_str(v.shape()))));
+  (void)max_offset(v, op, name);
+  if (!writable) return;
+  // Non-overlap: order the non-trivial dimensions by stride; each stride must
+  // step over everything the smaller ones span.
+  std::array<int, R> order{};
+  int m = 0;
+  for (int d = 0; d < R; ++d)
+    if (v.dim(d) > 1) order[m++] = d;
+  std::sort(order.begin(), order.begin() + m, [&](int a, int b) { return v.stride(a) < v.stride(b); });
+  index_t span = 1;
+  for (int k = 0; k < m; ++k) {
+    const int d = order[k];
+    if (v.stride(d) < span)
+      EFFATTN_THROW(shape_error(concat(op, ": output ", name, " has overlapping elements: shape ",
+                                       shape_str(v.shape()), " strides ", shape_str(v.strides()))));
+    span = v.stride(d) * v.dim(d);
+  }
+}
+
+/// Demands an exact shape. `names` are the symbolic extents for the message,
+/// e.g. check_shape(k, "flash_attention", "k", "[B,Hkv,Nk,D]", {2,4,128,64}).
+template <class T, int R>
+void check_shape(const View<T, R>& v, const char* op, const char* name, const char* names,
+                 const std::array<index_t, R>& expected) {
+  if (v.shape() != expected)
+    EFFATTN_THROW(shape_error(concat(op, ": ", name, " must be ", names, "=", shape_str(expected), ", got ",
+                                     shape_str(v.shape()))));
+}
+
+/// True when the byte ranges spanned by two views intersect.
+template <class A, int RA, class B, int RB>
+bool ranges_overlap(const View<A, RA>& a, const View<B, RB>& b) {
+  if (a.empty() || b.empty()) return false;
+  const auto a0 = reinterpret_cast<std::uintptr_t>(a.data());
+  const auto b0 = reinterpret_cast<std::uintptr_t>(b.data());
+  const auto a1 = a0 + static_cast<std::uintptr_t>(max_offset(a, "", "") + 1) * sizeof(A);
+  const auto b1 = b0 + static_cast<std::uintptr_t>(max_offset(b, "", "") + 1) * sizeof(B);
+  return a0 < b1 && b0 < a1;
+}
+
+/// Throws if the output `out` shares memory with the input `in`.
+template <class A, int RA, class B, int RB>
+void check_no_alias(const View<A, RA>& out, const char* out_name, const View<B, RB>& in, const char* in_name,
+                    const char* op) {
+  if (ranges_overlap(out, in))
+    EFFATTN_THROW(shape_error(concat(op, ": output ", out_name, " must not share memory with input ", in_name)));
+}
+
+}  // namespace detail
+EFFATTN_NAMESPACE_END

@@ -1,0 +1,15 @@
+// SPDX-License-Identifier: MIT
+// effattn: efficient attention operators for CPU inference. The only include
+// users need.
+#pragma once
+
+#include "core/config.hpp"
+#include "core/error.hpp"
+#include "core/executor.hpp"
+#include "core/view.hpp"
+#include "attention/engine.hpp"
+#include "attention/materialized.hpp"
+#include "attention/options.hpp"
+#include "attention/policies.hpp"
+#include "attention/reference.hpp"
+#include "interop/eigen.hpp"
