@@ -13,3 +13,4 @@
 #include "attention/policies.hpp"
 #include "attention/reference.hpp"
 #include "interop/eigen.hpp"
+#include "nn/layers.hpp"

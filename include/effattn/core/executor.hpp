@@ -29,6 +29,10 @@ EFFATTN_NAMESPACE_BEGIN
 /// is computed the same way wherever it runs (bit-identical output).
 /// Inside an enclosing parallel region effattn runs serially.
 struct Executor {
+  Executor() = default;
+  /// At most `threads` threads for a call (0: OpenMP's default).
+  explicit Executor(int threads) : num_threads(threads) {}
+
   int num_threads = 0;
   std::function<void(index_t n, const std::function<void(index_t begin, index_t end)>& body)> parallel_for;
 };

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <utility>
 #include <array>
 #include <cstdint>
 #include <initializer_list>
@@ -148,7 +149,8 @@ void check_view(const View<T, R>& v, const char* op, const char* name, bool writ
   int m = 0;
   for (int d = 0; d < R; ++d)
     if (v.dim(d) > 1) order[m++] = d;
-  std::sort(order.begin(), order.begin() + m, [&](int a, int b) { return v.stride(a) < v.stride(b); });
+  for (int a = 1; a < m; ++a)  // insertion sort: R is tiny
+    for (int b = a; b > 0 && v.stride(order[b]) < v.stride(order[b - 1]); --b) std::swap(order[b], order[b - 1]);
   index_t span = 1;
   for (int k = 0; k < m; ++k) {
     const int d = order[k];

@@ -1,0 +1,124 @@
+// SPDX-License-Identifier: MIT
+// effattn::nn: the few dense layers the method examples and golden blocks need
+// around attention (Linear, LayerNorm, exact GELU, MLP, head split/merge), on
+// row-major Eigen matrices. Weights use PyTorch's Linear layout [out, in], so
+// checkpoints map one to one.
+#pragma once
+
+#include <Eigen/Core>
+#include <cmath>
+#include <random>
+
+#include "../core/error.hpp"
+#include "../core/view.hpp"
+
+EFFATTN_NAMESPACE_BEGIN
+namespace nn {
+
+using Matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using Vector = Eigen::VectorXf;
+
+/// y = x W^T + b. x [rows, in], W [out, in] (torch layout), b [out] or empty.
+struct Linear {
+  Matrix weight;
+  Vector bias;
+
+  index_t in_features() const { return weight.cols(); }
+  index_t out_features() const { return weight.rows(); }
+
+  void forward(const Matrix& x, Matrix& y) const {
+    const char* op = "nn::Linear::forward";
+    if (x.cols() != weight.cols())
+      EFFATTN_THROW(shape_error(detail::concat(op, ": x must be [rows,in]=[", x.rows(), ",", weight.cols(), "], got [",
+                                               x.rows(), ",", x.cols(), "]")));
+    if (bias.size() != 0 && bias.size() != weight.rows())
+      EFFATTN_THROW(shape_error(detail::concat(op, ": bias must be [out]=[", weight.rows(), "], got [", bias.size(), "]")));
+    if (&x == &y) EFFATTN_THROW(shape_error(detail::concat(op, ": y must not be x")));
+    y.resize(x.rows(), weight.rows());
+    y.noalias() = x * weight.transpose();
+    if (bias.size() != 0) y.rowwise() += bias.transpose();
+  }
+
+  /// Weights ~ U(-scale, scale) (scale 0: 1/sqrt(in), torch's default bound), bias likewise.
+  template <class Rng>
+  static Linear random(index_t in, index_t out, Rng& rng, float scale = 0, bool with_bias = true) {
+    require(in > 0 && out > 0, "nn::Linear::random", "in/out", "must be > 0, got in=", in, " out=", out);
+    const float s = scale > 0 ? scale : 1.0f / std::sqrt(static_cast<float>(in));
+    std::uniform_real_distribution<float> u(-s, s);
+    Linear l;
+    l.weight.resize(out, in);
+    for (index_t i = 0; i < l.weight.size(); ++i) l.weight.data()[i] = u(rng);
+    if (with_bias) {
+      l.bias.resize(out);
+      for (index_t i = 0; i < out; ++i) l.bias[i] = u(rng);
+    }
+    return l;
+  }
+};
+
+/// y = (x - mean) / sqrt(var + eps) * w + b per row, biased variance (torch's
+/// LayerNorm). x [rows, C], w and b [C]. y may be x.
+inline void layer_norm(const Matrix& x, const Vector& w, const Vector& b, float eps, Matrix& y) {
+  const char* op = "nn::layer_norm";
+  if (w.size() != x.cols() || b.size() != x.cols())
+    EFFATTN_THROW(shape_error(detail::concat(op, ": weight and bias must be [C]=[", x.cols(), "], got [", w.size(),
+                                             "] and [", b.size(), "]")));
+  require(std::isfinite(eps) && eps > 0, op, "eps", "must be finite and > 0, got ", eps);
+  if (&y != &x) y.resize(x.rows(), x.cols());
+  const index_t C = x.cols();
+  for (index_t r = 0; r < x.rows(); ++r) {
+    double mean = 0, var = 0;
+    for (index_t c = 0; c < C; ++c) mean += x(r, c);
+    mean /= static_cast<double>(C);
+    for (index_t c = 0; c < C; ++c) {
+      const double d = x(r, c) - mean;
+      var += d * d;
+    }
+    var /= static_cast<double>(C);
+    const double inv = 1.0 / std::sqrt(var + eps);
+    for (index_t c = 0; c < C; ++c) y(r, c) = static_cast<float>((x(r, c) - mean) * inv) * w[c] + b[c];
+  }
+}
+
+/// Exact GELU, x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)), in place.
+inline void gelu_erf(Matrix& x) {
+  float* p = x.data();
+  for (index_t i = 0; i < x.size(); ++i) p[i] = 0.5f * p[i] * (1.0f + std::erf(p[i] * 0.70710678118654752f));
+}
+
+/// y = fc2(gelu(fc1(x))).
+struct Mlp {
+  Linear fc1, fc2;
+  void forward(const Matrix& x, Matrix& y) const {
+    Matrix h;
+    fc1.forward(x, h);
+    gelu_erf(h);
+    fc2.forward(h, y);
+  }
+  template <class Rng>
+  static Mlp random(index_t width, index_t hidden, Rng& rng) {
+    return Mlp{Linear::random(width, hidden, rng), Linear::random(hidden, width, rng)};
+  }
+};
+
+/// x [N, H*hd] (heads concatenated along columns, head h = columns h*hd..) into
+/// dst [H, N, hd], contiguous.
+inline void split_heads(const Matrix& x, index_t H, float* dst) {
+  require(H > 0 && x.cols() % H == 0, "nn::split_heads", "H", "must divide the width ", x.cols(), ", got ", H);
+  const index_t N = x.rows(), hd = x.cols() / H;
+  for (index_t h = 0; h < H; ++h)
+    for (index_t n = 0; n < N; ++n)
+      for (index_t e = 0; e < hd; ++e) dst[(h * N + n) * hd + e] = x(n, h * hd + e);
+}
+
+/// The inverse of split_heads: src [H, N, hd] into y [N, H*hd].
+inline void merge_heads(const float* src, index_t H, index_t N, index_t hd, Matrix& y) {
+  require(H > 0 && N >= 0 && hd > 0, "nn::merge_heads", "shape", "must be positive, got H=", H, " N=", N, " hd=", hd);
+  y.resize(N, H * hd);
+  for (index_t h = 0; h < H; ++h)
+    for (index_t n = 0; n < N; ++n)
+      for (index_t e = 0; e < hd; ++e) y(n, h * hd + e) = src[(h * N + n) * hd + e];
+}
+
+}  // namespace nn
+EFFATTN_NAMESPACE_END

@@ -1,0 +1,165 @@
+// SPDX-License-Identifier: MIT
+// Every bad input throws effattn's documented exception (an
+// std::invalid_argument naming the operator and the parameter) before any
+// output is written.
+#include <gtest/gtest.h>
+
+#include <effattn/effattn.hpp>
+#include <limits>
+#include <string>
+#include <vector>
+
+using namespace effattn;
+
+namespace {
+
+struct Buffers {
+  index_t B = 2, H = 4, Hkv = 2, Nq = 5, Nk = 7, D = 8;
+  std::vector<float> q, k, v, out, lse;
+  Buffers()
+      : q(B * H * Nq * D, 0.5f), k(B * Hkv * Nk * D, 0.25f), v(B * Hkv * Nk * D, 1.f), out(B * H * Nq * D, 42.f),
+        lse(B * H * Nq, 42.f) {}
+  ConstView<float, 4> Q() const { return make_view<const float>(q.data(), B, H, Nq, D); }
+  ConstView<float, 4> K() const { return make_view<const float>(k.data(), B, Hkv, Nk, D); }
+  ConstView<float, 4> V() const { return make_view<const float>(v.data(), B, Hkv, Nk, D); }
+  View<float, 4> O() { return make_view(out.data(), B, H, Nq, D); }
+  View<float, 3> L() { return make_view(lse.data(), B, H, Nq); }
+  bool untouched() const {
+    for (float x : out)
+      if (x != 42.f) return false;
+    for (float x : lse)
+      if (x != 42.f) return false;
+    return true;
+  }
+};
+
+/// Expects exception E whose message contains every fragment, and no write.
+template <class E, class F>
+void expect_throw(Buffers& b, F&& f, std::initializer_list<const char*> fragments) {
+  try {
+    f();
+    ADD_FAILURE() << "no exception";
+  } catch (const E& e) {
+    const std::string msg = e.what();
+    for (const char* frag : fragments) EXPECT_NE(msg.find(frag), std::string::npos) << "message: " << msg << " lacks " << frag;
+    const std::invalid_argument* base = &e;
+    (void)base;
+  }
+  EXPECT_TRUE(b.untouched());
+}
+
+TEST(Errors, ShapeMismatches) {
+  Buffers b;
+  expect_throw<shape_error>(b, [&] {
+    attention<float>(b.Q(), make_view<const float>(b.k.data(), b.B, b.Hkv, b.Nk, 4), b.V(), b.O());
+  }, {"attention", "k must be [B,Hkv,Nk,D]=[2,2,7,8], got [2,2,7,4]"});
+  expect_throw<shape_error>(b, [&] {
+    attention<float>(b.Q(), b.K(), make_view<const float>(b.v.data(), b.B, b.Hkv, b.Nk - 1, b.D), b.O());
+  }, {"attention", "v must be [B,Hkv,Nk,Dv]", "got [2,2,6,8]"});
+  expect_throw<shape_error>(b, [&] {
+    attention<float>(b.Q(), b.K(), b.V(), make_view(b.out.data(), b.B, b.H, b.Nq - 1, b.D));
+  }, {"out must be [B,H,Nq,Dv]=[2,4,5,8]"});
+  expect_throw<shape_error>(b, [&] {
+    attention<float>(b.Q(), b.K(), b.V(), b.O(), NoMask{}, NoScore{}, {}, {}, make_view(b.lse.data(), b.B, b.H, 4));
+  }, {"lse must be [B,H,Nq]"});
+  expect_throw<shape_error>(b, [&] {
+    attention<float>(make_view<const float>(b.q.data(), b.B, 3, b.Nq, b.D), b.K(), b.V(),
+                     make_view(b.out.data(), b.B, 3, b.Nq, b.D));
+  }, {"H=3", "multiple of k/v heads Hkv=2"});
+  expect_throw<shape_error>(b, [&] {
+    attention<float>(make_view<const float>(b.q.data(), b.B, b.H, b.Nq, 0), make_view<const float>(b.k.data(), b.B, b.Hkv, b.Nk, 0),
+                     b.V(), b.O());
+  }, {"head_dim"});
+}
+
+TEST(Errors, PointersAndStrides) {
+  Buffers b;
+  expect_throw<shape_error>(b, [&] {
+    attention<float>(View<const float, 4>(nullptr, {b.B, b.H, b.Nq, b.D}), b.K(), b.V(), b.O());
+  }, {"q is a null pointer"});
+  expect_throw<shape_error>(b, [&] {
+    attention<float>(b.Q(), View<const float, 4>(b.k.data(), {b.B, b.Hkv, b.Nk, b.D}, {-1, 1, 1, 1}), b.V(), b.O());
+  }, {"k has a negative stride"});
+  expect_throw<shape_error>(b, [&] {
+    attention<float>(b.Q(), b.K(), b.V(), View<float, 4>(b.out.data(), {b.B, b.H, b.Nq, b.D}, {0, 0, b.D, 1}));
+  }, {"output out has overlapping elements"});
+  expect_throw<shape_error>(b, [&] {
+    attention<float>(b.Q(), b.K(), b.V(), View<float, 4>(b.out.data(), {b.B, b.H, -1, b.D}));
+  }, {"negative extent"});
+  // Broadcast (stride 0) inputs are fine.
+  std::vector<float> o2(b.out.size());
+  EXPECT_NO_THROW(attention<float>(View<const float, 4>(b.q.data(), {b.B, b.H, b.Nq, b.D}, {0, 0, b.D, 1}), b.K(), b.V(),
+                                   make_view(o2.data(), b.B, b.H, b.Nq, b.D)));
+}
+
+TEST(Errors, OutputAliasingAnInput) {
+  Buffers b;
+  std::vector<float> buf(b.q.size() * 2, 1.f);
+  auto qv = make_view<const float>(buf.data(), b.B, b.H, b.Nq, b.D);
+  try {
+    attention<float>(qv, b.K(), b.V(), make_view(buf.data() + 3, b.B, b.H, b.Nq, b.D));
+    ADD_FAILURE() << "no exception";
+  } catch (const shape_error& e) {
+    EXPECT_NE(std::string(e.what()).find("out must not share memory with input q"), std::string::npos) << e.what();
+  }
+  for (float x : buf) EXPECT_EQ(x, 1.f);
+}
+
+TEST(Errors, Parameters) {
+  Buffers b;
+  for (double s : {-1.0, std::numeric_limits<double>::quiet_NaN(), std::numeric_limits<double>::infinity()}) {
+    AttentionOptions opt;
+    opt.scale = s;
+    expect_throw<parameter_error>(b, [&] { attention<float>(b.Q(), b.K(), b.V(), b.O(), NoMask{}, NoScore{}, opt); },
+                                  {"attention", "scale must be finite and > 0"});
+  }
+  AttentionOptions opt;
+  opt.block_q = attention_query_tile_quantum() + 1;
+  expect_throw<parameter_error>(b, [&] { attention<float>(b.Q(), b.K(), b.V(), b.O(), NoMask{}, NoScore{}, opt); },
+                                {"block_q must be 0 or a multiple of"});
+  opt = {};
+  opt.block_k = -3;
+  expect_throw<parameter_error>(b, [&] { attention<float>(b.Q(), b.K(), b.V(), b.O(), NoMask{}, NoScore{}, opt); },
+                                {"block_k"});
+  expect_throw<parameter_error>(b, [&] { attention<float>(b.Q(), b.K(), b.V(), b.O(), NoMask{}, NoScore{}, {}, Executor{-2}); },
+                                {"num_threads"});
+}
+
+TEST(Errors, PolicyParameters) {
+  Buffers b;
+  std::vector<index_t> lim(b.B * b.Nq, 3);
+  expect_throw<shape_error>(b, [&] {
+    attention<float>(b.Q(), b.K(), b.V(), b.O(), KeyLimitMask{make_view<const index_t>(lim.data(), b.B, b.Nq - 1)});
+  }, {"limit must be [B,Nq]"});
+  lim[3] = b.Nk + 1;
+  expect_throw<parameter_error>(b, [&] {
+    attention<float>(b.Q(), b.K(), b.V(), b.O(), KeyLimitMask{make_view<const index_t>(lim.data(), b.B, b.Nq)});
+  }, {"limit[0,3]=8 must be in [0, Nk=7]"});
+  lim[3] = 1;
+  expect_throw<parameter_error>(b, [&] {
+    attention<float>(b.Q(), b.K(), b.V(), b.O(), KeyLimitMask{make_view<const index_t>(lim.data(), b.B, b.Nq)});
+  }, {"non-decreasing"});
+  std::vector<float> bias(b.B * b.Nk);
+  expect_throw<shape_error>(b, [&] {
+    attention<float>(b.Q(), b.K(), b.V(), b.O(), NoMask{}, KeyBiasScore{make_view<const float>(bias.data(), b.B, b.Nk + 1)});
+  }, {"bias must be [B,Nk]"});
+}
+
+TEST(Errors, ExceptionsAreInvalidArgument) {
+  Buffers b;
+  EXPECT_THROW(attention<float>(b.Q(), b.Q(), b.V(), b.O()), std::invalid_argument);
+  EXPECT_THROW(attention_reference<float>(b.Q(), b.Q(), b.V(), b.O()), std::invalid_argument);
+  EXPECT_THROW(attention_materialized<float>(b.Q(), b.Q(), b.V(), b.O()), std::invalid_argument);
+  EXPECT_TRUE(b.untouched());
+}
+
+TEST(Errors, ExceptionInsideParallelRegionIsRethrown) {
+  Buffers b;
+  auto bad = make_functor_score([](index_t, index_t, index_t i, index_t) -> double {
+    if (i == 3) throw std::runtime_error("score failed");
+    return 0.0;
+  });
+  EXPECT_THROW(attention<float>(b.Q(), b.K(), b.V(), b.O(), NoMask{}, bad, {}, Executor{2}), std::runtime_error);
+}
+
+}  // namespace
