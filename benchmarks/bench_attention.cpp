@@ -1,0 +1,176 @@
+// SPDX-License-Identifier: MIT
+// Full attention: the tiled engine against the materialised Eigen-GEMM
+// version and the dense reference, causal and not, at N in {256, 1024, 4096,
+// 16384}, 8 heads, head_dim 64; plus the machine's own roofs measured in the
+// same run (fp32 FMA peak, Eigen sgemm of attention shape) and the decode path.
+#include <Eigen/Core>
+#include <effattn/effattn.hpp>
+#include <vector>
+
+#define EFFATTN_INTERNAL_HEADER_OK
+#include <effattn/core/simd.hpp>
+
+#include "support/bench_support.hpp"
+
+#if defined(_OPENMP)
+#  include <omp.h>
+#endif
+
+namespace {
+
+using namespace effattn;
+namespace eb = effattn_bench;
+
+// ---- machine roofs
+
+/// A register-only FMA loop on every thread: 12 independent accumulators,
+/// enough to cover the FMA latency on current x86 cores.
+void BM_fma_peak(benchmark::State& state) {
+  const int t = eb::threads();
+  constexpr long kInner = 1 << 22;
+  constexpr int kAcc = 12;
+  for (auto _ : state) {
+    float sink = 0;
+#pragma omp parallel num_threads(t) reduction(+ : sink)
+    {
+      simd::vf acc[kAcc];
+      for (int i = 0; i < kAcc; ++i) acc[i] = simd::broadcast(0.001f * static_cast<float>(i));
+      const simd::vf a = simd::broadcast(0.99999f), b = simd::broadcast(1e-6f);
+      for (long it = 0; it < kInner; ++it) {
+#pragma GCC unroll 12
+        for (int i = 0; i < kAcc; ++i) acc[i] = simd::fmadd(acc[i], a, b);
+      }
+      for (int i = 0; i < kAcc; ++i) sink += acc[i][0];
+    }
+    benchmark::DoNotOptimize(sink);
+  }
+  eb::report(state, 2.0 * kInner * kAcc * simd::kFloatLanes * t, -1);
+}
+
+/// Eigen sgemm of attention shape: [N x 64] * [64 x N].
+void BM_sgemm(benchmark::State& state) {
+  const index_t N = state.range(0), K = 64;
+  Eigen::setNbThreads(eb::threads());
+  using Mat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  Mat a = Mat::Random(N, K), b = Mat::Random(K, N), c(N, N);
+  for (auto _ : state) {
+    c.noalias() = a * b;
+    benchmark::DoNotOptimize(c.data());
+    benchmark::ClobberMemory();
+  }
+  eb::report(state, 2.0 * N * N * K, -1);
+}
+
+// ---- attention
+
+struct Inputs {
+  index_t B = 1, H = 8, N, D = 64;
+  std::vector<float> q, k, v, out;
+  Inputs(index_t n, index_t nq)
+      : N(n),
+        q(eb::random_vector(static_cast<size_t>(B * H * nq * D), 1)),
+        k(eb::random_vector(static_cast<size_t>(B * H * n * D), 2)),
+        v(eb::random_vector(static_cast<size_t>(B * H * n * D), 3)),
+        out(static_cast<size_t>(B * H * nq * D)) {}
+};
+
+enum class Impl { engine, materialized, reference };
+
+void BM_attention(benchmark::State& state, Impl impl, index_t N, bool causal, index_t nq) {
+  Inputs in(N, nq);
+  auto Q = make_view<const float>(in.q.data(), in.B, in.H, nq, in.D);
+  auto K = make_view<const float>(in.k.data(), in.B, in.H, N, in.D);
+  auto V = make_view<const float>(in.v.data(), in.B, in.H, N, in.D);
+  auto O = make_view(in.out.data(), in.B, in.H, nq, in.D);
+  const Executor ex(eb::threads());
+  eb::reset_peak();
+  for (auto _ : state) {
+    switch (impl) {
+      case Impl::engine:
+        if (causal)
+          attention<float>(Q, K, V, O, CausalMask{}, NoScore{}, {}, ex);
+        else
+          attention<float>(Q, K, V, O, NoMask{}, NoScore{}, {}, ex);
+        break;
+      case Impl::materialized:
+        if (causal)
+          attention_materialized<float>(Q, K, V, O, CausalMask{}, NoScore{}, {}, ex);
+        else
+          attention_materialized<float>(Q, K, V, O, NoMask{}, NoScore{}, {}, ex);
+        break;
+      case Impl::reference:
+        if (causal)
+          attention_reference<float>(Q, K, V, O, CausalMask{});
+        else
+          attention_reference<float>(Q, K, V, O);
+        break;
+    }
+    benchmark::DoNotOptimize(in.out.data());
+    benchmark::ClobberMemory();
+  }
+  // Allowed pairs: bottom-right causal lets query i see N - nq + i + 1 keys.
+  double pairs = 0;
+  for (index_t i = 0; i < nq; ++i) pairs += causal ? static_cast<double>(N - nq + i + 1) : static_cast<double>(N);
+  eb::report(state, eb::attention_flops(in.B, in.H, pairs, in.D, in.D), eb::peak_bytes());
+  state.counters["threads"] = impl == Impl::reference ? 1 : eb::threads();
+}
+
+void register_all() {
+  const int t = eb::threads();
+  benchmark::RegisterBenchmark(eb::name("machine/fma_peak", {{"t", t}}).c_str(), BM_fma_peak)
+      ->Unit(benchmark::kMillisecond)
+      ->UseRealTime();
+  benchmark::RegisterBenchmark(eb::name("machine/sgemm", {{"N", 4096}, {"K", 64}, {"t", t}}).c_str(), BM_sgemm)
+      ->Arg(4096)
+      ->Unit(benchmark::kMillisecond)
+      ->UseRealTime();
+  std::vector<index_t> sizes = {256, 1024, 4096, 16384};
+  if (eb::quick()) sizes = {256};
+  for (index_t N : sizes)
+    for (int causal : {0, 1}) {
+      auto params = [&](std::initializer_list<std::pair<const char*, long long>> extra) {
+        std::string s = eb::name("", {{"N", N}, {"H", 8}, {"D", 64}, {"causal", causal}});
+        for (auto& p : extra) s += "/" + std::string(p.first) + ":" + std::to_string(p.second);
+        return s;
+      };
+      // The engine: causal runs are compared with the non-causal engine (tile skipping).
+      auto* e = benchmark::RegisterBenchmark(("attention/engine" + params({{"t", t}})).c_str(),
+                                             [=](benchmark::State& s) {
+                                               if (causal) s.SetLabel("baseline=attention/engine/causal:0");
+                                               BM_attention(s, Impl::engine, N, causal, N);
+                                             });
+      e->Unit(benchmark::kMillisecond)->UseRealTime()->MeasureProcessCPUTime();
+      if (N >= 16384) e->Iterations(1);
+      auto* m = benchmark::RegisterBenchmark(("attention/materialized" + params({{"t", t}})).c_str(),
+                                             [=](benchmark::State& s) {
+                                               s.SetLabel("baseline=attention/engine");
+                                               BM_attention(s, Impl::materialized, N, causal, N);
+                                             });
+      m->Unit(benchmark::kMillisecond)->UseRealTime()->MeasureProcessCPUTime();
+      if (N >= 4096) m->Iterations(1);
+      if (N <= 1024) {
+        auto* r = benchmark::RegisterBenchmark(("attention/reference" + params({{"t", 1}})).c_str(),
+                                               [=](benchmark::State& s) {
+                                                 s.SetLabel("baseline=attention/engine/t:" + std::to_string(t));
+                                                 BM_attention(s, Impl::reference, N, causal, N);
+                                               });
+        r->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
+      }
+    }
+  // Decoding: one query per head against N cached keys (split-KV path).
+  for (index_t N : eb::quick() ? std::vector<index_t>{1024} : std::vector<index_t>{1024, 16384, 131072})
+    benchmark::RegisterBenchmark(eb::name("attention/decode", {{"N", N}, {"H", 8}, {"D", 64}, {"Nq", 1}, {"t", t}}).c_str(),
+                                 [=](benchmark::State& s) { BM_attention(s, Impl::engine, N, false, 1); })
+        ->Unit(benchmark::kMicrosecond)
+        ->UseRealTime();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  register_all();
+  benchmark::Initialize(&argc, argv);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

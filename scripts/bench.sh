@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# The main job: builds effattn in Release for the host ISA, runs every
+# benchmark program (each operator against full attention on our own tiled
+# engine, in the same run), and writes results/report.md, results/summary.json
+# and PNG plots in results/plots/. Prints the summary table. Installs missing
+# Debian packages first.
+#   EFFATTN_BENCH_THREADS  OpenMP threads per operator (default 2)
+#   EFFATTN_BENCH_REPS     repetitions per benchmark (default 3; medians are reported)
+#   EFFATTN_BENCH_FILTER   Google Benchmark filter regex (default: all)
+#   EFFATTN_BENCH_QUICK=1  smallest shapes only (a smoke run)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/deps.sh build-essential cmake libeigen3-dev libbenchmark-dev python3 python3-matplotlib
+jobs=$(nproc 2>/dev/null || echo 2)
+cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DEFFATTN_BUILD_TESTS=OFF -DEFFATTN_BUILD_BENCHMARKS=ON \
+      -DEFFATTN_BUILD_EXAMPLES=ON
+cmake --build build/release -j "$jobs"
+out=results
+mkdir -p "$out"
+rm -f "$out"/*.json
+for b in build/release/benchmarks/bench_*; do
+  [ -x "$b" ] || continue
+  name=$(basename "$b")
+  echo "effattn: running $name"
+  "$b" --benchmark_out="$out/$name.json" --benchmark_out_format=json \
+       --benchmark_repetitions="${EFFATTN_BENCH_REPS:-3}" --benchmark_report_aggregates_only=false \
+       --benchmark_display_aggregates_only=true --benchmark_filter="${EFFATTN_BENCH_FILTER:-.}"
+done
+/usr/bin/python3 benchmarks/report.py "$out"
