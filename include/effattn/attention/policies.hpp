@@ -22,6 +22,12 @@
 //     void apply(i, j0, j1, S* s, stride) s[(j-j0)*stride] += score(i, j)
 //     double score(i, j)                   the same, one element (oracle)
 //
+// Optionally, a bound mask or score may also provide
+//     void apply_tile(i0, i1, j0, j1, S* st, ld)   the same for a whole block,
+//                                          st[(j-j0)*ld + (i-i0)] (the engine's
+//                                          key-major score tile)
+// which the engine prefers when present (it vectorises across queries).
+//
 // Policies validate their own parameters against the call's shapes in
 // `check(op, B, H, Nq, Nk)` and throw effattn::invalid_argument on a mismatch.
 // User policies follow the same interface.
@@ -29,12 +35,24 @@
 
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <utility>
 
 #include "../core/error.hpp"
 #include "../core/view.hpp"
 
 EFFATTN_NAMESPACE_BEGIN
+
+namespace detail {
+/// True when a bound policy P provides apply_tile for scalar S.
+template <class P, class S, class = void>
+struct has_apply_tile : std::false_type {};
+template <class P, class S>
+struct has_apply_tile<P, S,
+                      std::void_t<decltype(std::declval<const P&>().apply_tile(index_t{}, index_t{}, index_t{},
+                                                                                index_t{}, static_cast<S*>(nullptr),
+                                                                                index_t{}))>> : std::true_type {};
+}  // namespace detail
 
 enum class BlockKind { empty, partial, full };
 
@@ -75,6 +93,19 @@ struct PrefixBound {
     for (index_t j = e > j0 ? e : j0; j < j1; ++j) s[(j - j0) * st] = ninf;
   }
   bool allowed(index_t i, index_t j) const { return j < static_cast<const Derived&>(*this).end(i); }
+  /// Key j is masked for the queries i with end(i) <= j, a prefix of the block
+  /// because end is non-decreasing: one contiguous fill per key row.
+  template <class S>
+  void apply_tile(index_t i0, index_t i1, index_t j0, index_t j1, S* st, index_t ld) const {
+    const auto& d = static_cast<const Derived&>(*this);
+    const S ninf = -std::numeric_limits<S>::infinity();
+    index_t i = i0;
+    for (index_t j = j0; j < j1; ++j) {
+      while (i < i1 && d.end(i) <= j) ++i;  // first query that sees key j
+      S* row = st + (j - j0) * ld;
+      for (index_t c = 0; c < i - i0; ++c) row[c] = ninf;
+    }
+  }
 };
 inline index_t clamp_index(index_t x, index_t lo, index_t hi) { return x < lo ? lo : (x > hi ? hi : x); }
 }  // namespace detail
@@ -196,6 +227,15 @@ struct KeyBiasScore {
       for (index_t j = j0; j < j1; ++j) s[(j - j0) * st] += static_cast<S>(p[j * stride]);
     }
     double score(index_t, index_t j) const { return p[j * stride]; }
+    /// One broadcast add per key row of the block.
+    template <class S>
+    void apply_tile(index_t i0, index_t i1, index_t j0, index_t j1, S* st, index_t ld) const {
+      for (index_t j = j0; j < j1; ++j) {
+        const S bj = static_cast<S>(p[j * stride]);
+        S* row = st + (j - j0) * ld;
+        for (index_t c = 0; c < i1 - i0; ++c) row[c] += bj;
+      }
+    }
   };
   void check(const char* op, index_t B, index_t, index_t, index_t nk) const {
     detail::check_view(bias, op, "bias", false);

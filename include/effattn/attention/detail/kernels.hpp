@@ -209,10 +209,18 @@ void attend_tile(const Problem<T>& p, index_t b, index_t h, index_t i0, index_t 
 
     // St = K Qt (keys read in place).
     tile_gemm<S, false>(kn, nqp, kbase + j0 * p.ks[2], p.ks[2], p.ks[3], w.qt.data(), ld, D, st, ld);
-    if (kind == BlockKind::partial)
-      for (index_t i = 0; i < nq; ++i) mask.apply(i0 + i, j0, j1, st + i, ld);
-    if (kScore)
-      for (index_t i = 0; i < nq; ++i) score.apply(i0 + i, j0, j1, st + i, ld);
+    if (kind == BlockKind::partial) {
+      if constexpr (has_apply_tile<BMask, S>::value)
+        mask.apply_tile(i0, i1, j0, j1, st, ld);
+      else
+        for (index_t i = 0; i < nq; ++i) mask.apply(i0 + i, j0, j1, st + i, ld);
+    }
+    if constexpr (kScore) {
+      if constexpr (has_apply_tile<BScore, S>::value)
+        score.apply_tile(i0, i1, j0, j1, st, ld);
+      else
+        for (index_t i = 0; i < nq; ++i) score.apply(i0 + i, j0, j1, st + i, ld);
+    }
 
     // Online softmax, vectorised across queries.
     bool any_rescale = false;
