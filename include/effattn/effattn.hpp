@@ -14,3 +14,4 @@
 #include "attention/reference.hpp"
 #include "interop/eigen.hpp"
 #include "nn/layers.hpp"
+#include "transfusion/transfusion.hpp"

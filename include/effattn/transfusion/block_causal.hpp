@@ -1,0 +1,149 @@
+// SPDX-License-Identifier: MIT
+// effattn Transfusion: block-causal attention over a mixed text / image
+// sequence, on the engine's per-query key-limit mask.
+//
+//     allowed(i, j) = j <= i  OR  (i and j are patches of the same image)
+//
+// BOI and EOI are ordinary causal tokens *outside* the bidirectional block:
+// BOI cannot see its image, EOI sees all of it (the image lies before it).
+// For every query the allowed keys form a prefix [0, limit(i)) with
+//
+//     limit(i) = end of i's image   for a patch,
+//                i + 1              otherwise,
+//
+// and limit is non-decreasing in i. So the mask is exactly the engine's
+// KeyLimitMask: a key tile at or past the largest limit of a query tile is
+// never visited, tiles wholly below the smallest limit run without
+// per-element tests, and only the tiles on the "staircase" pay for masking.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "../attention/engine.hpp"
+#include "layout.hpp"
+
+EFFATTN_NAMESPACE_BEGIN
+namespace transfusion {
+
+/// The per-query key limits of a batch, [B, N] row-major, owning its storage.
+/// `mask()` is the engine policy; keep this object alive while it is used.
+///
+/// Padding: a query at i >= valid_length(b) gets limit = valid_length(b) (it
+/// sees every valid token and no padding, so its output is finite but
+/// meaningless: ignore it). No valid query ever sees a padding key, and no
+/// key tile past the longest valid limit of a query tile is visited.
+struct KeyLimits {
+  index_t B = 0, N = 0;
+  std::vector<index_t> data;  ///< [B, N]
+
+  index_t operator()(index_t b, index_t i) const { return data[static_cast<size_t>(b * N + i)]; }
+  ConstView<index_t, 2> view() const { return make_view(data.data(), B, N); }
+  KeyLimitMask mask() const { return KeyLimitMask{view()}; }
+};
+
+/// Key limits of a padded batch (see KeyLimits for padding).
+inline KeyLimits block_causal_limits(const BatchLayout& batch) {
+  KeyLimits r;
+  r.B = batch.batch();
+  r.N = batch.N;
+  r.data.resize(static_cast<size_t>(r.B * r.N));
+  for (index_t b = 0; b < r.B; ++b) {
+    const Layout& L = batch.items[static_cast<size_t>(b)];
+    index_t* row = r.data.data() + b * r.N;
+    for (index_t i = 0; i < L.length(); ++i) row[i] = L.key_limit(i);
+    for (index_t i = L.length(); i < r.N; ++i) row[i] = L.length();
+  }
+  return r;
+}
+
+/// Key limits of one sequence (B = 1, N = its length).
+inline KeyLimits block_causal_limits(const Layout& layout) {
+  BatchLayout b;
+  b.items.push_back(layout);
+  b.N = layout.length();
+  return block_causal_limits(b);
+}
+
+/// The dense boolean mask [B, N, N] (1 = may attend), for users who need one
+/// (e.g. to feed another attention implementation). mask[b][i][j] = j <
+/// limit(b, i): the block-causal rule on valid tokens; padding keys are never
+/// allowed and padding queries see every valid key. O(B N^2) memory.
+inline std::vector<std::uint8_t> block_causal_dense_mask(const BatchLayout& batch) {
+  const KeyLimits lim = block_causal_limits(batch);
+  const index_t N = batch.N;
+  std::vector<std::uint8_t> m(static_cast<size_t>(lim.B * N * N), 0);
+  for (index_t b = 0; b < lim.B; ++b)
+    for (index_t i = 0; i < N; ++i) {
+      std::uint8_t* row = m.data() + (b * N + i) * N;
+      for (index_t j = 0; j < lim(b, i); ++j) row[j] = 1;
+    }
+  return m;
+}
+
+/// The dense mask [N, N] of one sequence.
+inline std::vector<std::uint8_t> block_causal_dense_mask(const Layout& layout) {
+  BatchLayout b;
+  b.items.push_back(layout);
+  b.N = layout.length();
+  return block_causal_dense_mask(b);
+}
+
+namespace detail {
+template <class T>
+void check_block_causal_args(const char* op, const ConstView<T, 4>& q, const ConstView<T, 4>& k,
+                             const ConstView<index_t, 2>& limit) {
+  ::effattn::detail::check_view(q, op, "q", false);
+  ::effattn::detail::check_view(k, op, "k", false);
+  ::effattn::detail::check_view(limit, op, "limit", false);
+  if (q.dim(2) != k.dim(2))
+    EFFATTN_THROW(shape_error(::effattn::detail::concat(
+        op, ": block-causal attention is self-attention: q [B,H,N,D] and k [B,Hkv,N,D] need the same N, got q ",
+        ::effattn::detail::shape_str(q.shape()), " and k ", ::effattn::detail::shape_str(k.shape()))));
+  ::effattn::detail::check_shape(limit, op, "limit", "[B,N]", {q.dim(0), q.dim(2)});
+}
+}  // namespace detail
+
+/// Block-causal self-attention on the tiled engine:
+///
+///   out[b,h,i,:] = sum_{j < limit[b,i]} softmax_j(scale <q_i, k_j>) v_j
+///
+/// Shapes: q [B,H,N,D], k [B,Hkv,N,D], v [B,Hkv,N,Dv], out [B,H,N,Dv], lse
+/// [B,H,N] optional (pass {} to skip); limit [B,N] from block_causal_limits()
+/// (any non-decreasing limits in [0, N] are accepted: the engine checks).
+/// GQA when H is a multiple of Hkv. Key tiles at or past the largest limit of
+/// a query tile are skipped without being visited. Results are bit-identical
+/// for any thread count. Throws shape_error / parameter_error before writing.
+template <class T>
+void block_causal_attention(::effattn::detail::identity_t<ConstView<T, 4>> q,
+                            ::effattn::detail::identity_t<ConstView<T, 4>> k,
+                            ::effattn::detail::identity_t<ConstView<T, 4>> v, View<T, 4> out,
+                            ConstView<index_t, 2> limit, const AttentionOptions& opt = {}, const Executor& ex = {},
+                            ::effattn::detail::identity_t<View<acc_t<T>, 3>> lse = {}) {
+  detail::check_block_causal_args("transfusion::block_causal_attention", q, k, limit);
+  attention<T>(q, k, v, out, KeyLimitMask{limit}, NoScore{}, opt, ex, lse);
+}
+
+/// Same, with the limits of a KeyLimits object.
+template <class T>
+void block_causal_attention(::effattn::detail::identity_t<ConstView<T, 4>> q,
+                            ::effattn::detail::identity_t<ConstView<T, 4>> k,
+                            ::effattn::detail::identity_t<ConstView<T, 4>> v, View<T, 4> out, const KeyLimits& limits,
+                            const AttentionOptions& opt = {}, const Executor& ex = {},
+                            ::effattn::detail::identity_t<View<acc_t<T>, 3>> lse = {}) {
+  block_causal_attention<T>(q, k, v, out, limits.view(), opt, ex, lse);
+}
+
+/// The dense float64 oracle of block_causal_attention (same contract).
+template <class T>
+void block_causal_attention_reference(::effattn::detail::identity_t<ConstView<T, 4>> q,
+                                      ::effattn::detail::identity_t<ConstView<T, 4>> k,
+                                      ::effattn::detail::identity_t<ConstView<T, 4>> v, View<T, 4> out,
+                                      ConstView<index_t, 2> limit, const AttentionOptions& opt = {},
+                                      ::effattn::detail::identity_t<View<acc_t<T>, 3>> lse = {}) {
+  detail::check_block_causal_args("transfusion::block_causal_attention_reference", q, k, limit);
+  attention_reference<T>(q, k, v, out, KeyLimitMask{limit}, NoScore{}, opt, lse);
+}
+
+}  // namespace transfusion
+EFFATTN_NAMESPACE_END

@@ -1,0 +1,339 @@
+// SPDX-License-Identifier: MIT
+// effattn Transfusion: a small transformer over mixed sequences, and cached
+// denoising of one image.
+//
+// The model is deliberately plain (pre-LayerNorm blocks, GELU MLP, rotary
+// positions, block-causal self-attention on the tiled engine); it exists to
+// run Transfusion's inference loop end to end and to show where the time
+// goes, not to reproduce the paper's 7B model:
+//
+//   embed:   text rows are given embeddings; BOI / EOI are two learnt vectors;
+//            a patch is patch_in(tokens) + time_in(sinusoid(t_image))
+//   block:   x += proj(attn(LN1 x)),  x += mlp(LN2 x)   (attn: RoPE on q, k)
+//   head:    eps_hat = patch_out(LNf x) on the image's rows
+//
+// Cached denoising. While image k is denoised, only its patches change. Every
+// token before it (through its BOI) attends only to tokens before it, so the
+// keys and values of that prefix are the same at every step: DenoisingCache
+// computes them once, and each step recomputes only the image's M rows (all
+// layers), whose queries see the cached prefix plus the image itself. Tokens
+// after the image cannot influence it (they are not in its key range), so
+// they are skipped. Per step this costs O(M) rows of dense layers and
+// O(M (P + M)) attention pairs instead of O(N) and O(N^2 / 2).
+#pragma once
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "../attention/engine.hpp"
+#include "../nn/layers.hpp"
+#include "block_causal.hpp"
+#include "layout.hpp"
+
+EFFATTN_NAMESPACE_BEGIN
+namespace transfusion {
+
+/// Sizes of the small transformer.
+struct ModelConfig {
+  index_t dim = 64;          ///< model width (even)
+  index_t heads = 4;         ///< attention heads; dim / heads must be even (RoPE)
+  index_t layers = 2;        ///< transformer blocks
+  index_t mlp_hidden = 256;  ///< MLP hidden width
+  index_t patch_dim = 32;    ///< values per patch token, p*p*C
+  double rope_base = 10000;  ///< rotary base
+  float ln_eps = 1e-5f;      ///< LayerNorm epsilon
+  index_t head_dim() const { return dim / heads; }
+};
+
+/// One pre-LayerNorm transformer block.
+struct Block {
+  nn::Vector ln1_w, ln1_b, ln2_w, ln2_b;
+  nn::Linear qkv;   ///< dim -> 3 dim: columns [0,dim) q, [dim,2dim) k, [2dim,3dim) v; head h = h*hd..
+  nn::Linear proj;  ///< dim -> dim
+  nn::Mlp mlp;
+};
+
+/// Key/value storage of every layer, [layers][H, capacity, hd] contiguous.
+struct KVStore {
+  index_t layers = 0, heads = 0, capacity = 0, head_dim = 0;
+  std::vector<std::vector<float>> k, v;
+  KVStore() = default;
+  KVStore(index_t L, index_t H, index_t cap, index_t hd) : layers(L), heads(H), capacity(cap), head_dim(hd) {
+    k.assign(static_cast<size_t>(L), std::vector<float>(static_cast<size_t>(H * cap * hd)));
+    v.assign(static_cast<size_t>(L), std::vector<float>(static_cast<size_t>(H * cap * hd)));
+  }
+  /// [1, H, rows, hd] view of layer l's first `rows` keys (or values).
+  ConstView<float, 4> keys(index_t l, index_t rows) const { return sub(k[static_cast<size_t>(l)].data(), rows); }
+  ConstView<float, 4> values(index_t l, index_t rows) const { return sub(v[static_cast<size_t>(l)].data(), rows); }
+
+ private:
+  ConstView<float, 4> sub(const float* p, index_t rows) const {
+    return ConstView<float, 4>(p, {1, heads, rows, head_dim}, {heads * capacity * head_dim, capacity * head_dim, head_dim, 1});
+  }
+};
+
+/// The small Transfusion-style transformer (batch 1, float).
+struct TinyTransfusion {
+  ModelConfig cfg;
+  nn::Linear patch_in;   ///< patch_dim -> dim
+  nn::Linear time_in;    ///< dim (sinusoidal features of t) -> dim
+  nn::Vector boi, eoi;   ///< marker embeddings [dim]
+  std::vector<Block> blocks;
+  nn::Vector lnf_w, lnf_b;
+  nn::Linear patch_out;  ///< dim -> patch_dim
+
+  /// Random weights (deterministic for a seed). Throws parameter_error for
+  /// sizes < 1, an odd dim, heads not dividing dim or an odd head_dim.
+  static TinyTransfusion random(const ModelConfig& c, unsigned seed) {
+    check_config(c);
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    auto vec = [&](float mean, float sd) {
+      nn::Vector x(c.dim);
+      for (index_t i = 0; i < c.dim; ++i) x[i] = mean + sd * nd(rng);
+      return x;
+    };
+    TinyTransfusion m;
+    m.cfg = c;
+    m.patch_in = nn::Linear::random(c.patch_dim, c.dim, rng);
+    m.time_in = nn::Linear::random(c.dim, c.dim, rng);
+    m.boi = vec(0.0f, 1.0f);
+    m.eoi = vec(0.0f, 1.0f);
+    for (index_t l = 0; l < c.layers; ++l) {
+      Block b;
+      b.ln1_w = vec(1.0f, 0.1f);
+      b.ln1_b = vec(0.0f, 0.1f);
+      b.ln2_w = vec(1.0f, 0.1f);
+      b.ln2_b = vec(0.0f, 0.1f);
+      b.qkv = nn::Linear::random(c.dim, 3 * c.dim, rng);
+      b.proj = nn::Linear::random(c.dim, c.dim, rng);
+      b.mlp = nn::Mlp::random(c.dim, c.mlp_hidden, rng);
+      m.blocks.push_back(std::move(b));
+    }
+    m.lnf_w = vec(1.0f, 0.1f);
+    m.lnf_b = vec(0.0f, 0.1f);
+    m.patch_out = nn::Linear::random(c.dim, c.patch_dim, rng);
+    return m;
+  }
+
+  static void check_config(const ModelConfig& c) {
+    const char* op = "transfusion::TinyTransfusion";
+    require(c.dim >= 2 && c.dim % 2 == 0, op, "dim", "must be even and >= 2, got ", c.dim);
+    require(c.heads >= 1 && c.dim % c.heads == 0, op, "heads", "must divide dim=", c.dim, ", got ", c.heads);
+    require(c.head_dim() % 2 == 0, op, "dim/heads", "(head_dim) must be even for rotary positions, got ", c.head_dim());
+    require(c.layers >= 1, op, "layers", "must be >= 1, got ", c.layers);
+    require(c.mlp_hidden >= 1, op, "mlp_hidden", "must be >= 1, got ", c.mlp_hidden);
+    require(c.patch_dim >= 1, op, "patch_dim", "must be >= 1, got ", c.patch_dim);
+    require(std::isfinite(c.rope_base) && c.rope_base > 1, op, "rope_base", "must be > 1, got ", c.rope_base);
+  }
+
+  /// time_in(sinusoid(t)): [dim] (features cos(t f_i), sin(t f_i), f_i = 10000^(-i/(dim/2))).
+  nn::Vector time_embedding(index_t t) const {
+    const index_t half = cfg.dim / 2;
+    nn::Matrix f(1, cfg.dim), y;
+    for (index_t i = 0; i < half; ++i) {
+      const double w = std::pow(10000.0, -static_cast<double>(i) / static_cast<double>(half));
+      f(0, i) = static_cast<float>(std::cos(static_cast<double>(t) * w));
+      f(0, half + i) = static_cast<float>(std::sin(static_cast<double>(t) * w));
+    }
+    time_in.forward(f, y);
+    return y.row(0).transpose();
+  }
+
+  /// Patch rows: patch_in(tokens) + time_embedding(t). tokens [M, patch_dim] -> x [M, dim].
+  void embed_patches(const nn::Matrix& tokens, index_t t, nn::Matrix& x) const {
+    const char* op = "transfusion::TinyTransfusion::embed_patches";
+    if (tokens.cols() != cfg.patch_dim)
+      EFFATTN_THROW(shape_error(::effattn::detail::concat(op, ": tokens must be [M,patch_dim]=[", tokens.rows(), ",",
+                                                          cfg.patch_dim, "], got [", tokens.rows(), ",", tokens.cols(), "]")));
+    patch_in.forward(tokens, x);
+    x.rowwise() += time_embedding(t).transpose();
+  }
+
+  /// Embeds a whole sequence into x [N, dim]. `text` [num_text, dim] gives the
+  /// text rows in sequence order; `patches` [num_patches, patch_dim] the patch
+  /// tokens of all images stacked in sequence order; `timesteps` one per image.
+  void embed(const Layout& layout, const nn::Matrix& text, const nn::Matrix& patches,
+             const std::vector<index_t>& timesteps, nn::Matrix& x) const {
+    const char* op = "transfusion::TinyTransfusion::embed";
+    if (text.rows() != layout.num_text() || (text.rows() > 0 && text.cols() != cfg.dim))
+      EFFATTN_THROW(shape_error(::effattn::detail::concat(op, ": text must be [num_text,dim]=[", layout.num_text(), ",",
+                                                          cfg.dim, "], got [", text.rows(), ",", text.cols(), "]")));
+    if (patches.rows() != layout.num_patches() || (patches.rows() > 0 && patches.cols() != cfg.patch_dim))
+      EFFATTN_THROW(shape_error(::effattn::detail::concat(op, ": patches must be [num_patches,patch_dim]=[",
+                                                          layout.num_patches(), ",", cfg.patch_dim, "], got [",
+                                                          patches.rows(), ",", patches.cols(), "]")));
+    require(static_cast<index_t>(timesteps.size()) == layout.num_images(), op, "timesteps",
+            "must have one entry per image (", layout.num_images(), "), got ", timesteps.size());
+    x.resize(layout.length(), cfg.dim);
+    index_t ti = 0, pi = 0;
+    nn::Matrix tok, emb;
+    for (index_t i = 0; i < layout.length(); ++i) {
+      switch (layout.type[static_cast<size_t>(i)]) {
+        case TokenType::text: x.row(i) = text.row(ti++); break;
+        case TokenType::boi: x.row(i) = boi.transpose(); break;
+        case TokenType::eoi: x.row(i) = eoi.transpose(); break;
+        default: break;
+      }
+    }
+    for (index_t k = 0; k < layout.num_images(); ++k) {
+      const ImageSpan& im = layout.images[static_cast<size_t>(k)];
+      tok = patches.middleRows(pi, im.length);
+      embed_patches(tok, timesteps[static_cast<size_t>(k)], emb);
+      x.middleRows(im.start, im.length) = emb;
+      pi += im.length;
+    }
+  }
+
+  /// Runs every block on rows [r0, r0 + n) of a sequence (x [n, dim], updated
+  /// in place). Their keys and values go to rows [r0, r0 + n) of `kv`; the
+  /// queries attend keys [0, r0 + n) of `kv` (rows [0, r0) must already hold
+  /// the prefix) under the key limits `limit` [n] (absolute, non-decreasing,
+  /// <= r0 + n). `pos` [n] are the rotary positions.
+  void run_rows(nn::Matrix& x, index_t r0, const std::vector<index_t>& pos, const std::vector<index_t>& limit,
+                KVStore& kv, const Executor& ex) const {
+    const index_t n = x.rows(), H = cfg.heads, hd = cfg.head_dim(), C = cfg.dim, nk = r0 + n;
+    EFFATTN_ASSERT(nk <= kv.capacity && static_cast<index_t>(pos.size()) == n, "run_rows: bad sizes");
+    std::vector<float> q(static_cast<size_t>(H * n * hd)), o(static_cast<size_t>(H * n * hd));
+    // Rotary tables for these rows.
+    const index_t half = hd / 2;
+    std::vector<float> cs(static_cast<size_t>(n * half)), sn(static_cast<size_t>(n * half));
+    for (index_t r = 0; r < n; ++r)
+      for (index_t e = 0; e < half; ++e) {
+        const double a = static_cast<double>(pos[static_cast<size_t>(r)]) *
+                         std::pow(cfg.rope_base, -2.0 * static_cast<double>(e) / static_cast<double>(hd));
+        cs[static_cast<size_t>(r * half + e)] = static_cast<float>(std::cos(a));
+        sn[static_cast<size_t>(r * half + e)] = static_cast<float>(std::sin(a));
+      }
+    auto rotate = [&](const float* src, float* dst, index_t r) {
+      const float* c = cs.data() + r * half;
+      const float* s = sn.data() + r * half;
+      for (index_t e = 0; e < half; ++e) {
+        const float a = src[e], b = src[e + half];
+        dst[e] = a * c[e] - b * s[e];
+        dst[e + half] = a * s[e] + b * c[e];
+      }
+    };
+    std::vector<index_t> lim(limit);
+    const ConstView<index_t, 2> limv = make_view(static_cast<const index_t*>(lim.data()), 1, n);
+    nn::Matrix h, qkv, att, y;
+    for (index_t l = 0; l < cfg.layers; ++l) {
+      const Block& B = blocks[static_cast<size_t>(l)];
+      nn::layer_norm(x, B.ln1_w, B.ln1_b, cfg.ln_eps, h);
+      B.qkv.forward(h, qkv);
+      float* K = kv.k[static_cast<size_t>(l)].data();
+      float* V = kv.v[static_cast<size_t>(l)].data();
+      for (index_t hh = 0; hh < H; ++hh)
+        for (index_t r = 0; r < n; ++r) {
+          const float* row = qkv.data() + r * 3 * C + hh * hd;
+          rotate(row, q.data() + (hh * n + r) * hd, r);
+          rotate(row + C, K + (hh * kv.capacity + r0 + r) * hd, r);
+          float* vd = V + (hh * kv.capacity + r0 + r) * hd;
+          for (index_t e = 0; e < hd; ++e) vd[e] = row[2 * C + e];
+        }
+      attention<float>(make_view(static_cast<const float*>(q.data()), 1, H, n, hd), kv.keys(l, nk), kv.values(l, nk),
+                       make_view(o.data(), 1, H, n, hd), KeyLimitMask{limv}, NoScore{}, AttentionOptions{}, ex);
+      nn::merge_heads(o.data(), H, n, hd, att);
+      B.proj.forward(att, y);
+      x += y;
+      nn::layer_norm(x, B.ln2_w, B.ln2_b, cfg.ln_eps, h);
+      B.mlp.forward(h, y);
+      x += y;
+    }
+  }
+
+  /// eps_hat = patch_out(LNf(rows)) for final hidden rows [M, dim] -> [M, patch_dim].
+  void head(const nn::Matrix& rows, nn::Matrix& eps) const {
+    nn::Matrix h;
+    nn::layer_norm(rows, lnf_w, lnf_b, cfg.ln_eps, h);
+    patch_out.forward(h, eps);
+  }
+
+  /// Full forward of an embedded sequence x [N, dim] with block-causal
+  /// attention (in place: x becomes the final hidden states, before LNf).
+  void forward(const Layout& layout, nn::Matrix& x, const Executor& ex = {}) const {
+    const char* op = "transfusion::TinyTransfusion::forward";
+    if (x.rows() != layout.length() || x.cols() != cfg.dim)
+      EFFATTN_THROW(shape_error(::effattn::detail::concat(op, ": x must be [N,dim]=[", layout.length(), ",", cfg.dim,
+                                                          "], got [", x.rows(), ",", x.cols(), "]")));
+    const index_t N = layout.length();
+    if (N == 0) return;
+    std::vector<index_t> lim(static_cast<size_t>(N));
+    for (index_t i = 0; i < N; ++i) lim[static_cast<size_t>(i)] = layout.key_limit(i);
+    KVStore kv(cfg.layers, cfg.heads, N, cfg.head_dim());
+    run_rows(x, 0, layout.position, lim, kv, ex);
+  }
+
+  /// Uncached epsilon prediction for image k: the whole embedded sequence x
+  /// [N, dim] (from embed()) goes through the model, and the head reads the
+  /// image's rows. eps [M_k, patch_dim].
+  void predict_noise(const Layout& layout, const nn::Matrix& x, index_t k, nn::Matrix& eps,
+                     const Executor& ex = {}) const {
+    require(k >= 0 && k < layout.num_images(), "transfusion::TinyTransfusion::predict_noise", "k", "must be in [0, ",
+            layout.num_images(), "), got ", k);
+    nn::Matrix hx = x;
+    forward(layout, hx, ex);
+    const ImageSpan& im = layout.images[static_cast<size_t>(k)];
+    head(hx.middleRows(im.start, im.length), eps);
+  }
+};
+
+/// Cached denoising of image k of a layout (see the top of this file).
+///
+///   DenoisingCache cache(model, layout, k, x);   // x: embedded sequence [>= start_k rows, dim]
+///   for each step: cache.predict_noise(tokens_t /*[M, patch_dim]*/, t, eps);  ddpm_step(...)
+///
+/// The constructor runs the prefix [0, start_k) (everything up to and
+/// including image k's BOI) once and keeps every layer's keys and values. Each
+/// predict_noise recomputes only the M image rows; its result equals
+/// TinyTransfusion::predict_noise on the full sequence with the same image
+/// tokens and timestep (to float rounding).
+class DenoisingCache {
+ public:
+  DenoisingCache(const TinyTransfusion& model, const Layout& layout, index_t k, const nn::Matrix& x,
+                 const Executor& ex = {})
+      : model_(&model) {
+    const char* op = "transfusion::DenoisingCache";
+    require(k >= 0 && k < layout.num_images(), op, "k", "must be in [0, ", layout.num_images(), "), got ", k);
+    const ImageSpan& im = layout.images[static_cast<size_t>(k)];
+    prefix_ = im.start;
+    M_ = im.length;
+    if (x.rows() < prefix_ || x.cols() != model.cfg.dim)
+      EFFATTN_THROW(shape_error(::effattn::detail::concat(op, ": x must be [N,dim] with N >= ", prefix_, " and dim=",
+                                                          model.cfg.dim, ", got [", x.rows(), ",", x.cols(), "]")));
+    kv_ = KVStore(model.cfg.layers, model.cfg.heads, prefix_ + M_, model.cfg.head_dim());
+    nn::Matrix px = x.topRows(prefix_);
+    std::vector<index_t> pos(layout.position.begin(), layout.position.begin() + prefix_);
+    std::vector<index_t> lim(static_cast<size_t>(prefix_));
+    for (index_t i = 0; i < prefix_; ++i) lim[static_cast<size_t>(i)] = layout.key_limit(i);
+    model.run_rows(px, 0, pos, lim, kv_, ex);
+    img_pos_.assign(layout.position.begin() + im.start, layout.position.begin() + im.end());
+    img_lim_.assign(static_cast<size_t>(M_), im.end());
+  }
+
+  index_t prefix_length() const { return prefix_; }
+  index_t image_length() const { return M_; }
+
+  /// eps_hat [M, patch_dim] for the image's current tokens [M, patch_dim] at timestep t.
+  void predict_noise(const nn::Matrix& tokens, index_t t, nn::Matrix& eps, const Executor& ex = {}) {
+    const char* op = "transfusion::DenoisingCache::predict_noise";
+    if (tokens.rows() != M_ || tokens.cols() != model_->cfg.patch_dim)
+      EFFATTN_THROW(shape_error(::effattn::detail::concat(op, ": tokens must be [M,patch_dim]=[", M_, ",",
+                                                          model_->cfg.patch_dim, "], got [", tokens.rows(), ",",
+                                                          tokens.cols(), "]")));
+    nn::Matrix x;
+    model_->embed_patches(tokens, t, x);
+    model_->run_rows(x, prefix_, img_pos_, img_lim_, kv_, ex);
+    model_->head(x, eps);
+  }
+
+ private:
+  const TinyTransfusion* model_;
+  index_t prefix_ = 0, M_ = 0;
+  KVStore kv_;
+  std::vector<index_t> img_pos_, img_lim_;
+};
+
+}  // namespace transfusion
+EFFATTN_NAMESPACE_END
