@@ -177,13 +177,25 @@ def fmt_bytes(b):
     return f"{int(b)} B"
 
 
+def fmt_counters(c):
+    out = []
+    for k, v in c.items():
+        if k == "threads":
+            continue
+        if k.endswith("bytes"):
+            out.append(f"{k}={fmt_bytes(v)}")
+        else:
+            out.append(f"{k}={v:.4g}")
+    return " ".join(out) if out else "-"
+
+
 def fmt_params(p):
     return " ".join(f"{k}={v}" for k, v in p.items())
 
 
 def table(runs):
-    lines = ["| method | params | median time | GFLOP/s | speedup vs baseline | peak extra mem |",
-             "|---|---|---:|---:|---:|---:|"]
+    lines = ["| method | params | median time | GFLOP/s | speedup vs baseline | peak extra mem | other counters |",
+             "|---|---|---:|---:|---:|---:|---|"]
     for r in runs:
         g = f"{r['gflops']:.1f}" if r["gflops"] else "-"
         if r["speedup"] is not None:
@@ -192,7 +204,7 @@ def table(runs):
         else:
             s = "-"
         lines.append(f"| {r['method']} | {fmt_params(r['params'])} | {fmt_time(r['median_time_s'])} | {g} | {s} | "
-                     f"{fmt_bytes(r['peak_mem_bytes'])} |")
+                     f"{fmt_bytes(r['peak_mem_bytes'])} | {fmt_counters(r['counters'])} |")
     return "\n".join(lines)
 
 
@@ -217,61 +229,78 @@ def plots(runs, out_dir):
         if r["section"] != "machine":
             sections.setdefault(r["section"], []).append(r)
     for sec, rs in sections.items():
-        # x axis: N when the section has it, else the first numeric param that varies.
-        keys = OrderedDict()
+        # Each method gets its own x axis: N when N varies among its runs, else
+        # the first numeric param that varies. One figure per (section, x axis).
+        by_method = OrderedDict()
         for r in rs:
-            for k, v in r["params"].items():
-                if isinstance(v, (int, float)) and k != "t":
-                    keys.setdefault(k, set()).add(v)
-        xkey = "N" if "N" in keys and len(keys["N"]) > 1 else next((k for k, s in keys.items() if len(s) > 1), None)
-        if xkey is None:
-            continue
-        series = OrderedDict()
-        for r in rs:
-            if xkey not in r["params"]:
-                continue
-            rest = {k: v for k, v in r["params"].items() if k not in (xkey, "t")}
-            key = r["method"] + (" " + fmt_params(rest) if rest else "")
-            series.setdefault(key, []).append(r)
-        if not series:
-            continue
-        fig, ax = plt.subplots(figsize=(8, 5.5))
-        for key, pts in series.items():
-            pts.sort(key=lambda r: r["params"][xkey])
-            ax.plot([p["params"][xkey] for p in pts], [p["median_time_s"] for p in pts], marker="o", label=key)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel(xkey)
-        ax.set_ylabel("median time (s)")
-        ax.set_title(f"{sec}: time vs {xkey} (log-log)")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = os.path.join(out_dir, f"{sec}_time.png")
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
-        sp = OrderedDict((k, [p for p in v if p["speedup"]]) for k, v in series.items())
-        sp = OrderedDict((k, v) for k, v in sp.items() if v)
-        if sp:
+            by_method.setdefault(r["method"], []).append(r)
+        figures = OrderedDict()
+        for meth, mr in by_method.items():
+            values = OrderedDict()
+            for r in mr:
+                for k, v in r["params"].items():
+                    if isinstance(v, (int, float)) and k != "t":
+                        values.setdefault(k, set()).add(v)
+            # A log axis needs positive values; flags (0/1) never make an axis.
+            xkey = "N" if len(values.get("N", ())) > 1 else next(
+                (k for k, s in values.items() if len(s) > 2 and min(s) > 0), None)
+            if xkey is not None:
+                figures.setdefault(xkey, []).extend(mr)
+        for xkey, frs in figures.items():
+            series = OrderedDict()
+            for r in frs:
+                rest = {k: v for k, v in r["params"].items() if k not in (xkey, "t")}
+                key = r["method"] + (" " + fmt_params(rest) if rest else "")
+                series.setdefault(key, []).append(r)
+            # Baselines without this x axis (e.g. a full-cache reference) are drawn as lines.
+            refs = OrderedDict()
+            for r in frs:
+                if r["baseline"]:
+                    b = next((c for c in rs if c["name"] == r["baseline"]), None)
+                    if b is not None and xkey not in b["params"]:
+                        refs[b["name"]] = b
+            suffix = "" if xkey == "N" else f"_{xkey}"
             fig, ax = plt.subplots(figsize=(8, 5.5))
-            for key, pts in sp.items():
-                base = pts[0]["baseline"].split("/")[1]
-                ax.plot([p["params"][xkey] for p in pts], [p["speedup"] for p in pts], marker="o",
-                        label=f"{key} (vs {base})")
-            ax.axhline(1.0, color="gray", lw=0.8)
+            for key, pts in series.items():
+                pts.sort(key=lambda r: r["params"][xkey])
+                ax.plot([p["params"][xkey] for p in pts], [p["median_time_s"] for p in pts], marker="o", label=key)
+            for b in refs.values():
+                ax.axhline(b["median_time_s"], ls="--", color="gray", lw=1)
+                ax.annotate(f"{b['method']} {fmt_params(b['params'])}", (0.01, b["median_time_s"]),
+                            xycoords=("axes fraction", "data"), fontsize=7, color="gray", va="bottom")
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_xlabel(xkey)
-            ax.set_ylabel("speedup vs baseline (same run)")
-            ax.set_title(f"{sec}: speedup vs {xkey}")
+            ax.set_ylabel("median time (s)")
+            ax.set_title(f"{sec}: time vs {xkey} (log-log)")
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=7)
             fig.tight_layout()
-            path = os.path.join(out_dir, f"{sec}_speedup.png")
+            path = os.path.join(out_dir, f"{sec}{suffix}_time.png")
             fig.savefig(path, dpi=110)
             plt.close(fig)
             written.append(path)
+            sp = OrderedDict((k, [p for p in v if p["speedup"]]) for k, v in series.items())
+            sp = OrderedDict((k, v) for k, v in sp.items() if v)
+            if sp:
+                fig, ax = plt.subplots(figsize=(8, 5.5))
+                for key, pts in sp.items():
+                    base = pts[0]["baseline"].split("/")[1]
+                    ax.plot([p["params"][xkey] for p in pts], [p["speedup"] for p in pts], marker="o",
+                            label=f"{key} (vs {base})")
+                ax.axhline(1.0, color="gray", lw=0.8)
+                ax.set_xscale("log")
+                ax.set_yscale("log")
+                ax.set_xlabel(xkey)
+                ax.set_ylabel("speedup vs baseline (same run)")
+                ax.set_title(f"{sec}: speedup vs {xkey}")
+                ax.grid(True, which="both", alpha=0.3)
+                ax.legend(fontsize=7)
+                fig.tight_layout()
+                path = os.path.join(out_dir, f"{sec}{suffix}_speedup.png")
+                fig.savefig(path, dpi=110)
+                plt.close(fig)
+                written.append(path)
     return written
 
 

@@ -14,4 +14,5 @@
 #include "attention/reference.hpp"
 #include "interop/eigen.hpp"
 #include "nn/layers.hpp"
+#include "selective/selective.hpp"
 #include "transfusion/transfusion.hpp"

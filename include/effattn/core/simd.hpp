@@ -171,12 +171,15 @@ EFFATTN_ALWAYS_INLINE vf exp(vf x) {
   vi e = (__builtin_convertvector(n, vi) + 127) << 23;
   vf scale;
   std::memcpy(&scale, &e, sizeof(vf));
-  y = y * scale;
-  vi keep = x >= lo;  // all-ones where x is in range, zero for -inf and tiny x
+  // Zero the out-of-range lanes (-inf, tiny x) *before* scaling: for them
+  // n = -126 and y < 1, so y * 2^-126 would be a subnormal, which costs a
+  // microcode assist on x86 (3x slower exps where many logits are masked).
+  vi keep = x >= lo;  // all-ones where x is in range
   vi bits;
   std::memcpy(&bits, &y, sizeof(vf));
   bits &= keep;
   std::memcpy(&y, &bits, sizeof(vf));
+  y = y * scale;
 #else
   for (int i = 0; i < kFloatLanes; ++i) y[i] = x[i] >= lo[i] ? std::ldexp(y[i], static_cast<int>(n[i])) : 0.0f;
 #endif

@@ -1,0 +1,239 @@
+// SPDX-License-Identifier: MIT
+// effattn: selective attention (Leviathan, Kalman, Matias 2024, arXiv 2410.02703):
+// options, argument checks, the dense float64 reference and the memory measure.
+//
+// Per batch element, with C_h = scale * q_h k_h^T the causal logits of head h:
+//
+//   S      = ReLU(C_s)            s = the selection head (head 0 by default);
+//                                 above the diagonal C_s = -inf, so S = 0 there
+//   S[:,0] = 0                    nobody masks the first token (<BOS>)
+//   S[i,i] = 0                    no token masks itself
+//   F[i,j] = sum_{i' < i} S[i',j] the sum runs over earlier QUERIES (rows)
+//   out_h  = softmax(C_h - F) v_h for every head h, the selection head included
+//
+// Consequences used throughout: F[i,j] = 0 for j = 0 and for j >= i - 1, and
+// F[i,j] never decreases as i grows. This is the variant of the paper's
+// listing pinned down by tests/data/golden/README.md section 4.
+//
+// Selection groups (optional extension): `group_selection_heads = {s_0, ...,
+// s_{G-1}}` splits the H query heads into G contiguous groups of H/G heads;
+// group g subtracts the F built from head s_g. Empty (the default) means one
+// group whose selection head is `selection_head`.
+#pragma once
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "../attention/options.hpp"
+#include "../attention/policies.hpp"
+#include "../attention/reference.hpp"
+#include "../core/error.hpp"
+#include "../core/view.hpp"
+
+EFFATTN_NAMESPACE_BEGIN
+
+/// Options of selective attention (prefill, reference and the pruned cache).
+struct SelectiveOptions {
+  /// Logit scale; 0 means 1/sqrt(head_dim). The selection logits use it too.
+  double scale = 0;
+  /// The head whose ReLU'd logits build F (must be in [0, H)).
+  index_t selection_head = 0;
+  /// Optional: one selection head per contiguous group of query heads (the
+  /// number of entries must divide H). Overrides `selection_head` when set.
+  std::vector<index_t> group_selection_heads;
+  /// Query / key tile sizes of the tiled prefill (0: the engine's defaults);
+  /// block_q must be a multiple of effattn::attention_query_tile_quantum().
+  index_t block_q = 0;
+  index_t block_k = 0;
+};
+
+namespace detail {
+
+/// The selection head of every group, checked against H.
+inline std::vector<index_t> selection_heads(const SelectiveOptions& opt, index_t H, const char* op) {
+  std::vector<index_t> sel = opt.group_selection_heads;
+  if (sel.empty()) sel.push_back(opt.selection_head);
+  const index_t ng = static_cast<index_t>(sel.size());
+  if (H > 0 && H % ng != 0)
+    EFFATTN_THROW(parameter_error(concat(op, ": group_selection_heads has ", ng,
+                                         " entries, which must divide the number of query heads H=", H)));
+  for (index_t g = 0; g < ng; ++g)
+    if (sel[g] < 0 || (H > 0 && sel[g] >= H))
+      EFFATTN_THROW(parameter_error(concat(op, ": selection head ", sel[g],
+                                           opt.group_selection_heads.empty() ? "" : " (group_selection_heads)",
+                                           " out of range: must be in [0, H=", H, ")")));
+  return sel;
+}
+
+inline AttentionOptions engine_options(const SelectiveOptions& opt, Backend backend) {
+  AttentionOptions o;
+  o.scale = opt.scale;
+  o.backend = backend;
+  o.block_q = opt.block_q;
+  o.block_k = opt.block_k;
+  return o;
+}
+
+/// Checks a self-attention problem for selective attention: the attention
+/// shapes (via check_attention_args), Nq == Nk and the selection heads.
+template <class T, class L>
+AttnDims check_selective_args(const char* op, const ConstView<T, 4>& q, const ConstView<T, 4>& k,
+                              const ConstView<T, 4>& v, const View<T, 4>& out, const View<L, 3>& lse,
+                              const SelectiveOptions& opt, index_t tile_quantum, std::vector<index_t>& sel) {
+  const AttnDims d = check_attention_args(op, q, k, v, out, lse, engine_options(opt, Backend::tiled), tile_quantum);
+  if (d.Nq != d.Nk)
+    EFFATTN_THROW(shape_error(concat(op, ": selective attention is self-attention: q ", shape_str(q.shape()),
+                                     " and k ", shape_str(k.shape()), " must have the same number of tokens N")));
+  sel = selection_heads(opt, d.H, op);
+  return d;
+}
+
+}  // namespace detail
+
+/// Dense reference of selective attention: obvious loops, float64 throughout.
+/// Materialises S and F (N x N per batch element and group): for tests only.
+///
+///   q [B,H,N,D], k [B,Hkv,N,D], v [B,Hkv,N,Dv], out [B,H,N,Dv] (H a multiple
+///   of Hkv; the selection head s reads k head s / (H/Hkv)),
+///   lse [B,H,N] optional: log-sum-exp of the final logits (scaled, causal, - F),
+///   S [B,G,N,N] optional: the selection matrix after the constraints (before the shift),
+///   F [B,G,N,N] optional: F[b,g,i,j] = sum_{i'<i} S[b,g,i',j],
+/// with G the number of selection groups (1 unless group_selection_heads is set).
+/// Pass {} for an output you do not want. N = 1 and N = 0 are allowed.
+/// Throws shape_error / parameter_error before writing anything.
+template <class T>
+void selective_attention_reference(detail::identity_t<ConstView<T, 4>> q, detail::identity_t<ConstView<T, 4>> k,
+                                   detail::identity_t<ConstView<T, 4>> v, View<T, 4> out,
+                                   const SelectiveOptions& opt = {},
+                                   detail::identity_t<View<acc_t<T>, 3>> lse = {}, View<double, 4> S = {},
+                                   View<double, 4> F = {}) {
+  const char* op = "selective_attention_reference";
+  std::vector<index_t> sel;
+  const auto d = detail::check_selective_args(op, q, k, v, out, lse, opt, 1, sel);
+  const index_t ng = static_cast<index_t>(sel.size()), N = d.Nq, G = d.Hkv > 0 ? d.H / d.Hkv : 1;
+  const index_t hpg = d.H > 0 ? d.H / ng : 1;
+  auto check_nn = [&](const View<double, 4>& x, const char* name) {
+    if (x.data() == nullptr) return;
+    detail::check_view(x, op, name, true);
+    detail::check_shape(x, op, name, "[B,G,N,N]", {d.B, ng, N, N});
+    detail::check_no_alias(x, name, q, "q", op);
+    detail::check_no_alias(x, name, k, "k", op);
+    detail::check_no_alias(x, name, v, "v", op);
+    detail::check_no_alias(x, name, out, "out", op);
+    if (lse.data()) detail::check_no_alias(x, name, lse, "lse", op);
+  };
+  check_nn(S, "S");
+  check_nn(F, "F");
+  if (S.data() && F.data()) detail::check_no_alias(S, "S", F, "F", op);
+
+  // Dense S and F in double, [B][G][N][N].
+  const size_t nn = static_cast<size_t>(N) * static_cast<size_t>(N);
+  std::vector<double> Sd(static_cast<size_t>(d.B * ng) * nn, 0.0), Fd(Sd.size(), 0.0);
+  for (index_t b = 0; b < d.B; ++b)
+    for (index_t g = 0; g < ng; ++g) {
+      double* s = Sd.data() + static_cast<size_t>(b * ng + g) * nn;
+      double* f = Fd.data() + static_cast<size_t>(b * ng + g) * nn;
+      const index_t hs = sel[g], hk = hs / G;
+      for (index_t i = 0; i < N; ++i)
+        for (index_t j = 1; j < i; ++j) {  // j = 0 (BOS), j = i (self), j > i (causal) stay 0
+          double c = 0;
+          for (index_t e = 0; e < d.D; ++e) c += static_cast<double>(q(b, hs, i, e)) * static_cast<double>(k(b, hk, j, e));
+          c *= d.scale;
+          s[i * N + j] = c > 0 ? c : 0.0;
+        }
+      for (index_t i = 1; i < N; ++i)
+        for (index_t j = 0; j < N; ++j) f[i * N + j] = f[(i - 1) * N + j] + s[(i - 1) * N + j];
+    }
+
+  auto score = make_functor_score([&](index_t b, index_t h, index_t i, index_t j) -> double {
+    return -Fd[static_cast<size_t>(b * ng + h / hpg) * nn + static_cast<size_t>(i * N + j)];
+  });
+  attention_reference<T>(q, k, v, out, CausalMask{}, score, detail::engine_options(opt, Backend::reference), lse);
+  for (index_t b = 0; b < d.B; ++b)
+    for (index_t g = 0; g < ng; ++g)
+      for (index_t i = 0; i < N; ++i)
+        for (index_t j = 0; j < N; ++j) {
+          const size_t o = static_cast<size_t>(b * ng + g) * nn + static_cast<size_t>(i * N + j);
+          if (S.data()) S(b, g, i, j) = Sd[o];
+          if (F.data()) F(b, g, i, j) = Fd[o];
+        }
+}
+
+/// The paper's memory measure for one query: with n tokens in its context and
+/// f_row[j] = F[i, j] for those n tokens (j < n),
+///
+///     M = n - sum_j min(f_row[j], tau) / tau,
+///
+/// the number of context tokens the query still needs (a token with F >= tau
+/// counts as dropped, a partly masked one fractionally). This is the paper's
+/// M_i = i - sum_j min(F[i,j], tau)/tau with 1-based positions: for the
+/// 0-based query i, n = i + 1. Taking the maximum over the queries of a
+/// sequence gives a KV budget for it. tau must be finite and > 0 (the paper
+/// uses 1); f_row must be finite.
+inline double selective_memory_requirement(ConstView<double, 1> f_row, double tau = 1.0) {
+  const char* op = "selective_memory_requirement";
+  detail::check_view(f_row, op, "f_row", false);
+  require(std::isfinite(tau) && tau > 0, op, "tau", "must be finite and > 0, got ", tau);
+  double masked = 0;
+  for (index_t j = 0; j < f_row.dim(0); ++j) {
+    const double f = f_row(j);
+    require(std::isfinite(f), op, "f_row", "must be finite, got f_row[", j, "]=", f);
+    masked += (f < tau ? (f > 0 ? f : 0.0) : tau) / tau;
+  }
+  return static_cast<double>(f_row.dim(0)) - masked;
+}
+
+/// The memory measure of every query of a sequence, M[b,i] (i 0-based, n = i+1
+/// tokens in context), computed by streaming F one row at a time: O(N) memory
+/// per batch element, O(N^2 D) time. q [B,H,N,D], k [B,Hkv,N,D], m [B,N].
+/// With selection groups a token counts as dropped only as far as every group
+/// masks it (F_eff = min over groups), the rule the pruned cache evicts by.
+template <class T>
+void selective_memory_profile(detail::identity_t<ConstView<T, 4>> q, detail::identity_t<ConstView<T, 4>> k,
+                              View<double, 2> m, const SelectiveOptions& opt = {}, double tau = 1.0) {
+  const char* op = "selective_memory_profile";
+  detail::check_view(q, op, "q", false);
+  detail::check_view(k, op, "k", false);
+  detail::check_view(m, op, "m", true);
+  const index_t B = q.dim(0), H = q.dim(1), N = q.dim(2), D = q.dim(3), Hkv = k.dim(1);
+  if (D < 1) EFFATTN_THROW(shape_error(detail::concat(op, ": q must have head_dim D >= 1, got q ", detail::shape_str(q.shape()))));
+  if (Hkv < 1 || H % Hkv != 0)
+    EFFATTN_THROW(shape_error(detail::concat(op, ": k heads Hkv must divide q heads H; q ", detail::shape_str(q.shape()),
+                                             ", k ", detail::shape_str(k.shape()))));
+  detail::check_shape(k, op, "k", "[B,Hkv,N,D]", {B, Hkv, N, D});
+  detail::check_shape(m, op, "m", "[B,N]", {B, N});
+  detail::check_no_alias(m, "m", q, "q", op);
+  detail::check_no_alias(m, "m", k, "k", op);
+  require(std::isfinite(opt.scale) && opt.scale >= 0, op, "scale", "must be finite and > 0 (or 0 for 1/sqrt(D)), got ",
+          opt.scale);
+  require(std::isfinite(tau) && tau > 0, op, "tau", "must be finite and > 0, got ", tau);
+  const std::vector<index_t> sel = detail::selection_heads(opt, H, op);
+  const index_t ng = static_cast<index_t>(sel.size()), G = H / Hkv;
+  const double scale = opt.scale == 0 ? 1.0 / std::sqrt(static_cast<double>(D)) : opt.scale;
+  std::vector<double> f(static_cast<size_t>(ng * N));
+  for (index_t b = 0; b < B; ++b) {
+    std::fill(f.begin(), f.end(), 0.0);
+    for (index_t i = 0; i < N; ++i) {
+      // Row i of F is the sum of the S rows of queries < i.
+      double masked = 0;
+      for (index_t j = 0; j <= i; ++j) {
+        double fe = f[j];
+        for (index_t g = 1; g < ng; ++g) fe = std::min(fe, f[g * N + j]);
+        masked += (fe < tau ? (fe > 0 ? fe : 0.0) : tau) / tau;
+      }
+      m(b, i) = static_cast<double>(i + 1) - masked;
+      for (index_t g = 0; g < ng; ++g) {
+        const index_t hs = sel[g], hk = hs / G;
+        for (index_t j = 1; j < i; ++j) {
+          double c = 0;
+          for (index_t e = 0; e < D; ++e) c += static_cast<double>(q(b, hs, i, e)) * static_cast<double>(k(b, hk, j, e));
+          c *= scale;
+          if (c > 0) f[g * N + j] += c;
+        }
+      }
+    }
+  }
+}
+
+EFFATTN_NAMESPACE_END
