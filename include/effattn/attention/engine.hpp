@@ -117,7 +117,11 @@ void run_tiled(const Problem<T>& p, const Mask& mask, const Score& score, const 
     }
     const index_t stride = dvp + 2;
     std::vector<S> part(static_cast<size_t>(rows * nch * stride));
-    parallel_items(ex, rows * nch, make, [&](index_t item, RowScratch<S>& w) {
+    // A decode step with little work runs on the calling thread: waking a
+    // team costs more than it saves. (Same bits either way.)
+    const bool tiny = static_cast<double>(rows) * static_cast<double>(p.Nk) * static_cast<double>(p.D + p.Dv) < 2e5;
+    const Executor serial(1);
+    parallel_items(tiny && !ex.parallel_for ? serial : ex, rows * nch, make, [&](index_t item, RowScratch<S>& w) {
       const index_t c = item % nch, row = item / nch;
       const index_t i = row % p.Nq, bh = row / p.Nq, h = bh % p.H, b = bh / p.H;
       const auto bm = mask.bind(b, h, p.Nq, p.Nk);
@@ -127,25 +131,27 @@ void run_tiled(const Problem<T>& p, const Mask& mask, const Score& score, const 
                                                            std::min(p.Nk, (c + 1) * kSplitKeyChunk), bm, bs, w,
                                                            dst, dst[dvp], dst[dvp + 1]);
     });
-    parallel_items(ex, rows, [&] { return std::vector<S>(static_cast<size_t>(dvp)); },
-                   [&](index_t row, std::vector<S>& o) {
-                     const index_t i = row % p.Nq, bh = row / p.Nq, h = bh % p.H, b = bh / p.H;
-                     const S* base = part.data() + row * nch * stride;
-                     S m = -std::numeric_limits<S>::infinity();
-                     for (index_t c = 0; c < nch; ++c) m = std::max(m, base[c * stride + dvp]);
-                     std::fill(o.begin(), o.end(), S(0));
-                     S l = 0;
-                     if (m != -std::numeric_limits<S>::infinity()) {
-                       for (index_t c = 0; c < nch; ++c) {
-                         const S* pc = base + c * stride;
-                         if (pc[dvp + 1] == S(0)) continue;
-                         const S f = std::exp(pc[dvp] - m);
-                         l += pc[dvp + 1] * f;
-                         for (index_t e = 0; e < dvp; ++e) o[e] += pc[e] * f;
-                       }
-                     }
-                     finalize_row(p, b, h, i, o.data(), m, l);
-                   });
+    // The merge reads (rows x chunks x Dv) numbers, far less than the
+    // attention itself: one pass on the calling thread, no second barrier.
+    std::vector<S> o(static_cast<size_t>(dvp));
+    for (index_t row = 0; row < rows; ++row) {
+      const index_t i = row % p.Nq, bh = row / p.Nq, h = bh % p.H, b = bh / p.H;
+      const S* base = part.data() + row * nch * stride;
+      S m = -std::numeric_limits<S>::infinity();
+      for (index_t c = 0; c < nch; ++c) m = std::max(m, base[c * stride + dvp]);
+      std::fill(o.begin(), o.end(), S(0));
+      S l = 0;
+      if (m != -std::numeric_limits<S>::infinity()) {
+        for (index_t c = 0; c < nch; ++c) {
+          const S* pc = base + c * stride;
+          if (pc[dvp + 1] == S(0)) continue;
+          const S f = std::exp(pc[dvp] - m);
+          l += pc[dvp + 1] * f;
+          for (index_t e = 0; e < dvp; ++e) o[e] += pc[e] * f;
+        }
+      }
+      finalize_row(p, b, h, i, o.data(), m, l);
+    }
     return;
   }
 
@@ -184,7 +190,7 @@ void run_tiled(const Problem<T>& p, const Mask& mask, const Score& score, const 
 /// tile, one key-by-query score tile and the output accumulators. Work is split
 /// over batch x heads x query tiles (OpenMP, or the executor's hook); for at
 /// most 4 queries per head it splits the keys into fixed 1024-key chunks and
-/// merges the partials in order. Results are bit-identical for any thread count.
+/// merges the partials in order on the calling thread. Results are bit-identical for any thread count.
 ///
 /// Throws effattn::shape_error / parameter_error (std::invalid_argument) on bad
 /// shapes, strides, pointers, scale or tile sizes, before writing anything.
