@@ -15,4 +15,5 @@
 #include "interop/eigen.hpp"
 #include "nn/layers.hpp"
 #include "selective/selective.hpp"
+#include "tome/tome.hpp"
 #include "transfusion/transfusion.hpp"

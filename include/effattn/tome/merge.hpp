@@ -1,0 +1,319 @@
+// SPDX-License-Identifier: MIT
+// effattn::tome: applying a merge plan: merge (mean / sum / amax), size-weighted
+// merging, source tracking, restoring the original order, unmerge.
+//
+// Semantics of facebookresearch/ToMe `tome/merge.py` (golden README §1, items
+// 7-10). Every output row g of a plan is a *group*: its anchor token (an
+// unmerged A token or a B token) plus the sources merged into it. The official
+// merge is PyTorch `scatter_reduce(..., include_self=True)` into the B token, so
+//   sum:  anchor + sum(sources)
+//   mean: (anchor + sum(sources)) / (1 + #sources)    (the destination counts once)
+//   amax: elementwise max over the group
+// and an unmerged token is its own group. Sums run in a fixed order (anchor,
+// then the sources in decision order), so results do not depend on threads.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "../core/error.hpp"
+#include "../core/executor.hpp"
+#include "../attention/options.hpp"
+#include "../core/view.hpp"
+#include "matching.hpp"
+
+EFFATTN_NAMESPACE_BEGIN
+namespace tome {
+
+/// Reduction of a group: see the file comment.
+enum class MergeMode { mean, sum, amax };
+
+namespace detail {
+
+constexpr index_t kRowChunk = 32;
+
+inline const char* mode_name(MergeMode m) {
+  switch (m) {
+    case MergeMode::mean: return "mean";
+    case MergeMode::sum: return "sum";
+    case MergeMode::amax: return "amax";
+  }
+  return "?";
+}
+
+inline void check_plan(const MergePlan& p, const char* op) {
+  const index_t nout = p.out_tokens();
+  const bool ok = p.batch >= 0 && p.tokens >= 0 && p.r >= 0 && p.r <= p.tokens &&
+                  static_cast<index_t>(p.row_of.size()) == p.batch * p.tokens &&
+                  static_cast<index_t>(p.group_tok.size()) == p.batch * p.tokens &&
+                  static_cast<index_t>(p.group_ptr.size()) == p.batch * (nout + 1);
+  if (!ok)
+    EFFATTN_THROW(parameter_error(concat(op, ": plan is not finalized or inconsistent (batch=", p.batch,
+                                         ", tokens=", p.tokens, ", r=", p.r, ")")));
+}
+
+/// x must be [plan.batch, plan.tokens, C] (C from x).
+template <class T>
+void check_tokens(const MergePlan& p, const View<T, 3>& x, const char* op, const char* name, bool writable) {
+  effattn::detail::check_view(x, op, name, writable);
+  if (x.dim(0) != p.batch || x.dim(1) != p.tokens)
+    EFFATTN_THROW(shape_error(concat(op, ": ", name, " must be [B,N,C]=[", p.batch, ",", p.tokens, ",", x.dim(2),
+                                     "] (the plan's batch and tokens), got ", shape_str(x.shape()))));
+}
+
+template <class T>
+void check_out(const View<T, 3>& out, index_t B, index_t N, index_t C, const char* op, const char* name) {
+  effattn::detail::check_view(out, op, name, true);
+  effattn::detail::check_shape(out, op, name, "[B,N',C]", {B, N, C});
+}
+
+/// Runs body(b, g0, g1) over chunks of output rows of every batch; `width`
+/// (elements per row) decides whether threads pay off.
+template <class Body>
+void for_rows(const Executor& ex, index_t B, index_t rows, index_t width, Body&& body) {
+  const index_t nch = (rows + kRowChunk - 1) / kRowChunk;
+  effattn::detail::parallel_items(executor_for(ex, double(B) * rows * width), B * nch, [] { return 0; }, [&](index_t item, int&) {
+    const index_t b = item / nch, g0 = (item % nch) * kRowChunk;
+    body(b, g0, std::min(rows, g0 + kRowChunk));
+  });
+}
+
+}  // namespace detail
+
+/// out = merge(x): x [B, N, C] -> out [B, N - r, C] (any strides; out must not
+/// overlap x). mode: mean (default; the destination counts itself once), sum,
+/// amax. Throws shape_error when x does not match the plan's [B, N] or out is
+/// not [B, N - r, C], before writing anything.
+template <class T>
+void merge(const MergePlan& plan, effattn::detail::identity_t<ConstView<T, 3>> x, View<T, 3> out,
+           MergeMode mode = MergeMode::mean, const Executor& ex = {}) {
+  const char* op = "tome::merge";
+  detail::check_plan(plan, op);
+  detail::check_tokens(plan, x, op, "x", false);
+  detail::check_out(out, plan.batch, plan.out_tokens(), x.dim(2), op, "out");
+  effattn::detail::check_no_alias(out, "out", x, "x", op);
+  require(mode == MergeMode::mean || mode == MergeMode::sum || mode == MergeMode::amax, op, "mode",
+          "must be mean, sum or amax");
+  const index_t C = x.dim(2);
+  const index_t xs = x.stride(2), os = out.stride(2);
+  detail::for_rows(ex, plan.batch, plan.out_tokens(), C, [&](index_t b, index_t g0, index_t g1) {
+    for (index_t g = g0; g < g1; ++g) {
+      const index_t* m0 = plan.group_begin(b, g);
+      const index_t* m1 = plan.group_end(b, g);
+      const index_t cnt = m1 - m0;
+      if (xs == 1 && os == 1) {  // contiguous rows: unit-stride loops the compiler vectorises
+        T* o = &out(b, g, 0);
+        const T* a0 = &x(b, m0[0], 0);
+        for (index_t c = 0; c < C; ++c) o[c] = a0[c];
+        for (const index_t* t = m0 + 1; t < m1; ++t) {
+          const T* a = &x(b, *t, 0);
+          if (mode == MergeMode::amax)
+            for (index_t c = 0; c < C; ++c) o[c] = std::max(o[c], a[c]);
+          else
+            for (index_t c = 0; c < C; ++c) o[c] += a[c];
+        }
+        if (mode == MergeMode::mean && cnt > 1)
+          for (index_t c = 0; c < C; ++c) o[c] /= static_cast<T>(cnt);
+        continue;
+      }
+      for (index_t c = 0; c < C; ++c) {
+        T acc = x(b, m0[0], c);
+        if (mode == MergeMode::amax) {
+          for (const index_t* t = m0 + 1; t < m1; ++t) acc = std::max(acc, x(b, *t, c));
+        } else {
+          for (const index_t* t = m0 + 1; t < m1; ++t) acc += x(b, *t, c);
+          if (mode == MergeMode::mean) acc /= static_cast<T>(cnt);
+        }
+        out(b, g, c) = acc;
+      }
+    }
+  });
+}
+
+/// Size-weighted merge (official `merge_wavg`): x' = merge(x * size, sum) /
+/// merge(size, sum), size' = merge(size, sum).
+///   x [B, N, C], size [B, N] (a [B, N, 1] tensor viewed as rank 2) or an empty
+///   view for all ones (the official `size=None`), x_out [B, N - r, C],
+///   size_out [B, N - r]. Sizes must be finite and > 0 (parameter_error).
+template <class T>
+void merge_wavg(const MergePlan& plan, effattn::detail::identity_t<ConstView<T, 3>> x,
+                effattn::detail::identity_t<ConstView<T, 2>> size, View<T, 3> x_out, View<T, 2> size_out,
+                const Executor& ex = {}) {
+  const char* op = "tome::merge_wavg";
+  detail::check_plan(plan, op);
+  detail::check_tokens(plan, x, op, "x", false);
+  const index_t B = plan.batch, N = plan.tokens, C = x.dim(2), nout = plan.out_tokens();
+  const bool has_size = size.data() != nullptr;
+  if (has_size) {
+    effattn::detail::check_view(size, op, "size", false);
+    effattn::detail::check_shape(size, op, "size", "[B,N]", {B, N});
+    for (index_t b = 0; b < B; ++b)
+      for (index_t t = 0; t < N; ++t)
+        require(std::isfinite(size(b, t)) && size(b, t) > T(0), op, "size", "must be finite and > 0, got ",
+                size(b, t), " at [", b, ",", t, "]");
+  }
+  detail::check_out(x_out, B, nout, C, op, "x_out");
+  effattn::detail::check_view(size_out, op, "size_out", true);
+  effattn::detail::check_shape(size_out, op, "size_out", "[B,N']", {B, nout});
+  effattn::detail::check_no_alias(x_out, "x_out", x, "x", op);
+  effattn::detail::check_no_alias(size_out, "size_out", x, "x", op);
+  effattn::detail::check_no_alias(size_out, "size_out", x_out, "x_out", op);
+  if (has_size) {
+    effattn::detail::check_no_alias(x_out, "x_out", size, "size", op);
+    effattn::detail::check_no_alias(size_out, "size_out", size, "size", op);
+  }
+  auto sz = [&](index_t b, index_t t) { return has_size ? size(b, t) : T(1); };
+  const index_t xs = x.stride(2), os = x_out.stride(2);
+  detail::for_rows(ex, B, nout, C, [&](index_t b, index_t g0, index_t g1) {
+    for (index_t g = g0; g < g1; ++g) {
+      const index_t* m0 = plan.group_begin(b, g);
+      const index_t* m1 = plan.group_end(b, g);
+      T s = sz(b, m0[0]);
+      for (const index_t* t = m0 + 1; t < m1; ++t) s += sz(b, *t);
+      if (xs == 1 && os == 1) {  // contiguous rows
+        T* o = &x_out(b, g, 0);
+        const T* a0 = &x(b, m0[0], 0);
+        const T w0 = sz(b, m0[0]);
+        for (index_t c = 0; c < C; ++c) o[c] = a0[c] * w0;
+        for (const index_t* t = m0 + 1; t < m1; ++t) {
+          const T* a = &x(b, *t, 0);
+          const T w = sz(b, *t);
+          for (index_t c = 0; c < C; ++c) o[c] += a[c] * w;
+        }
+        for (index_t c = 0; c < C; ++c) o[c] /= s;
+        size_out(b, g) = s;
+        continue;
+      }
+      for (index_t c = 0; c < C; ++c) {
+        T acc = x(b, m0[0], c) * sz(b, m0[0]);
+        for (const index_t* t = m0 + 1; t < m1; ++t) acc += x(b, *t, c) * sz(b, *t);
+        x_out(b, g, c) = acc / s;
+      }
+      size_out(b, g) = s;
+    }
+  });
+}
+
+/// Source tracking, dense (official `merge_source`): source' = merge(source, amax).
+///   source [B, N, N0] 0/1 (row g marks the original tokens in group g) or an
+///   empty view for the identity eye(N) (then N0 = N); out [B, N - r, N0].
+/// This is [N, N0] per sequence; merge_source_map() is the compact O(N0) form.
+template <class T>
+void merge_source(const MergePlan& plan, effattn::detail::identity_t<ConstView<T, 3>> source, View<T, 3> out,
+                  const Executor& ex = {}) {
+  const char* op = "tome::merge_source";
+  detail::check_plan(plan, op);
+  const index_t B = plan.batch, nout = plan.out_tokens();
+  if (source.data() != nullptr) {
+    detail::check_tokens(plan, source, op, "source", false);
+    detail::check_out(out, B, nout, source.dim(2), op, "out");
+    effattn::detail::check_no_alias(out, "out", source, "source", op);
+    merge<T>(plan, source, out, MergeMode::amax, ex);
+    return;
+  }
+  detail::check_out(out, B, nout, plan.tokens, op, "out");
+  detail::for_rows(ex, B, nout, plan.tokens, [&](index_t b, index_t g0, index_t g1) {
+    for (index_t g = g0; g < g1; ++g) {
+      for (index_t c = 0; c < plan.tokens; ++c) out(b, g, c) = T(0);
+      for (const index_t* t = plan.group_begin(b, g); t < plan.group_end(b, g); ++t) out(b, g, *t) = T(1);
+    }
+  });
+}
+
+/// Compact source tracking: map [B, N0] gives, for every original token, the
+/// row of the current tokens that holds it (the column-wise argmax of the dense
+/// source matrix). map_in [B, N0] with values in [0, N), or an empty view for
+/// the identity (N0 = N); map_out [B, N0] gets plan.row_of[map_in]. map_out may
+/// be map_in (in place).
+inline void merge_source_map(const MergePlan& plan, ConstView<index_t, 2> map_in, View<index_t, 2> map_out) {
+  const char* op = "tome::merge_source_map";
+  detail::check_plan(plan, op);
+  const index_t B = plan.batch, N = plan.tokens;
+  const bool has_in = map_in.data() != nullptr;
+  index_t N0 = N;
+  if (has_in) {
+    effattn::detail::check_view(map_in, op, "map_in", false);
+    if (map_in.dim(0) != B)
+      EFFATTN_THROW(shape_error(effattn::detail::concat(op, ": map_in must be [B,N0] with B=", B, ", got ",
+                                                        effattn::detail::shape_str(map_in.shape()))));
+    N0 = map_in.dim(1);
+    for (index_t b = 0; b < B; ++b)
+      for (index_t t = 0; t < N0; ++t)
+        require(map_in(b, t) >= 0 && map_in(b, t) < N, op, "map_in", "values must be rows in [0, N=", N, "), got ",
+                map_in(b, t), " at [", b, ",", t, "]");
+  }
+  effattn::detail::check_view(map_out, op, "map_out", true);
+  effattn::detail::check_shape(map_out, op, "map_out", "[B,N0]", {B, N0});
+  if (has_in && map_in.data() != map_out.data()) effattn::detail::check_no_alias(map_out, "map_out", map_in, "map_in", op);
+  if (has_in && map_in.data() == map_out.data() && map_in.strides() != map_out.strides())
+    EFFATTN_THROW(shape_error(effattn::detail::concat(op, ": in-place map_out must have map_in's strides")));
+  for (index_t b = 0; b < B; ++b)
+    for (index_t t = 0; t < N0; ++t)
+      map_out(b, t) = plan.row_of[b * N + (has_in ? map_in(b, t) : t)];
+}
+
+/// Restores the original token order: out[b, t] = y[b, map[b, t]] for every
+/// original token t (each original token receives the value of the merged
+/// token that holds it). map [B, N0] from merge_source_map, y [B, N', C],
+/// out [B, N0, C].
+template <class T>
+void restore_order(ConstView<index_t, 2> map, effattn::detail::identity_t<ConstView<T, 3>> y, View<T, 3> out,
+                   const Executor& ex = {}) {
+  const char* op = "tome::restore_order";
+  effattn::detail::check_view(map, op, "map", false);
+  effattn::detail::check_view(y, op, "y", false);
+  const index_t B = y.dim(0), Np = y.dim(1), C = y.dim(2);
+  if (map.dim(0) != B)
+    EFFATTN_THROW(shape_error(effattn::detail::concat(op, ": map must be [B,N0] with B=", B, " (from y ",
+                                                      effattn::detail::shape_str(y.shape()), "), got ",
+                                                      effattn::detail::shape_str(map.shape()))));
+  const index_t N0 = map.dim(1);
+  for (index_t b = 0; b < B; ++b)
+    for (index_t t = 0; t < N0; ++t)
+      require(map(b, t) >= 0 && map(b, t) < Np, op, "map", "values must be rows of y in [0, ", Np, "), got ",
+              map(b, t), " at [", b, ",", t, "]");
+  detail::check_out(out, B, N0, C, op, "out");
+  effattn::detail::check_no_alias(out, "out", y, "y", op);
+  effattn::detail::check_no_alias(out, "out", map, "map", op);
+  detail::for_rows(ex, B, N0, C, [&](index_t b, index_t t0, index_t t1) {
+    for (index_t t = t0; t < t1; ++t)
+      for (index_t c = 0; c < C; ++c) out(b, t, c) = y(b, map(b, t), c);
+  });
+}
+
+/// Unmerge (official `unmerge`): y [B, N - r, C] -> out [B, N, C] with
+/// out[b, t] = y[b, row_of[b, t]]: every original position of this plan gets
+/// the value of the group it was merged into. For the distill layout this is
+/// the exact inverse of merge()'s layout (the official unmerge assumes the
+/// plain layout there; golden README, ambiguity 4).
+template <class T>
+void unmerge(const MergePlan& plan, effattn::detail::identity_t<ConstView<T, 3>> y, View<T, 3> out,
+             const Executor& ex = {}) {
+  const char* op = "tome::unmerge";
+  detail::check_plan(plan, op);
+  effattn::detail::check_view(y, op, "y", false);
+  if (y.dim(0) != plan.batch || y.dim(1) != plan.out_tokens())
+    EFFATTN_THROW(shape_error(effattn::detail::concat(op, ": y must be [B,N',C]=[", plan.batch, ",",
+                                                      plan.out_tokens(), ",", y.dim(2), "], got ",
+                                                      effattn::detail::shape_str(y.shape()))));
+  detail::check_out(out, plan.batch, plan.tokens, y.dim(2), op, "out");
+  effattn::detail::check_no_alias(out, "out", y, "y", op);
+  const index_t C = y.dim(2), N = plan.tokens;
+  const bool unit = y.stride(2) == 1 && out.stride(2) == 1;
+  detail::for_rows(ex, plan.batch, N, C, [&](index_t b, index_t t0, index_t t1) {
+    for (index_t t = t0; t < t1; ++t) {
+      const index_t g = plan.row_of[b * N + t];
+      if (unit) {
+        const T* src = &y(b, g, 0);
+        T* dst = &out(b, t, 0);
+        for (index_t c = 0; c < C; ++c) dst[c] = src[c];
+        continue;
+      }
+      for (index_t c = 0; c < C; ++c) out(b, t, c) = y(b, g, c);
+    }
+  });
+}
+
+}  // namespace tome
+EFFATTN_NAMESPACE_END

@@ -1,0 +1,60 @@
+// SPDX-License-Identifier: MIT
+// effattn::tome: proportional attention (ToMe, eq. 1 of the paper; official
+// `ToMeAttention.forward`): softmax(q k^T * scale + log(size)[key]) v, so that a
+// merged token that stands for s original tokens weighs as s keys would.
+//
+// It runs on the tiled engine with a per-key score policy (KeyBiasScore): the
+// only extra memory is the [B, Nk] vector log(size). No N x N buffer.
+#pragma once
+
+#include <cmath>
+#include <vector>
+
+#include "../attention/engine.hpp"
+#include "../core/error.hpp"
+#include "../core/view.hpp"
+
+EFFATTN_NAMESPACE_BEGIN
+namespace tome {
+
+/// log_size[b, j] = log(size[b, j]). size [B, N] (a [B, N, 1] tensor viewed
+/// as rank 2) must be finite and > 0 (parameter_error); log_size [B, N].
+inline void log_size(ConstView<float, 2> size, View<float, 2> out) {
+  const char* op = "tome::log_size";
+  effattn::detail::check_view(size, op, "size", false);
+  effattn::detail::check_view(out, op, "log_size", true);
+  effattn::detail::check_shape(out, op, "log_size", "[B,N]", {size.dim(0), size.dim(1)});
+  for (index_t b = 0; b < size.dim(0); ++b)
+    for (index_t j = 0; j < size.dim(1); ++j)
+      require(std::isfinite(size(b, j)) && size(b, j) > 0.0f, op, "size", "must be finite and > 0, got ",
+              size(b, j), " at [", b, ",", j, "]");
+  if (out.data() != size.data()) effattn::detail::check_no_alias(out, "log_size", size, "size", op);
+  for (index_t b = 0; b < size.dim(0); ++b)
+    for (index_t j = 0; j < size.dim(1); ++j) out(b, j) = std::log(size(b, j));
+}
+
+/// Proportional attention with any mask policy:
+///   out[b,h,i] = sum_j softmax_j(scale <q_i, k_j> + log size[b, j]) v_j.
+/// q [B,H,Nq,D], k [B,Hkv,Nk,D], v [B,Hkv,Nk,Dv], out [B,H,Nq,Dv] (as
+/// effattn::attention), size [B, Nk] token sizes (> 0), or an empty view for
+/// plain attention (the official size=None). Throws before writing anything.
+template <class Mask = NoMask>
+void proportional_attention(ConstView<float, 4> q, ConstView<float, 4> k, ConstView<float, 4> v, View<float, 4> out,
+                            ConstView<float, 2> size, const Mask& mask = {}, const AttentionOptions& opt = {},
+                            const Executor& ex = {}) {
+  const char* op = "tome::proportional_attention";
+  if (size.data() == nullptr) {
+    attention<float>(q, k, v, out, mask, NoScore{}, opt, ex);
+    return;
+  }
+  effattn::detail::check_view(size, op, "size", false);
+  effattn::detail::check_view(k, op, "k", false);
+  effattn::detail::check_shape(size, op, "size", "[B,Nk]", {k.dim(0), k.dim(2)});
+  std::vector<float> lg(static_cast<size_t>(size.dim(0) * size.dim(1)));
+  log_size(size, make_view(lg.data(), size.dim(0), size.dim(1)));
+  KeyBiasScore score{make_view<const float>(lg.data(), size.dim(0), size.dim(1))};
+  attention<float>(q, k, v, out, mask, score, opt, ex);
+}
+
+}  // namespace tome
+EFFATTN_NAMESPACE_END

@@ -1,0 +1,374 @@
+// SPDX-License-Identifier: MIT
+// effattn::tome: a timm-style pre-LN ViT block and encoder with ToMe placed as
+// in the official patch (facebookresearch/ToMe `tome/patch/timm.py`):
+//
+//   attn_size = size if prop_attn else none
+//   x_attn, metric = Attention(LN1(x), attn_size)    metric = k averaged over heads
+//   x = x + x_attn
+//   if r > 0: plan = bipartite_soft_matching(metric, r, class_token, distill_token)
+//             (source = merge_source(plan, source) when tracing)
+//             x, size = merge_wavg(plan, x, size)
+//   x = x + MLP(LN2(x))                               MLP = fc2(GELU_erf(fc1(.)))
+//
+// Activations are row-major matrices [batch * tokens, width] (batch-major); the
+// token count shrinks block by block. The dense layers (qkv, proj, fc1, fc2) are
+// GEMMs over the whole batch, tiled over the Executor (each tile a
+// single-threaded Eigen tensor contraction); attention runs on effattn's tiled
+// engine straight from the qkv matrix (strided views, no head split copies)
+// with proportional attention via KeyBiasScore(log size); LayerNorm, GELU, the
+// matching and the merge run on the Executor too. Everything is bit-identical
+// for any thread count; Eigen's global thread setting is not used.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "../attention/engine.hpp"
+#include "../core/error.hpp"
+#include "../core/executor.hpp"
+#include <unsupported/Eigen/CXX11/Tensor>
+
+#include "../nn/layers.hpp"
+#include "matching.hpp"
+#include "merge.hpp"
+
+EFFATTN_NAMESPACE_BEGIN
+namespace tome {
+
+/// Weights of one pre-LN ViT block (torch Linear layout [out, in]).
+struct ViTBlock {
+  nn::Vector norm1_weight, norm1_bias;
+  nn::Linear qkv;   ///< [3C, C]: rows [0,C) = q, [C,2C) = k, [2C,3C) = v; head h = rows h*hd.. inside each
+  nn::Linear proj;  ///< [C, C]
+  nn::Vector norm2_weight, norm2_bias;
+  nn::Linear fc1;  ///< [hidden, C]
+  nn::Linear fc2;  ///< [C, hidden]
+  index_t heads = 1;
+  float eps = 1e-6f;
+
+  index_t width() const { return qkv.in_features(); }
+
+  /// Random weights (torch-like uniform bounds, LayerNorm weight 1 + noise).
+  template <class Rng>
+  static ViTBlock random(index_t width, index_t heads, index_t mlp_hidden, Rng& rng) {
+    require(width > 0 && heads > 0 && width % heads == 0, "tome::ViTBlock::random", "heads",
+            "must divide width, got width=", width, " heads=", heads);
+    ViTBlock b;
+    std::normal_distribution<float> nd(0.0f, 0.02f);
+    b.norm1_weight = nn::Vector::Ones(width);
+    b.norm1_bias = nn::Vector::Zero(width);
+    b.norm2_weight = nn::Vector::Ones(width);
+    b.norm2_bias = nn::Vector::Zero(width);
+    for (index_t i = 0; i < width; ++i) {
+      b.norm1_weight[i] += nd(rng);
+      b.norm1_bias[i] = nd(rng);
+      b.norm2_weight[i] += nd(rng);
+      b.norm2_bias[i] = nd(rng);
+    }
+    b.qkv = nn::Linear::random(width, 3 * width, rng);
+    b.proj = nn::Linear::random(width, width, rng);
+    b.fc1 = nn::Linear::random(width, mlp_hidden, rng);
+    b.fc2 = nn::Linear::random(mlp_hidden, width, rng);
+    b.heads = heads;
+    return b;
+  }
+};
+
+/// What flows from block to block (the official `_tome_info`).
+struct ToMeState {
+  index_t batch = 0;
+  index_t tokens = 0;           ///< current tokens per sequence
+  std::vector<float> size;      ///< [batch, tokens] token sizes; empty = all ones (official None)
+  bool trace_source = false;    ///< keep source_map up to date
+  std::vector<index_t> source_map;  ///< [batch, original tokens]: current row of each original token
+
+  /// Start of a forward pass: tokens per sequence, no sizes, identity sources.
+  void reset(index_t batch_, index_t tokens_, bool trace = false) {
+    batch = batch_;
+    tokens = tokens_;
+    size.clear();
+    trace_source = trace;
+    source_map.clear();
+    if (trace) {
+      source_map.resize(static_cast<size_t>(batch * tokens));
+      for (index_t b = 0; b < batch; ++b)
+        for (index_t t = 0; t < tokens; ++t) source_map[b * tokens + t] = t;
+    }
+  }
+  index_t original_tokens() const { return batch > 0 ? static_cast<index_t>(source_map.size()) / batch : 0; }
+};
+
+/// Options of a ToMe block.
+struct ToMeBlockOptions {
+  bool prop_attn = true;                   ///< proportional attention (+ log size)
+  MatchOptions match{true, false};         ///< class token on, no distillation token
+  Backend attention_backend = Backend::tiled;
+};
+
+/// Intermediates of one block, for tests and inspection.
+struct ToMeBlockTrace {
+  nn::Matrix x_attn;           ///< [B*N, C] after the attention residual
+  std::vector<float> metric;   ///< [B, N, hd] keys averaged over heads
+  MergePlan plan;              ///< the merge (identity when r == 0)
+  std::vector<float> x_merged; ///< [B*N', C] after merge_wavg, before the MLP
+};
+
+/// Reusable buffers of the block (so a forward pass allocates once).
+struct ViTWorkspace {
+  nn::Matrix h, qkv, attn, tmp, hidden, merged;
+  std::vector<float> metric, log_size, size_out;
+  /// Wall time spent in ToMe's own work (metric, matching, merge_wavg, source
+  /// map) since the workspace was made; for measuring ToMe's overhead.
+  double tome_seconds = 0;
+};
+
+namespace detail {
+
+/// Row-parallel LayerNorm (biased variance, statistics in double), the same
+/// arithmetic as nn::layer_norm.
+inline void layer_norm_rows(const nn::Matrix& x, const nn::Vector& w, const nn::Vector& b, float eps, nn::Matrix& y,
+                            const Executor& ex) {
+  const index_t C = x.cols(), R = x.rows();
+  y.resize(R, C);
+  constexpr index_t kChunk = 16;
+  effattn::detail::parallel_items(executor_for(ex, 4.0 * R * C), (R + kChunk - 1) / kChunk, [] { return 0; },
+                                  [&](index_t item, int&) {
+    for (index_t r = item * kChunk; r < std::min(R, (item + 1) * kChunk); ++r) {
+      const float* xr = x.data() + r * C;
+      float* yr = y.data() + r * C;
+      double mean = 0, var = 0;
+      for (index_t c = 0; c < C; ++c) mean += xr[c];
+      mean /= static_cast<double>(C);
+      for (index_t c = 0; c < C; ++c) {
+        const double d = xr[c] - mean;
+        var += d * d;
+      }
+      var /= static_cast<double>(C);
+      const double inv = 1.0 / std::sqrt(var + eps);
+      for (index_t c = 0; c < C; ++c) yr[c] = static_cast<float>((xr[c] - mean) * inv) * w[c] + b[c];
+    }
+  });
+}
+
+/// Exact (erf) GELU in place, parallel over chunks.
+inline void gelu_rows(nn::Matrix& x, const Executor& ex) {
+  const index_t n = x.size();
+  constexpr index_t kChunk = 16384;
+  float* p = x.data();
+  effattn::detail::parallel_items(executor_for(ex, 20.0 * n), (n + kChunk - 1) / kChunk, [] { return 0; },
+                                  [&](index_t item, int&) {
+    for (index_t i = item * kChunk; i < std::min(n, (item + 1) * kChunk); ++i)
+      p[i] = 0.5f * p[i] * (1.0f + std::erf(p[i] * 0.70710678118654752f));
+  });
+}
+
+/// y = x W^T + b on the Executor. The output is cut into fixed tiles of
+/// kLinearRows x kLinearCols; each tile is one single-threaded Eigen tensor
+/// contraction (a cache-blocked GEMM; only its own rows of x and rows of W are
+/// packed), plus the bias. The tiling never depends on the thread count, so
+/// the result is bit-identical for any Executor, and Eigen's own threading
+/// (a global setting) is never used.
+constexpr index_t kLinearRows = 768;
+constexpr index_t kLinearCols = 384;
+
+inline void linear(const nn::Linear& l, const nn::Matrix& x, nn::Matrix& y, const Executor& ex) {
+  const index_t M = x.rows(), K = x.cols(), N = l.out_features();
+  y.resize(M, N);
+  if (M == 0 || N == 0) return;
+  const index_t rch = (M + kLinearRows - 1) / kLinearRows, cch = (N + kLinearCols - 1) / kLinearCols;
+  using TMapC = Eigen::TensorMap<Eigen::Tensor<const float, 2, Eigen::RowMajor>>;
+  using TMap = Eigen::TensorMap<Eigen::Tensor<float, 2, Eigen::RowMajor>>;
+  const bool has_bias = l.bias.size() != 0;
+  effattn::detail::parallel_items(
+      executor_for(ex, double(M) * K * N), rch * cch,
+      [] { return std::vector<float>(static_cast<size_t>(kLinearRows * kLinearCols)); },
+      [&](index_t item, std::vector<float>& buf) {
+        const index_t r0 = (item / cch) * kLinearRows, c0 = (item % cch) * kLinearCols;
+        const index_t m = std::min(kLinearRows, M - r0), n = std::min(kLinearCols, N - c0);
+        TMapC X(x.data() + r0 * K, m, K), W(l.weight.data() + c0 * K, n, K);
+        TMap S(buf.data(), m, n);
+        const Eigen::array<Eigen::IndexPair<Eigen::Index>, 1> dims = {Eigen::IndexPair<Eigen::Index>(1, 1)};
+        S = X.contract(W, dims);
+        for (index_t i = 0; i < m; ++i) {
+          float* yr = y.data() + (r0 + i) * N + c0;
+          const float* sr = buf.data() + i * n;
+          if (has_bias) {
+            const float* br = l.bias.data() + c0;
+            for (index_t j = 0; j < n; ++j) yr[j] = sr[j] + br[j];
+          } else {
+            for (index_t j = 0; j < n; ++j) yr[j] = sr[j];
+          }
+        }
+      });
+}
+
+inline void check_block(const ViTBlock& blk, const char* op) {
+  const index_t C = blk.qkv.in_features();
+  require(C > 0 && blk.heads > 0 && C % blk.heads == 0, op, "heads", "must divide the width, got width=", C,
+          " heads=", blk.heads);
+  auto chk = [&](bool ok, const char* what) {
+    if (!ok) EFFATTN_THROW(shape_error(effattn::detail::concat(op, ": block weight ", what, " has the wrong shape for width ", C)));
+  };
+  chk(blk.qkv.out_features() == 3 * C && (blk.qkv.bias.size() == 0 || blk.qkv.bias.size() == 3 * C), "qkv [3C,C]");
+  chk(blk.proj.in_features() == C && blk.proj.out_features() == C, "proj [C,C]");
+  chk(blk.fc1.in_features() == C && blk.fc1.out_features() > 0, "fc1 [hidden,C]");
+  chk(blk.fc2.in_features() == blk.fc1.out_features() && blk.fc2.out_features() == C, "fc2 [C,hidden]");
+  chk(blk.proj.bias.size() == 0 || blk.proj.bias.size() == C, "proj bias [C]");
+  chk(blk.fc1.bias.size() == 0 || blk.fc1.bias.size() == blk.fc1.out_features(), "fc1 bias [hidden]");
+  chk(blk.fc2.bias.size() == 0 || blk.fc2.bias.size() == C, "fc2 bias [C]");
+  chk(blk.norm1_weight.size() == C && blk.norm1_bias.size() == C, "norm1 [C]");
+  chk(blk.norm2_weight.size() == C && blk.norm2_bias.size() == C, "norm2 [C]");
+  require(std::isfinite(blk.eps) && blk.eps > 0, op, "eps", "must be finite and > 0, got ", blk.eps);
+}
+
+}  // namespace detail
+
+/// One ViT block with ToMe. x [B*N, C] (B = st.batch, N = st.tokens) is
+/// replaced by the block output [B*N', C], N' = N - r_eff; st.tokens, st.size
+/// and (when tracing) st.source_map are updated. r >= 0 (r == 0: a plain
+/// block). trace (optional) receives x_attn, the metric, the plan and x_merged.
+/// Throws before touching x or st on bad shapes or parameters. (A non-finite
+/// metric, i.e. overflowed activations, is only detected by the matching, after
+/// the attention step has updated x.)
+inline void tome_block_forward(const ViTBlock& blk, nn::Matrix& x, ToMeState& st, index_t r,
+                               const ToMeBlockOptions& opt, ViTWorkspace& ws, const Executor& ex = {},
+                               ToMeBlockTrace* trace = nullptr) {
+  const char* op = "tome::tome_block_forward";
+  detail::check_block(blk, op);
+  const index_t B = st.batch, N = st.tokens, C = blk.width(), H = blk.heads, hd = C / H;
+  require(r >= 0, op, "r", "must be >= 0, got ", r);
+  require(B >= 1 && N >= 1, op, "state", "must have batch >= 1 and tokens >= 1, got batch=", B, " tokens=", N);
+  if (x.rows() != B * N || x.cols() != C)
+    EFFATTN_THROW(shape_error(effattn::detail::concat(op, ": x must be [B*N,C]=[", B * N, ",", C, "], got [",
+                                                      x.rows(), ",", x.cols(), "]")));
+  require(st.size.empty() || static_cast<index_t>(st.size.size()) == B * N, op, "state.size",
+          "must be empty or [B,N]=[", B, ",", N, "], got ", st.size.size(), " values");
+  require(!st.trace_source || (!st.source_map.empty() && static_cast<index_t>(st.source_map.size()) % B == 0), op,
+          "state.source_map", "must be [B,N0] when tracing (call ToMeState::reset)");
+  detail::check_match_options(opt.match, op);
+
+  // Attention with proportional attention.
+  detail::layer_norm_rows(x, blk.norm1_weight, blk.norm1_bias, blk.eps, ws.h, ex);
+  detail::linear(blk.qkv, ws.h, ws.qkv, ex);
+  ws.attn.resize(B * N, C);
+  const float* qkv = ws.qkv.data();
+  const index_t C3 = 3 * C;
+  const std::array<index_t, 4> shp{B, H, N, hd}, qst{N * C3, hd, C3, 1};
+  ConstView<float, 4> q(qkv, shp, qst), k(qkv + C, shp, qst), v(qkv + 2 * C, shp, qst);
+  View<float, 4> o(ws.attn.data(), shp, {N * C, hd, C, 1});
+  AttentionOptions aopt;
+  aopt.backend = opt.attention_backend;
+  if (opt.prop_attn && !st.size.empty()) {
+    ws.log_size.resize(static_cast<size_t>(B * N));
+    for (index_t i = 0; i < B * N; ++i) ws.log_size[i] = std::log(st.size[i]);
+    attention<float>(q, k, v, o, NoMask{}, KeyBiasScore{make_view<const float>(ws.log_size.data(), B, N)}, aopt, ex);
+  } else {
+    attention<float>(q, k, v, o, NoMask{}, NoScore{}, aopt, ex);
+  }
+  detail::linear(blk.proj, ws.attn, ws.tmp, ex);
+  x += ws.tmp;
+  if (trace) trace->x_attn = x;
+
+  // ToMe between attention and MLP.
+  const auto t_tome = std::chrono::steady_clock::now();
+  MergePlan plan;
+  if (r > 0 || trace) {
+    ws.metric.resize(static_cast<size_t>(B * N * hd));
+    for (index_t t = 0; t < B * N; ++t) {
+      const float* kr = qkv + t * C3 + C;
+      float* m = ws.metric.data() + t * hd;
+      for (index_t d = 0; d < hd; ++d) {
+        float s = 0;
+        for (index_t h = 0; h < H; ++h) s += kr[h * hd + d];
+        m[d] = s / static_cast<float>(H);
+      }
+    }
+  }
+  if (r > 0) {
+    plan = bipartite_soft_matching(make_view<const float>(ws.metric.data(), B, N, hd), r, opt.match, ex);
+  } else {
+    plan.batch = B;
+    plan.tokens = N;
+    plan.finalize();
+  }
+  if (trace) {
+    trace->metric = ws.metric;
+    trace->plan = plan;
+  }
+  if (!plan.is_identity()) {
+    const index_t Np = plan.out_tokens();
+    if (st.trace_source) {
+      const index_t N0 = st.original_tokens();
+      View<index_t, 2> map(st.source_map.data(), {B, N0});
+      merge_source_map(plan, map, map);
+    }
+    ws.merged.resize(B * Np, C);
+    ws.size_out.resize(static_cast<size_t>(B * Np));
+    ConstView<float, 2> sz = st.size.empty() ? ConstView<float, 2>() : make_view<const float>(st.size.data(), B, N);
+    merge_wavg<float>(plan, make_view<const float>(x.data(), B, N, C), sz, make_view(ws.merged.data(), B, Np, C),
+                      make_view(ws.size_out.data(), B, Np), ex);
+    x.swap(ws.merged);
+    st.size.assign(ws.size_out.begin(), ws.size_out.end());
+    st.tokens = Np;
+  }
+
+  ws.tome_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t_tome).count();
+  if (trace) trace->x_merged.assign(x.data(), x.data() + x.size());
+
+  // MLP.
+  detail::layer_norm_rows(x, blk.norm2_weight, blk.norm2_bias, blk.eps, ws.h, ex);
+  detail::linear(blk.fc1, ws.h, ws.hidden, ex);
+  detail::gelu_rows(ws.hidden, ex);
+  detail::linear(blk.fc2, ws.hidden, ws.tmp, ex);
+  x += ws.tmp;
+}
+
+/// A stack of ToMe blocks plus a final LayerNorm (timm VisionTransformer's
+/// `blocks` + `norm`; patch embedding and head are the caller's).
+struct ViTEncoder {
+  std::vector<ViTBlock> blocks;
+  nn::Vector norm_weight, norm_bias;
+  float eps = 1e-6f;
+
+  /// ViT-B/16 shape by default: width 768, 12 heads, MLP 3072, 12 blocks.
+  template <class Rng>
+  static ViTEncoder random(Rng& rng, index_t depth = 12, index_t width = 768, index_t heads = 12,
+                           index_t mlp_hidden = 3072) {
+    ViTEncoder e;
+    for (index_t i = 0; i < depth; ++i) e.blocks.push_back(ViTBlock::random(width, heads, mlp_hidden, rng));
+    e.norm_weight = nn::Vector::Ones(width);
+    e.norm_bias = nn::Vector::Zero(width);
+    return e;
+  }
+
+  /// x [B*N, C] tokens (class token first in every sequence) -> normalised
+  /// output [B*N', C]. schedule: r per block (parse_r / schedule_constant; a
+  /// shorter list means r = 0 for the rest). st is reset to (batch, N) with no
+  /// sizes, keeping st.trace_source; afterwards it holds the final sizes and,
+  /// when tracing, the source map. tokens_after (optional) gets the token
+  /// count after each block.
+  void forward(nn::Matrix& x, index_t batch, const std::vector<index_t>& schedule, ToMeState& st,
+               const ToMeBlockOptions& opt, ViTWorkspace& ws, const Executor& ex = {},
+               std::vector<index_t>* tokens_after = nullptr) const {
+    const char* op = "tome::ViTEncoder::forward";
+    require(batch >= 1 && x.rows() % batch == 0, op, "batch", "must divide the rows of x, got batch=", batch,
+            " rows=", x.rows());
+    for (index_t r : schedule) require(r >= 0, op, "schedule", "entries must be >= 0, got ", r);
+    st.reset(batch, x.rows() / batch, st.trace_source);
+    if (tokens_after) tokens_after->clear();
+    for (size_t i = 0; i < blocks.size(); ++i) {
+      const index_t r = i < schedule.size() ? schedule[i] : 0;
+      tome_block_forward(blocks[i], x, st, r, opt, ws, ex);
+      if (tokens_after) tokens_after->push_back(st.tokens);
+    }
+    detail::layer_norm_rows(x, norm_weight, norm_bias, eps, ws.h, ex);
+    x.swap(ws.h);
+  }
+};
+
+}  // namespace tome
+EFFATTN_NAMESPACE_END
