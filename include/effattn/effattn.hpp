@@ -14,6 +14,7 @@
 #include "attention/reference.hpp"
 #include "interop/eigen.hpp"
 #include "nn/layers.hpp"
+#include "perceiver_ar/perceiver_ar.hpp"
 #include "selective/selective.hpp"
 #include "tome/tome.hpp"
 #include "transfusion/transfusion.hpp"

@@ -1,0 +1,197 @@
+// SPDX-License-Identifier: MIT
+// effattn::perceiver_ar: the two attention operators of Perceiver AR.
+//
+//  - cross_attention: M latent queries (the last M real positions) attend
+//    causally into all N inputs: O(N * M) work instead of O(N^2);
+//  - latent_attention: causal self-attention among the M latents, with the
+//    official processor mask (diagonal always allowed): O(M^2) per layer.
+//
+// Both run on the tiled engine (attention/engine.hpp) with prefix-mask
+// policies, so masked blocks are skipped and full blocks pay no mask test.
+// See masks.hpp for the positions and masks, and docs/perceiver_ar.md.
+#pragma once
+
+#include <vector>
+
+#include "../attention/engine.hpp"
+#include "masks.hpp"
+
+EFFATTN_NAMESPACE_BEGIN
+namespace perceiver_ar {
+
+namespace detail {
+
+template <class T>
+void check_common(const char* op, const ConstView<T, 4>& q, const ConstView<T, 4>& k, const ConstView<T, 4>& v) {
+  effattn::detail::check_view(q, op, "q", false);
+  effattn::detail::check_view(k, op, "k", false);
+  effattn::detail::check_view(v, op, "v", false);
+  if (k.dim(2) != v.dim(2))
+    EFFATTN_THROW(shape_error(effattn::detail::concat(op, ": k and v must have the same number of positions, got k ",
+                                                      effattn::detail::shape_str(k.shape()), " and v ",
+                                                      effattn::detail::shape_str(v.shape()))));
+}
+
+template <class T>
+void check_cross(const char* op, const ConstView<T, 4>& q, const ConstView<T, 4>& k, const ConstView<T, 4>& v,
+                 const ConstView<index_t, 1>& valid_length) {
+  check_common(op, q, k, v);
+  const index_t M = q.dim(2), N = k.dim(2);
+  require(M >= 1, op, "M", "(q.dim(2), the number of latents) must be >= 1, got q ",
+          effattn::detail::shape_str(q.shape()));
+  require(M <= N, op, "M", "(q.dim(2), the number of latents) must be <= N=k.dim(2)=", N, ", got q ",
+          effattn::detail::shape_str(q.shape()), " k ", effattn::detail::shape_str(k.shape()));
+  check_valid_length(valid_length, q.dim(0), N, op);
+}
+
+template <class T>
+void check_latent(const char* op, const ConstView<T, 4>& q, const ConstView<T, 4>& k, const ConstView<T, 4>& v,
+                  const ConstView<index_t, 1>& valid_length) {
+  check_common(op, q, k, v);
+  const index_t M = q.dim(2);
+  require(M >= 1, op, "M", "(q.dim(2), the number of latents) must be >= 1, got q ",
+          effattn::detail::shape_str(q.shape()));
+  if (k.dim(2) != M)
+    EFFATTN_THROW(shape_error(effattn::detail::concat(op, ": k must hold the same M=", M,
+                                                      " latents as q, got q ", effattn::detail::shape_str(q.shape()),
+                                                      " k ", effattn::detail::shape_str(k.shape()))));
+  if (has_valid_length(valid_length)) {
+    effattn::detail::check_view(valid_length, op, "valid_length", false);
+    effattn::detail::check_shape(valid_length, op, "valid_length", "[B]", {q.dim(0)});
+    for (index_t b = 0; b < q.dim(0); ++b)
+      require(valid_length(b) >= 0, op, "valid_length", "[", b, "] must be >= 0, got ", valid_length(b));
+  }
+}
+
+}  // namespace detail
+
+/// The executor to use for an attention call of `flops` floating-point
+/// operations: `ex` itself, or a serial one when the call is so small (below
+/// 4 MFLOP, a fraction of a millisecond on one core) that a fork/join would
+/// cost more than it saves: the decoder's one-query latent attentions. Results
+/// never depend on it (the engine is bit-identical for any thread count).
+inline Executor executor_for(const Executor& ex, double flops) {
+  constexpr double kSerialBelowFlops = 4e6;
+  if (flops < kSerialBelowFlops) return Executor(1);
+  return ex;
+}
+
+/// Causally masked cross-attention from M latents into N inputs.
+///
+///   out[b,h,m,:] = sum_{j <= p_m} softmax_j(scale <q[b,h,m], k[b,h/G,j]>) v[b,h/G,j]
+///
+/// with p_m = max(L_b - M + m, -1) the position of latent m (masks.hpp).
+///
+/// Shapes (row-major indexing, any element strides):
+///   q   [B, H, M, D]    queries of the M latents (M = q.dim(2), chosen per
+///                       call, 1 <= M <= N; it may differ from training)
+///   k   [B, Hkv, N, D]  keys of all N inputs (the latent positions included)
+///   v   [B, Hkv, N, Dv] values
+///   out [B, H, M, Dv]
+///   valid_length [B]    optional: the number of real (non-padding) inputs of
+///                       each sequence, 0 <= L_b <= N, padding on the right.
+///                       Absent (default) means every L_b = N, and the mask is
+///                       bottom-right causal (latent m sees j <= N - M + m).
+///   lse [B, H, M]       optional log-sum-exp of the allowed scaled logits.
+/// H must be a multiple of Hkv (grouped-query attention).
+///
+/// Invalid latents (m < M - L_b, position -1) see no input: their output is 0
+/// and their lse -inf, never NaN. (The official JAX code masks with -1e30, so
+/// such a row averages every value uniformly; it is excluded from the loss
+/// there and its value is meaningless either way.) A fully padded sequence
+/// (L_b = 0) makes every latent of b invalid.
+///
+/// Work: the allowed pairs only, sum_m (p_m + 1) <= M * N per (b, h); memory:
+/// the engine's per-thread tiles plus B * M limits, never M x N.
+/// Throws shape_error / parameter_error before writing anything.
+template <class T>
+void cross_attention(effattn::detail::identity_t<ConstView<T, 4>> q, effattn::detail::identity_t<ConstView<T, 4>> k,
+                     effattn::detail::identity_t<ConstView<T, 4>> v, View<T, 4> out,
+                     ConstView<index_t, 1> valid_length = {}, const AttentionOptions& opt = {},
+                     const Executor& ex = {}, effattn::detail::identity_t<View<acc_t<T>, 3>> lse = {}) {
+  const char* op = "perceiver_ar::cross_attention";
+  detail::check_cross(op, q, k, v, valid_length);
+  const index_t B = q.dim(0), M = q.dim(2), N = k.dim(2);
+  bool all_full = true;
+  if (detail::has_valid_length(valid_length))
+    for (index_t b = 0; b < B; ++b) all_full = all_full && valid_length(b) == N;
+  if (all_full) {
+    attention<T>(q, k, v, out, CausalMask{}, NoScore{}, opt, ex, lse);
+    return;
+  }
+  std::vector<index_t> lim(static_cast<size_t>(B * M));
+  cross_key_limits(valid_length, N, make_view(lim.data(), B, M));
+  attention<T>(q, k, v, out, KeyLimitMask{make_view<const index_t>(lim.data(), B, M)}, NoScore{}, opt, ex, lse);
+}
+
+/// The dense oracle of cross_attention: builds the official encoder mask
+/// literally (encoder_mask_reference) and runs attention_reference (float64
+/// accumulation). Same shapes and contract; allocates M x N per batch element.
+template <class T>
+void cross_attention_reference(effattn::detail::identity_t<ConstView<T, 4>> q,
+                               effattn::detail::identity_t<ConstView<T, 4>> k,
+                               effattn::detail::identity_t<ConstView<T, 4>> v, View<T, 4> out,
+                               ConstView<index_t, 1> valid_length = {}, const AttentionOptions& opt = {},
+                               effattn::detail::identity_t<View<acc_t<T>, 3>> lse = {}) {
+  const char* op = "perceiver_ar::cross_attention_reference";
+  detail::check_cross(op, q, k, v, valid_length);
+  const index_t B = q.dim(0), M = q.dim(2), N = k.dim(2);
+  std::vector<std::vector<std::uint8_t>> masks(static_cast<size_t>(B));
+  for (index_t b = 0; b < B; ++b)
+    masks[b] = encoder_mask_reference(detail::has_valid_length(valid_length) ? valid_length(b) : N, N, M);
+  auto pred = [&masks, N](index_t b, index_t, index_t i, index_t j) { return masks[b][i * N + j] != 0; };
+  attention_reference<T>(q, k, v, out, make_predicate_mask(pred), NoScore{}, opt, lse);
+}
+
+/// Causal self-attention among the M latents with the official processor
+/// mask: a valid latent i sees the valid latents j <= i; an invalid latent
+/// (i < M - L_b) sees only itself (the diagonal is always allowed, so no row is
+/// ever empty).
+///
+/// Shapes: q [B, H, M, D], k [B, Hkv, M, D], v [B, Hkv, M, Dv], out [B, H, M, Dv],
+/// optional lse [B, H, M]. valid_length [B] is optional, with the same meaning
+/// as in cross_attention (values >= 0; a value >= M makes every latent valid);
+/// absent means plain causal attention over the latents.
+/// Throws shape_error / parameter_error before writing anything.
+template <class T>
+void latent_attention(effattn::detail::identity_t<ConstView<T, 4>> q, effattn::detail::identity_t<ConstView<T, 4>> k,
+                      effattn::detail::identity_t<ConstView<T, 4>> v, View<T, 4> out,
+                      ConstView<index_t, 1> valid_length = {}, const AttentionOptions& opt = {},
+                      const Executor& ex = {}, effattn::detail::identity_t<View<acc_t<T>, 3>> lse = {}) {
+  const char* op = "perceiver_ar::latent_attention";
+  detail::check_latent(op, q, k, v, valid_length);
+  const index_t B = q.dim(0), M = q.dim(2);
+  std::vector<index_t> inv(static_cast<size_t>(B), 0);
+  bool any_invalid = false;
+  if (detail::has_valid_length(valid_length))
+    for (index_t b = 0; b < B; ++b) {
+      inv[b] = invalid_latents(valid_length(b), M);
+      any_invalid = any_invalid || inv[b] > 0;
+    }
+  if (!any_invalid) {
+    attention<T>(q, k, v, out, CausalMask{}, NoScore{}, opt, ex, lse);
+    return;
+  }
+  attention<T>(q, k, v, out, LatentCausalMask{make_view<const index_t>(inv.data(), B)}, NoScore{}, opt, ex, lse);
+}
+
+/// The dense oracle of latent_attention (processor_mask_reference +
+/// attention_reference). Same shapes and contract.
+template <class T>
+void latent_attention_reference(effattn::detail::identity_t<ConstView<T, 4>> q,
+                                effattn::detail::identity_t<ConstView<T, 4>> k,
+                                effattn::detail::identity_t<ConstView<T, 4>> v, View<T, 4> out,
+                                ConstView<index_t, 1> valid_length = {}, const AttentionOptions& opt = {},
+                                effattn::detail::identity_t<View<acc_t<T>, 3>> lse = {}) {
+  const char* op = "perceiver_ar::latent_attention_reference";
+  detail::check_latent(op, q, k, v, valid_length);
+  const index_t B = q.dim(0), M = q.dim(2);
+  std::vector<std::vector<std::uint8_t>> masks(static_cast<size_t>(B));
+  for (index_t b = 0; b < B; ++b)
+    masks[b] = processor_mask_reference(detail::has_valid_length(valid_length) ? valid_length(b) : M, M);
+  auto pred = [&masks, M](index_t b, index_t, index_t i, index_t j) { return masks[b][i * M + j] != 0; };
+  attention_reference<T>(q, k, v, out, make_predicate_mask(pred), NoScore{}, opt, lse);
+}
+
+}  // namespace perceiver_ar
+EFFATTN_NAMESPACE_END

@@ -1,0 +1,229 @@
+// SPDX-License-Identifier: MIT
+// The Perceiver AR network and its cached decoder: caching equals the
+// uncached forward pass (a port of the official
+// test_caching_context_exceeds_latents semantics), the half-latents
+// recompute policy, padding, threads and argument checks.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <effattn/perceiver_ar/perceiver_ar.hpp>
+#include <random>
+#include <vector>
+
+#include "support/testing.hpp"
+
+namespace {
+
+using effattn::index_t;
+namespace pa = effattn::perceiver_ar;
+using effattn::nn::Matrix;
+
+pa::Model small_model(index_t layers, unsigned seed, index_t width = 32, index_t heads = 2) {
+  pa::ModelConfig cfg;
+  cfg.vocab = 23;
+  cfg.width = width;
+  cfg.heads = heads;
+  cfg.layers = layers;
+  cfg.mlp_hidden = 2 * width;
+  return pa::Model::random(cfg, seed);
+}
+
+std::vector<std::int32_t> random_tokens(index_t B, index_t N, index_t vocab, unsigned seed) {
+  std::mt19937 g(seed);
+  std::uniform_int_distribution<std::int32_t> d(0, static_cast<std::int32_t>(vocab - 1));
+  std::vector<std::int32_t> t(static_cast<size_t>(B * N));
+  for (auto& x : t) x = d(g);
+  return t;
+}
+
+std::vector<float> row(const Matrix& m, index_t r) { return std::vector<float>(m.row(r).data(), m.row(r).data() + m.cols()); }
+
+// Official test_caching_context_exceeds_latents: max_context_length = 7,
+// z_index_dim in {1, 2, 3, 7}, 2 or 3 self-attention layers, batch 2. The
+// uncached model sees all 7 tokens with z latents; the cached one is fed the
+// first 7 - z + 1 tokens with one latent, then one token per call. Logits of
+// call i equal those of uncached latent i within 1e-5.
+TEST(PerceiverArDecoder, CachingContextExceedsLatents) {
+  const index_t N = 7, B = 2;
+  for (index_t layers : {2, 3})
+    for (index_t z : {1, 2, 3, 7}) {
+      SCOPED_TRACE(testing::Message() << "layers " << layers << " z " << z);
+      const pa::Model model = small_model(layers, 42 + static_cast<unsigned>(layers));
+      const auto tok = random_tokens(B, N, model.config.vocab, 7 + static_cast<unsigned>(z));
+      Matrix uncached;
+      model.forward(effattn::make_view<const std::int32_t>(tok.data(), B, N), {}, z, uncached);
+      ASSERT_EQ(uncached.rows(), B * z);
+      const index_t max_lat = z % 2 ? z + 1 : z;
+      pa::Decoder dec(model, B, N + max_lat, max_lat < 2 ? 2 : max_lat);
+      index_t start = 0;
+      for (index_t i = 0; i < z; ++i) {
+        const index_t end = N - z + i + 1;
+        std::vector<std::int32_t> chunk;
+        for (index_t b = 0; b < B; ++b)
+          for (index_t j = start; j < end; ++j) chunk.push_back(tok[b * N + j]);
+        Matrix logits;
+        dec.append(effattn::make_view<const std::int32_t>(chunk.data(), B, end - start), logits);
+        ASSERT_EQ(logits.rows(), B);
+        for (index_t b = 0; b < B; ++b)
+          testing_util::expect_close(row(logits, b), row(uncached, b * z + i), 1e-5, 0, "call " + std::to_string(i));
+        start = end;
+      }
+      EXPECT_EQ(dec.recomputes(), 0);
+      EXPECT_EQ(dec.cached_latents(), z);
+    }
+}
+
+// The same on a larger shape with several heads, fed token by token from one token on.
+TEST(PerceiverArDecoder, TokenByTokenEqualsUncached) {
+  const index_t B = 2, N = 61, M = 24;
+  const pa::Model model = small_model(3, 5, 64, 4);
+  const auto tok = random_tokens(B, N, model.config.vocab, 99);
+  Matrix uncached;
+  model.forward(effattn::make_view<const std::int32_t>(tok.data(), B, N), {}, M, uncached);
+  pa::Decoder dec(model, B, 100, 24);
+  // Prefill N - M + 1 tokens, then one per call.
+  std::vector<std::int32_t> pre;
+  for (index_t b = 0; b < B; ++b)
+    for (index_t j = 0; j < N - M + 1; ++j) pre.push_back(tok[b * N + j]);
+  Matrix logits;
+  dec.append(effattn::make_view<const std::int32_t>(pre.data(), B, N - M + 1), logits);
+  for (index_t b = 0; b < B; ++b) testing_util::expect_close(row(logits, b), row(uncached, b * M), 1e-5, 0, "prefill");
+  for (index_t j = N - M + 1; j < N; ++j) {
+    std::vector<std::int32_t> one{tok[j], tok[N + j]};
+    dec.append(effattn::make_view<const std::int32_t>(one.data(), B, 1), logits);
+    const index_t m = j - (N - M);
+    for (index_t b = 0; b < B; ++b)
+      testing_util::expect_close(row(logits, b), row(uncached, b * M + m), 1e-5, 0, "token " + std::to_string(j));
+  }
+}
+
+// Fixed-size memory: when the latent caches are full, the decoder recomputes
+// the window with max_latents / 2 latents (the official policy) and goes on.
+// Every call equals an uncached forward over the current window with the
+// cached number of latents; the memory never grows.
+TEST(PerceiverArDecoder, HalfLatentsRecomputePolicy) {
+  const index_t B = 2, max_ctx = 40, max_lat = 8, steps = 70;
+  const pa::Model model = small_model(2, 11);
+  const auto tok = random_tokens(B, 20 + steps, model.config.vocab, 123);
+  const index_t total = 20 + steps;
+  pa::Decoder dec(model, B, max_ctx, max_lat);
+  index_t fed = 0, last_recomputes = 0;
+  auto feed = [&](index_t n) {
+    std::vector<std::int32_t> chunk;
+    for (index_t b = 0; b < B; ++b)
+      for (index_t j = fed; j < fed + n; ++j) chunk.push_back(tok[b * total + j]);
+    Matrix logits;
+    const index_t lat_before = dec.cached_latents();
+    dec.append(effattn::make_view<const std::int32_t>(chunk.data(), B, n), logits);
+    fed += n;
+    ASSERT_EQ(dec.length(), fed);
+    ASSERT_LE(dec.window_length(), max_ctx);
+    ASSERT_LE(dec.cached_latents(), max_lat);
+    if (lat_before == max_lat) {
+      // A recompute happened, with half the latents.
+      EXPECT_EQ(dec.recomputes(), last_recomputes + 1);
+      EXPECT_EQ(dec.cached_latents(), max_lat / 2);
+      EXPECT_EQ(dec.window_length(), std::min(fed, max_ctx - max_lat / 2));
+      last_recomputes = dec.recomputes();
+    }
+    // Uncached reference over the window with the cached number of latents.
+    const index_t s = dec.window_start(), w = dec.window_length(), M = dec.cached_latents();
+    std::vector<std::int32_t> win;
+    for (index_t b = 0; b < B; ++b)
+      for (index_t j = s; j < s + w; ++j) win.push_back(tok[b * total + j]);
+    Matrix ref;
+    model.forward(effattn::make_view<const std::int32_t>(win.data(), B, w), {}, M, ref, s);
+    for (index_t b = 0; b < B; ++b)
+      testing_util::expect_close(row(logits, b), row(ref, b * M + M - 1), 1e-5, 0,
+                                 "after " + std::to_string(fed) + " tokens");
+  };
+  feed(20);
+  for (index_t i = 0; i < steps; ++i) feed(1);
+  // The first call caches 1 latent and steps 1..7 fill the caches to 8; step 8
+  // recomputes with 4, and every 5th step after it (4 cached steps + 1
+  // recompute): steps 8, 13, ..., 68.
+  EXPECT_EQ(dec.recomputes(), 1 + (steps - 8) / 5);
+  EXPECT_GT(dec.window_start(), 0);  // the window slid
+}
+
+TEST(PerceiverArDecoder, BitIdenticalForOneAndTwoThreads) {
+  const index_t B = 1, N = 300;
+  const pa::Model model = small_model(2, 3, 64, 4);
+  const auto tok = random_tokens(B, N, model.config.vocab, 5);
+  pa::Decoder d1(model, B, 512, 16), d2(model, B, 512, 16);
+  Matrix l1, l2;
+  d1.append(effattn::make_view<const std::int32_t>(tok.data(), B, 280), l1, effattn::Executor{1});
+  d2.append(effattn::make_view<const std::int32_t>(tok.data(), B, 280), l2, effattn::Executor{2});
+  EXPECT_EQ(row(l1, 0), row(l2, 0));
+  for (index_t j = 280; j < N; ++j) {
+    d1.append(effattn::make_view<const std::int32_t>(tok.data() + j, B, 1), l1, effattn::Executor{1});
+    d2.append(effattn::make_view<const std::int32_t>(tok.data() + j, B, 1), l2, effattn::Executor{2});
+    EXPECT_EQ(row(l1, 0), row(l2, 0));
+  }
+}
+
+// Right padding never leaks: a padded sequence gives the same valid-latent
+// logits as the same tokens without padding (when L >= M), and fully padded
+// sequences give finite logits.
+TEST(PerceiverArModel, PaddingDoesNotLeak) {
+  const index_t B = 3, N = 40, M = 8;
+  const pa::Model model = small_model(2, 17);
+  auto tok = random_tokens(B, N, model.config.vocab, 1);
+  std::vector<index_t> len{N, 25, 0};
+  Matrix padded;
+  model.forward(effattn::make_view<const std::int32_t>(tok.data(), B, N), effattn::make_view<const index_t>(len.data(), B),
+                M, padded);
+  for (index_t r = 0; r < padded.rows(); ++r)
+    for (index_t c = 0; c < padded.cols(); ++c) ASSERT_TRUE(std::isfinite(padded(r, c)));
+  // Sequence 1 truncated to its 25 valid tokens.
+  std::vector<std::int32_t> t1(tok.begin() + N, tok.begin() + N + 25);
+  Matrix trunc;
+  model.forward(effattn::make_view<const std::int32_t>(t1.data(), 1, 25), {}, M, trunc);
+  for (index_t m = 0; m < M; ++m)
+    testing_util::expect_close(row(padded, M + m), row(trunc, m), 1e-5, 1e-5, "latent " + std::to_string(m));
+  // Changing the padding tokens changes nothing.
+  for (index_t j = 25; j < N; ++j) tok[N + j] = (tok[N + j] + 5) % 23;
+  Matrix padded2;
+  model.forward(effattn::make_view<const std::int32_t>(tok.data(), B, N), effattn::make_view<const index_t>(len.data(), B),
+                M, padded2);
+  for (index_t m = 0; m < M; ++m) EXPECT_EQ(row(padded, M + m), row(padded2, M + m));
+  // With L < M the valid latents still match the truncated sequence with M = L.
+  std::vector<index_t> len5{N, 5, 0};
+  Matrix p5, t5;
+  model.forward(effattn::make_view<const std::int32_t>(tok.data(), B, N), effattn::make_view<const index_t>(len5.data(), B),
+                M, p5);
+  model.forward(effattn::make_view<const std::int32_t>(tok.data() + N, 1, 5), {}, 5, t5);
+  for (index_t m = 0; m < 5; ++m)
+    testing_util::expect_close(row(p5, M + (M - 5) + m), row(t5, m), 1e-5, 1e-5, "short latent " + std::to_string(m));
+}
+
+TEST(PerceiverArModel, BadInputThrows) {
+  const pa::Model model = small_model(1, 1);
+  auto tok = random_tokens(2, 10, model.config.vocab, 1);
+  Matrix out;
+  auto tv = effattn::make_view<const std::int32_t>(tok.data(), 2, 10);
+  EXPECT_THROW(model.forward(tv, {}, 11, out), effattn::parameter_error);
+  EXPECT_THROW(model.forward(tv, {}, 0, out), effattn::parameter_error);
+  std::vector<index_t> len{10, 11};
+  EXPECT_THROW(model.forward(tv, effattn::make_view<const index_t>(len.data(), 2), 4, out), effattn::parameter_error);
+  tok[3] = 23;
+  EXPECT_THROW(model.forward(tv, {}, 4, out), effattn::parameter_error);
+  tok[3] = -1;
+  EXPECT_THROW(model.forward(tv, {}, 4, out), effattn::parameter_error);
+  tok[3] = 0;
+  EXPECT_THROW(pa::Decoder(model, 2, 10, 3), effattn::parameter_error);  // odd max_latents
+  EXPECT_THROW(pa::Decoder(model, 0, 10, 4), effattn::parameter_error);
+  EXPECT_THROW(pa::Decoder(model, 2, 2, 4), effattn::parameter_error);
+  pa::Decoder dec(model, 2, 12, 4);
+  EXPECT_THROW(dec.append(effattn::make_view<const std::int32_t>(tok.data(), 1, 5), out), effattn::shape_error);
+  EXPECT_THROW(dec.append(effattn::make_view<const std::int32_t>(tok.data(), 2, 0), out), effattn::parameter_error);
+  EXPECT_THROW(dec.append(effattn::make_view<const std::int32_t>(tok.data(), 1, 11), out), effattn::shape_error);
+  std::vector<std::int32_t> big(22, 1);
+  EXPECT_THROW(dec.append(effattn::make_view<const std::int32_t>(big.data(), 2, 11), out), effattn::parameter_error);
+  big[4] = 99;
+  EXPECT_THROW(dec.append(effattn::make_view<const std::int32_t>(big.data(), 2, 3), out), effattn::parameter_error);
+  EXPECT_EQ(dec.length(), 0);  // nothing was appended
+}
+
+}  // namespace
