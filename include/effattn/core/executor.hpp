@@ -37,6 +37,18 @@ struct Executor {
   std::function<void(index_t n, const std::function<void(index_t begin, index_t end)>& body)> parallel_for;
 };
 
+/// The executor for a step of `work` element operations (multiply-adds,
+/// copies): `ex` itself, or a serial one when the step is so small (below 4e6,
+/// a fraction of a millisecond on one core) that a fork/join would cost more
+/// than it saves (much more on a busy machine, where a barrier waits for a
+/// descheduled thread). Results never depend on it: every effattn kernel is
+/// bit-identical for any thread count.
+inline Executor executor_for(const Executor& ex, double work) {
+  constexpr double kSerialBelow = 4e6;
+  if (work < kSerialBelow) return Executor(1);
+  return ex;
+}
+
 namespace detail {
 
 inline int resolve_threads(const Executor& ex, index_t work_items) {

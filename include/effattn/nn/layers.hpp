@@ -6,10 +6,12 @@
 #pragma once
 
 #include <Eigen/Core>
+#include <algorithm>
 #include <cmath>
 #include <random>
 
 #include "../core/error.hpp"
+#include "../core/executor.hpp"
 #include "../core/view.hpp"
 
 EFFATTN_NAMESPACE_BEGIN
@@ -57,33 +59,50 @@ struct Linear {
 };
 
 /// y = (x - mean) / sqrt(var + eps) * w + b per row, biased variance (torch's
-/// LayerNorm). x [rows, C], w and b [C]. y may be x.
-inline void layer_norm(const Matrix& x, const Vector& w, const Vector& b, float eps, Matrix& y) {
+/// LayerNorm, statistics in double). x [rows, C], w and b [C]. y may be x.
+/// Rows run in parallel chunks on `ex`; each row's arithmetic is fixed, so
+/// the result is bit-identical for any thread count.
+inline void layer_norm(const Matrix& x, const Vector& w, const Vector& b, float eps, Matrix& y,
+                       const Executor& ex = {}) {
   const char* op = "nn::layer_norm";
   if (w.size() != x.cols() || b.size() != x.cols())
     EFFATTN_THROW(shape_error(detail::concat(op, ": weight and bias must be [C]=[", x.cols(), "], got [", w.size(),
                                              "] and [", b.size(), "]")));
   require(std::isfinite(eps) && eps > 0, op, "eps", "must be finite and > 0, got ", eps);
   if (&y != &x) y.resize(x.rows(), x.cols());
-  const index_t C = x.cols();
-  for (index_t r = 0; r < x.rows(); ++r) {
-    double mean = 0, var = 0;
-    for (index_t c = 0; c < C; ++c) mean += x(r, c);
-    mean /= static_cast<double>(C);
-    for (index_t c = 0; c < C; ++c) {
-      const double d = x(r, c) - mean;
-      var += d * d;
-    }
-    var /= static_cast<double>(C);
-    const double inv = 1.0 / std::sqrt(var + eps);
-    for (index_t c = 0; c < C; ++c) y(r, c) = static_cast<float>((x(r, c) - mean) * inv) * w[c] + b[c];
-  }
+  const index_t C = x.cols(), R = x.rows();
+  constexpr index_t kChunk = 16;
+  detail::parallel_items(executor_for(ex, 4.0 * R * C), (R + kChunk - 1) / kChunk, [] { return 0; },
+                         [&](index_t item, int&) {
+                           for (index_t r = item * kChunk; r < std::min(R, (item + 1) * kChunk); ++r) {
+                             const float* xr = x.data() + r * C;
+                             float* yr = y.data() + r * C;
+                             double mean = 0, var = 0;
+                             for (index_t c = 0; c < C; ++c) mean += xr[c];
+                             mean /= static_cast<double>(C);
+                             for (index_t c = 0; c < C; ++c) {
+                               const double d = xr[c] - mean;
+                               var += d * d;
+                             }
+                             var /= static_cast<double>(C);
+                             const double inv = 1.0 / std::sqrt(var + eps);
+                             for (index_t c = 0; c < C; ++c)
+                               yr[c] = static_cast<float>((xr[c] - mean) * inv) * w[c] + b[c];
+                           }
+                         });
 }
 
-/// Exact GELU, x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)), in place.
-inline void gelu_erf(Matrix& x) {
+/// Exact GELU, x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)), in place, in
+/// parallel chunks on `ex`.
+inline void gelu_erf(Matrix& x, const Executor& ex = {}) {
+  const index_t n = x.size();
+  constexpr index_t kChunk = 16384;
   float* p = x.data();
-  for (index_t i = 0; i < x.size(); ++i) p[i] = 0.5f * p[i] * (1.0f + std::erf(p[i] * 0.70710678118654752f));
+  detail::parallel_items(executor_for(ex, 20.0 * n), (n + kChunk - 1) / kChunk, [] { return 0; },
+                         [&](index_t item, int&) {
+                           for (index_t i = item * kChunk; i < std::min(n, (item + 1) * kChunk); ++i)
+                             p[i] = 0.5f * p[i] * (1.0f + std::erf(p[i] * 0.70710678118654752f));
+                         });
 }
 
 /// y = fc2(gelu(fc1(x))).

@@ -65,17 +65,6 @@ void check_latent(const char* op, const ConstView<T, 4>& q, const ConstView<T, 4
 
 }  // namespace detail
 
-/// The executor to use for an attention call of `flops` floating-point
-/// operations: `ex` itself, or a serial one when the call is so small (below
-/// 4 MFLOP, a fraction of a millisecond on one core) that a fork/join would
-/// cost more than it saves: the decoder's one-query latent attentions. Results
-/// never depend on it (the engine is bit-identical for any thread count).
-inline Executor executor_for(const Executor& ex, double flops) {
-  constexpr double kSerialBelowFlops = 4e6;
-  if (flops < kSerialBelowFlops) return Executor(1);
-  return ex;
-}
-
 /// Causally masked cross-attention from M latents into N inputs.
 ///
 ///   out[b,h,m,:] = sum_{j <= p_m} softmax_j(scale <q[b,h,m], k[b,h/G,j]>) v[b,h/G,j]

@@ -179,19 +179,6 @@ struct Scored {
 
 constexpr index_t kMatchBlock = 256;
 
-/// Work (in multiply-adds or element copies) below which a ToMe step runs on
-/// the calling thread: a parallel region costs more than such a step (and much
-/// more on a busy machine, where a barrier waits for a descheduled thread).
-constexpr double kSerialWork = 4e6;
-
-/// The executor for a step of the given work: `ex` itself, or serial.
-inline Executor executor_for(const Executor& ex, double work) {
-  if (work >= kSerialWork) return ex;
-  Executor one;
-  one.num_threads = 1;
-  return one;
-}
-
 /// Checks metric values are finite (NaN would make the sort meaningless).
 inline void check_metric_finite(const ConstView<float, 3>& metric, const char* op) {
   for (index_t b = 0; b < metric.dim(0); ++b)

@@ -128,44 +128,6 @@ struct ViTWorkspace {
 
 namespace detail {
 
-/// Row-parallel LayerNorm (biased variance, statistics in double), the same
-/// arithmetic as nn::layer_norm.
-inline void layer_norm_rows(const nn::Matrix& x, const nn::Vector& w, const nn::Vector& b, float eps, nn::Matrix& y,
-                            const Executor& ex) {
-  const index_t C = x.cols(), R = x.rows();
-  y.resize(R, C);
-  constexpr index_t kChunk = 16;
-  effattn::detail::parallel_items(executor_for(ex, 4.0 * R * C), (R + kChunk - 1) / kChunk, [] { return 0; },
-                                  [&](index_t item, int&) {
-    for (index_t r = item * kChunk; r < std::min(R, (item + 1) * kChunk); ++r) {
-      const float* xr = x.data() + r * C;
-      float* yr = y.data() + r * C;
-      double mean = 0, var = 0;
-      for (index_t c = 0; c < C; ++c) mean += xr[c];
-      mean /= static_cast<double>(C);
-      for (index_t c = 0; c < C; ++c) {
-        const double d = xr[c] - mean;
-        var += d * d;
-      }
-      var /= static_cast<double>(C);
-      const double inv = 1.0 / std::sqrt(var + eps);
-      for (index_t c = 0; c < C; ++c) yr[c] = static_cast<float>((xr[c] - mean) * inv) * w[c] + b[c];
-    }
-  });
-}
-
-/// Exact (erf) GELU in place, parallel over chunks.
-inline void gelu_rows(nn::Matrix& x, const Executor& ex) {
-  const index_t n = x.size();
-  constexpr index_t kChunk = 16384;
-  float* p = x.data();
-  effattn::detail::parallel_items(executor_for(ex, 20.0 * n), (n + kChunk - 1) / kChunk, [] { return 0; },
-                                  [&](index_t item, int&) {
-    for (index_t i = item * kChunk; i < std::min(n, (item + 1) * kChunk); ++i)
-      p[i] = 0.5f * p[i] * (1.0f + std::erf(p[i] * 0.70710678118654752f));
-  });
-}
-
 /// y = x W^T + b on the Executor. The output is cut into fixed tiles of
 /// kLinearRows x kLinearCols; each tile is one single-threaded Eigen tensor
 /// contraction (a cache-blocked GEMM; only its own rows of x and rows of W are
@@ -252,7 +214,7 @@ inline void tome_block_forward(const ViTBlock& blk, nn::Matrix& x, ToMeState& st
   detail::check_match_options(opt.match, op);
 
   // Attention with proportional attention.
-  detail::layer_norm_rows(x, blk.norm1_weight, blk.norm1_bias, blk.eps, ws.h, ex);
+  nn::layer_norm(x, blk.norm1_weight, blk.norm1_bias, blk.eps, ws.h, ex);
   detail::linear(blk.qkv, ws.h, ws.qkv, ex);
   ws.attn.resize(B * N, C);
   const float* qkv = ws.qkv.data();
@@ -320,9 +282,9 @@ inline void tome_block_forward(const ViTBlock& blk, nn::Matrix& x, ToMeState& st
   if (trace) trace->x_merged.assign(x.data(), x.data() + x.size());
 
   // MLP.
-  detail::layer_norm_rows(x, blk.norm2_weight, blk.norm2_bias, blk.eps, ws.h, ex);
+  nn::layer_norm(x, blk.norm2_weight, blk.norm2_bias, blk.eps, ws.h, ex);
   detail::linear(blk.fc1, ws.h, ws.hidden, ex);
-  detail::gelu_rows(ws.hidden, ex);
+  nn::gelu_erf(ws.hidden, ex);
   detail::linear(blk.fc2, ws.hidden, ws.tmp, ex);
   x += ws.tmp;
 }
@@ -365,7 +327,7 @@ struct ViTEncoder {
       tome_block_forward(blocks[i], x, st, r, opt, ws, ex);
       if (tokens_after) tokens_after->push_back(st.tokens);
     }
-    detail::layer_norm_rows(x, norm_weight, norm_bias, eps, ws.h, ex);
+    nn::layer_norm(x, norm_weight, norm_bias, eps, ws.h, ex);
     x.swap(ws.h);
   }
 };

@@ -220,7 +220,7 @@ struct TinyTransfusion {
     nn::Matrix h, qkv, att, y;
     for (index_t l = 0; l < cfg.layers; ++l) {
       const Block& B = blocks[static_cast<size_t>(l)];
-      nn::layer_norm(x, B.ln1_w, B.ln1_b, cfg.ln_eps, h);
+      nn::layer_norm(x, B.ln1_w, B.ln1_b, cfg.ln_eps, h, ex);
       B.qkv.forward(h, qkv);
       float* K = kv.k[static_cast<size_t>(l)].data();
       float* V = kv.v[static_cast<size_t>(l)].data();
@@ -237,7 +237,7 @@ struct TinyTransfusion {
       nn::merge_heads(o.data(), H, n, hd, att);
       B.proj.forward(att, y);
       x += y;
-      nn::layer_norm(x, B.ln2_w, B.ln2_b, cfg.ln_eps, h);
+      nn::layer_norm(x, B.ln2_w, B.ln2_b, cfg.ln_eps, h, ex);
       B.mlp.forward(h, y);
       x += y;
     }

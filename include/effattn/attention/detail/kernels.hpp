@@ -275,11 +275,9 @@ void attend_row(const Problem<T>& p, index_t b, index_t h, index_t i, index_t kb
   constexpr int W = simd::lanes<S>;
   const index_t D = p.D, Dv = p.Dv, dvp = round_up(Dv, W), hk = h / p.G;
   const S ninf = -std::numeric_limits<S>::infinity();
-  const index_t dp = round_up(D, W);
   S* qv = w.q.data();
   const T* qrow = p.q + b * p.qs[0] + h * p.qs[1] + i * p.qs[2];
   for (index_t d = 0; d < D; ++d) qv[d] = static_cast<S>(qrow[d * p.qs[3]]) * static_cast<S>(p.scale);
-  for (index_t d = D; d < dp; ++d) qv[d] = 0;
   for (index_t e = 0; e < dvp; ++e) o[e] = 0;
   m_out = ninf;
   l_out = 0;
