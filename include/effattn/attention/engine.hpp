@@ -35,10 +35,10 @@ constexpr index_t kSplitKeyChunk = 1024;
 constexpr index_t kDefaultBlockQ = Blocking<float>::Q >= 64 ? Blocking<float>::Q : 96 / Blocking<float>::Q * Blocking<float>::Q;
 constexpr index_t kDefaultBlockK = 128;
 
-template <class T>
-Problem<T> make_problem(const ConstView<T, 4>& q, const ConstView<T, 4>& k, const ConstView<T, 4>& v,
-                        const View<T, 4>& out, const View<acc_t<T>, 3>& lse, const AttnDims& d) {
-  Problem<T> p{};
+template <class T, class KV = T>
+Problem<T, KV> make_problem(const ConstView<T, 4>& q, const ConstView<KV, 4>& k, const ConstView<KV, 4>& v,
+                            const View<T, 4>& out, const View<acc_t<T>, 3>& lse, const AttnDims& d) {
+  Problem<T, KV> p{};
   p.q = q.data();
   p.k = k.data();
   p.v = v.data();
@@ -64,8 +64,8 @@ Problem<T> make_problem(const ConstView<T, 4>& q, const ConstView<T, 4>& k, cons
 }
 
 /// Writes out = O / l and lse = m + log(l) for one query (0 and -inf when l = 0).
-template <class T, class S>
-inline void finalize_row(const Problem<T>& p, index_t b, index_t h, index_t i, const S* o, S m, S l) {
+template <class T, class KV, class S>
+inline void finalize_row(const Problem<T, KV>& p, index_t b, index_t h, index_t i, const S* o, S m, S l) {
   T* orow = p.out + b * p.os[0] + h * p.os[1] + i * p.os[2];
   const S inv = l > S(0) ? S(1) / l : S(0);
   for (index_t e = 0; e < p.Dv; ++e) orow[e * p.os[3]] = static_cast<T>(o[e] * inv);
@@ -75,8 +75,8 @@ inline void finalize_row(const Problem<T>& p, index_t b, index_t h, index_t i, c
 }
 
 /// Writes a tile's transposed accumulators Ot[dim][query] as out = O / l.
-template <class T, class S>
-inline void finalize_tile(const Problem<T>& p, index_t b, index_t h, index_t i0, index_t i1, const TileScratch<S>& w) {
+template <class T, class KV, class S>
+inline void finalize_tile(const Problem<T, KV>& p, index_t b, index_t h, index_t i0, index_t i1, const TileScratch<S>& w) {
   for (index_t i = i0; i < i1; ++i) {
     const index_t c = i - i0;
     const S l = w.l[c];
@@ -89,8 +89,8 @@ inline void finalize_tile(const Problem<T>& p, index_t b, index_t h, index_t i0,
   }
 }
 
-template <class T, class Mask, class Score>
-void run_tiled(const Problem<T>& p, const Mask& mask, const Score& score, const AttentionOptions& opt,
+template <class T, class KV, class Mask, class Score>
+void run_tiled(const Problem<T, KV>& p, const Mask& mask, const Score& score, const AttentionOptions& opt,
                const Executor& ex) {
   using S = acc_t<T>;
   constexpr int W = simd::lanes<S>;
@@ -158,7 +158,7 @@ void run_tiled(const Problem<T>& p, const Mask& mask, const Score& score, const 
   const index_t bq = opt.block_q > 0 ? opt.block_q : kDefaultBlockQ;
   const index_t bk = opt.block_k > 0 ? opt.block_k : kDefaultBlockK;
   const index_t nqt = ceil_div(p.Nq, bq);
-  auto make = [&] { return TileScratch<S>(bq, bk, p.D, p.Dv); };
+  auto make = [&] { return TileScratch<S>(bq, bk, p.D, p.Dv, !std::is_same<KV, S>::value); };
   parallel_items(ex, p.B * p.H * nqt, make, [&](index_t item, TileScratch<S>& w) {
     // Heaviest tiles first (the last query tiles of a causal mask), so the
     // dynamic schedule ends balanced.
@@ -169,6 +169,33 @@ void run_tiled(const Problem<T>& p, const Mask& mask, const Score& score, const 
     attend_tile<T, S, decltype(bm), decltype(bs), kScore>(p, b, h, i0, i1, 0, p.Nk, bq, bk, bm, bs, w);
     finalize_tile(p, b, h, i0, i1, w);
   });
+}
+
+}  // namespace detail
+
+namespace detail {
+
+/// Checks, then runs the reference or the tiled backend (any K/V storage).
+template <class T, class KV, class Mask, class Score>
+void attention_dispatch(const ConstView<T, 4>& q, const ConstView<KV, 4>& k, const ConstView<KV, 4>& v,
+                        const View<T, 4>& out, const Mask& mask, const Score& score, const AttentionOptions& opt,
+                        const Executor& ex, const View<acc_t<T>, 3>& lse) {
+  static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value,
+                "effattn::attention supports float and double");
+  static_assert(std::is_same<KV, T>::value || (std::is_same<T, float>::value && is_half_storage<KV>::value),
+                "effattn::attention: keys/values are T, or float16/bfloat16 with float queries");
+  const char* op = "attention";
+  const auto d = check_attention_args(op, q, k, v, out, lse, opt, attention_query_tile_quantum());
+  mask.check(op, d.B, d.H, d.Nq, d.Nk);
+  score.check(op, d.B, d.H, d.Nq, d.Nk);
+  if (ex.num_threads < 0)
+    EFFATTN_THROW(parameter_error(concat(op, ": executor num_threads must be >= 0, got ", ex.num_threads)));
+  if (opt.backend == Backend::reference) {
+    attention_reference<T>(q, k, v, out, mask, score, opt, lse);
+    return;
+  }
+  if (d.B * d.H * d.Nq == 0) return;
+  run_tiled(make_problem<T, KV>(q, k, v, out, lse, d), mask, score, opt, ex);
 }
 
 }  // namespace detail
@@ -199,20 +226,30 @@ void attention(detail::identity_t<ConstView<T, 4>> q, detail::identity_t<ConstVi
                View<T, 4> out, const Mask& mask = {}, const Score& score = {},
                const AttentionOptions& opt = {}, const Executor& ex = {},
                detail::identity_t<View<acc_t<T>, 3>> lse = {}) {
-  static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value,
-                "effattn::attention supports float and double");
-  const char* op = "attention";
-  const auto d = detail::check_attention_args(op, q, k, v, out, lse, opt, attention_query_tile_quantum());
-  mask.check(op, d.B, d.H, d.Nq, d.Nk);
-  score.check(op, d.B, d.H, d.Nq, d.Nk);
-  if (ex.num_threads < 0)
-    EFFATTN_THROW(parameter_error(detail::concat(op, ": executor num_threads must be >= 0, got ", ex.num_threads)));
-  if (opt.backend == Backend::reference) {
-    attention_reference<T>(q, k, v, out, mask, score, opt, lse);
-    return;
-  }
-  if (d.B * d.H * d.Nq == 0) return;
-  detail::run_tiled(detail::make_problem<T>(q, k, v, out, lse, d), mask, score, opt, ex);
+  detail::attention_dispatch<T, T>(q, k, v, out, mask, score, opt, ex, lse);
+}
+
+/// The same attention with keys and values stored in 16 bits (effattn::float16
+/// or effattn::bfloat16, see core/half.hpp) and float queries and outputs:
+///
+///   std::vector<effattn::float16> kc = ..., vc = ...;   // a half-size cache
+///   effattn::attention<float>(q, effattn::make_view<const effattn::float16>(kc.data(), B, H, N, D),
+///                             effattn::make_view<const effattn::float16>(vc.data(), B, H, N, D), out);
+///
+/// Keys and values are widened to float exactly as they are loaded; scores,
+/// softmax and accumulation are float, so the result equals float attention
+/// on the widened keys/values up to summation order. Decoding (a few queries
+/// over a long cache) reads half the bytes and runs up to twice as fast; the
+/// tiled path widens one key/value block per tile (a few per cent slower than
+/// float). Same shapes, masks, scores, options and checks as above.
+template <class T, class Mask = NoMask, class Score = NoScore, class KA, class VA,
+          std::enable_if_t<is_half_storage<KA>::value && std::is_same<std::remove_const_t<KA>, std::remove_const_t<VA>>::value,
+                           int> = 0>
+void attention(detail::identity_t<ConstView<T, 4>> q, const View<KA, 4>& k, const View<VA, 4>& v, View<T, 4> out,
+               const Mask& mask = {}, const Score& score = {}, const AttentionOptions& opt = {},
+               const Executor& ex = {}, detail::identity_t<View<acc_t<T>, 3>> lse = {}) {
+  using KV = std::remove_const_t<KA>;
+  detail::attention_dispatch<T, KV>(q, ConstView<KV, 4>(k), ConstView<KV, 4>(v), out, mask, score, opt, ex, lse);
 }
 
 /// Options of flash_attention: plain full or causal attention.

@@ -52,9 +52,9 @@ struct AttnDims {
 /// Checks q [B,H,Nq,D], k [B,Hkv,Nk,D], v [B,Hkv,Nk,Dv], out [B,H,Nq,Dv],
 /// lse [B,H,Nq] (optional: a null data pointer means absent), the scale, the
 /// tile sizes and that the outputs neither overlap themselves nor any input.
-template <class T, class L>
-AttnDims check_attention_args(const char* op, const ConstView<T, 4>& q, const ConstView<T, 4>& k,
-                              const ConstView<T, 4>& v, const View<T, 4>& out, const View<L, 3>& lse,
+template <class T, class KV, class L>
+AttnDims check_attention_args(const char* op, const ConstView<T, 4>& q, const ConstView<KV, 4>& k,
+                              const ConstView<KV, 4>& v, const View<T, 4>& out, const View<L, 3>& lse,
                               const AttentionOptions& opt, index_t tile_quantum) {
   check_view(q, op, "q", false);
   check_view(k, op, "k", false);

@@ -8,6 +8,7 @@
 #include <limits>
 #include <vector>
 
+#include "../core/half.hpp"
 #include "options.hpp"
 #include "policies.hpp"
 
@@ -27,11 +28,19 @@ EFFATTN_NAMESPACE_BEGIN
 /// with lse weights expects.
 ///
 /// Memory: one row of Nk doubles, never Nq x Nk.
-template <class T, class Mask = NoMask, class Score = NoScore>
-void attention_reference(detail::identity_t<ConstView<T, 4>> q, detail::identity_t<ConstView<T, 4>> k,
-                         detail::identity_t<ConstView<T, 4>> v, View<T, 4> out,
-                         const Mask& mask = {}, const Score& score = {}, const AttentionOptions& opt = {},
-                         detail::identity_t<View<acc_t<T>, 3>> lse = {}) {
+///
+/// Keys and values may be stored in 16 bits (float16 / bfloat16, with float
+/// q and out): they are widened exactly, the rest is unchanged.
+template <class T, class Mask = NoMask, class Score = NoScore, class KA, class VA,
+          std::enable_if_t<std::is_same<std::remove_const_t<KA>, std::remove_const_t<VA>>::value &&
+                               (std::is_same<std::remove_const_t<KA>, T>::value ||
+                                (std::is_same<T, float>::value && is_half_storage<KA>::value)),
+                           int> = 0>
+void attention_reference(detail::identity_t<ConstView<T, 4>> q, const View<KA, 4>& k_, const View<VA, 4>& v_,
+                         View<T, 4> out, const Mask& mask = {}, const Score& score = {},
+                         const AttentionOptions& opt = {}, detail::identity_t<View<acc_t<T>, 3>> lse = {}) {
+  using KV = std::remove_const_t<KA>;
+  const ConstView<KV, 4> k(k_), v(v_);
   const char* op = "attention_reference";
   const auto d = detail::check_attention_args(op, q, k, v, out, lse, opt, 1);
   mask.check(op, d.B, d.H, d.Nq, d.Nk);

@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "config.hpp"
+#include "half.hpp"
 
 #if defined(__AVX512F__) || defined(__AVX__) || defined(__FMA__)
 #  include <immintrin.h>
@@ -270,6 +271,44 @@ EFFATTN_ALWAYS_INLINE vd splat_(double x) {
 template <class S>
 EFFATTN_ALWAYS_INLINE vec<S> splat(S x) {
   return splat_(x);
+}
+
+
+// ---- 16-bit storage: load W elements and widen them to float lanes (exact).
+EFFATTN_ALWAYS_INLINE vf load_widen(const float16* p) {
+#if defined(__AVX512F__) && EFFATTN_VECTOR_BYTES == 64
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+#elif defined(__F16C__) && EFFATTN_VECTOR_BYTES == 32
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+#else
+  vf r;
+  for (int i = 0; i < kFloatLanes; ++i) r[i] = detail::half_bits_to_float(p[i].bits);
+  return r;
+#endif
+}
+EFFATTN_ALWAYS_INLINE vf load_widen(const bfloat16* p) {
+#if defined(__AVX512F__) && EFFATTN_VECTOR_BYTES == 64
+  return _mm512_castsi512_ps(
+      _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
+#elif defined(__AVX2__) && EFFATTN_VECTOR_BYTES == 32
+  return _mm256_castsi256_ps(
+      _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
+#else
+  vf r;
+  for (int i = 0; i < kFloatLanes; ++i) r[i] = detail::bfloat16_bits_to_float(p[i].bits);
+  return r;
+#endif
+}
+/// One vector of S lanes from storage KV: a plain load when KV is S, a
+/// widening load from 16-bit storage into float lanes.
+template <class S, class KV>
+EFFATTN_ALWAYS_INLINE vec<S> load_as(const KV* p) {
+  if constexpr (std::is_same<S, KV>::value) {
+    return load(p);
+  } else {
+    static_assert(std::is_same<S, float>::value, "effattn: 16-bit storage is widened to float");
+    return load_widen(p);
+  }
 }
 
 }  // namespace simd

@@ -144,10 +144,13 @@ inline void tile_gemm(index_t rows, index_t cols, const S* a, index_t ars, index
 
 // ----------------------------------------------------------------- problem
 
-/// Raw pointers and element strides of one attention problem (already checked).
-template <class T>
+/// Raw pointers and element strides of one attention problem (already
+/// checked). KV is the storage type of keys and values: T, or a 16-bit type
+/// (float16, bfloat16) that the kernels widen to float as they load it.
+template <class T, class KV = T>
 struct Problem {
-  const T *q, *k, *v;
+  const T* q;
+  const KV *k, *v;
   T* out;
   acc_t<T>* lse;
   index_t qs[4], ks[4], vs[4], os[4], ls[3];
@@ -156,14 +159,35 @@ struct Problem {
 };
 
 /// Per-thread scratch of the tiled path. Sizes depend only on the problem and
-/// the tile sizes, so it is allocated once per thread and reused.
+/// the tile sizes, so it is allocated once per thread and reused. With 16-bit
+/// keys/values (widen = true) it also holds one key block and one value block
+/// widened to S, which the micro-kernel then reads as it reads float K and V.
 template <class S>
 struct TileScratch {
-  AlignedBuffer<S> qt, st, ot, m, l, alpha;
+  AlignedBuffer<S> qt, st, ot, m, l, alpha, kw, vw;
   index_t ldo;  // = block_q
-  TileScratch(index_t bq, index_t bk, index_t D, index_t Dv)
-      : qt(D * bq), st(bk * bq), ot(Dv * bq), m(bq), l(bq), alpha(bq), ldo(bq) {}
+  TileScratch(index_t bq, index_t bk, index_t D, index_t Dv, bool widen = false)
+      : qt(D * bq), st(bk * bq), ot(Dv * bq), m(bq), l(bq), alpha(bq), ldo(bq) {
+    if (widen) {
+      kw.resize(bk * D);
+      vw.resize(bk * Dv);
+    }
+  }
 };
+
+/// dst[r][c] = S(src[r * rs + c * cs]) for r < rows, c < cols (dst packed,
+/// row length cols): widens a block of 16-bit keys or values.
+template <class S, class KV>
+inline void widen_block(const KV* src, index_t rs, index_t cs, index_t rows, index_t cols, S* dst) {
+  constexpr int W = simd::lanes<S>;
+  const index_t cfull = cs == 1 ? cols / W * W : 0;
+  for (index_t r = 0; r < rows; ++r) {
+    const KV* row = src + r * rs;
+    S* out = dst + r * cols;
+    for (index_t c = 0; c < cfull; c += W) simd::store(out + c, simd::load_as<S>(row + c));
+    for (index_t c = cfull; c < cols; ++c) out[c] = static_cast<S>(row[c * cs]);
+  }
+}
 
 /// The result of attending a block of queries over a range of keys, before
 /// normalisation: O (unnormalised, [rows][dvp]), running max m and sum l.
@@ -172,8 +196,8 @@ struct TileScratch {
 /// Attends queries [i0, i1) of (b, h) over the keys [kb, ke) allowed by the
 /// bound mask, adding the bound score. Leaves the unnormalised, transposed
 /// output Ot[dim][query] and the running max m and sum l per query in `w`.
-template <class T, class S, class BMask, class BScore, bool kScore>
-void attend_tile(const Problem<T>& p, index_t b, index_t h, index_t i0, index_t i1, index_t kb, index_t ke,
+template <class T, class S, class BMask, class BScore, bool kScore, class KV>
+void attend_tile(const Problem<T, KV>& p, index_t b, index_t h, index_t i0, index_t i1, index_t kb, index_t ke,
                  index_t bq, index_t bk, const BMask& mask, const BScore& score, TileScratch<S>& w) {
   static_assert(std::is_same<T, S>::value, "the tiled engine computes in the input type");
   using V = simd::vec<S>;
@@ -197,8 +221,9 @@ void attend_tile(const Problem<T>& p, index_t b, index_t h, index_t i0, index_t 
   std::fill(w.m.data(), w.m.data() + nqp, ninf);
   std::fill(w.l.data(), w.l.data() + nqp, S(0));
 
-  const T* kbase = p.k + b * p.ks[0] + hk * p.ks[1];
-  const T* vbase = p.v + b * p.vs[0] + hk * p.vs[1];
+  const KV* kbase = p.k + b * p.ks[0] + hk * p.ks[1];
+  const KV* vbase = p.v + b * p.vs[0] + hk * p.vs[1];
+  constexpr bool kWiden = !std::is_same<KV, S>::value;
   const index_t kend = std::min(ke, mask.key_end(i0, i1));
   S* st = w.st.data();
   S* ot = w.ot.data();
@@ -207,8 +232,13 @@ void attend_tile(const Problem<T>& p, index_t b, index_t h, index_t i0, index_t 
     const BlockKind kind = mask.classify(i0, i1, j0, j1);
     if (kind == BlockKind::empty) continue;
 
-    // St = K Qt (keys read in place).
-    tile_gemm<S, false>(kn, nqp, kbase + j0 * p.ks[2], p.ks[2], p.ks[3], w.qt.data(), ld, D, st, ld);
+    // St = K Qt (keys read in place, or widened into a packed block first).
+    if constexpr (kWiden) {
+      widen_block(kbase + j0 * p.ks[2], p.ks[2], p.ks[3], kn, D, w.kw.data());
+      tile_gemm<S, false>(kn, nqp, w.kw.data(), D, 1, w.qt.data(), ld, D, st, ld);
+    } else {
+      tile_gemm<S, false>(kn, nqp, kbase + j0 * p.ks[2], p.ks[2], p.ks[3], w.qt.data(), ld, D, st, ld);
+    }
     if (kind == BlockKind::partial) {
       if constexpr (has_apply_tile<BMask, S>::value)
         mask.apply_tile(i0, i1, j0, j1, st, ld);
@@ -249,8 +279,13 @@ void attend_tile(const Problem<T>& p, index_t b, index_t h, index_t i0, index_t 
         for (index_t c = 0; c < nqp; c += W)
           simd::store(ot + e * ld + c, simd::load(ot + e * ld + c) * simd::load(w.alpha.data() + c));
 
-    // Ot += V^T P^T (values read in place).
-    tile_gemm<S, true>(Dv, nqp, vbase + j0 * p.vs[2], p.vs[3], p.vs[2], st, ld, kn, ot, ld);
+    // Ot += V^T P^T (values read in place, or widened first).
+    if constexpr (kWiden) {
+      widen_block(vbase + j0 * p.vs[2], p.vs[2], p.vs[3], kn, Dv, w.vw.data());
+      tile_gemm<S, true>(Dv, nqp, w.vw.data(), 1, Dv, st, ld, kn, ot, ld);
+    } else {
+      tile_gemm<S, true>(Dv, nqp, vbase + j0 * p.vs[2], p.vs[3], p.vs[2], st, ld, kn, ot, ld);
+    }
   }
 }
 
@@ -268,8 +303,8 @@ struct RowScratch {
 
 /// Attends query i of (b, h) over keys [kb, ke): writes unnormalised o[dvp],
 /// and returns m and l.
-template <class T, class S, class BMask, class BScore, bool kScore>
-void attend_row(const Problem<T>& p, index_t b, index_t h, index_t i, index_t kb, index_t ke, const BMask& mask,
+template <class T, class S, class BMask, class BScore, bool kScore, class KV>
+void attend_row(const Problem<T, KV>& p, index_t b, index_t h, index_t i, index_t kb, index_t ke, const BMask& mask,
                 const BScore& score, RowScratch<S>& w, S* o, S& m_out, S& l_out) {
   using V = simd::vec<S>;
   constexpr int W = simd::lanes<S>;
@@ -283,26 +318,29 @@ void attend_row(const Problem<T>& p, index_t b, index_t h, index_t i, index_t kb
   l_out = 0;
   const index_t kend = std::min(ke, mask.key_end(i, i + 1));
   if (kb >= kend || mask.classify(i, i + 1, kb, kend) == BlockKind::empty) return;
-  const T* kbase = p.k + b * p.ks[0] + hk * p.ks[1];
-  const T* vbase = p.v + b * p.vs[0] + hk * p.vs[1];
+  const KV* kbase = p.k + b * p.ks[0] + hk * p.ks[1];
+  const KV* vbase = p.v + b * p.vs[0] + hk * p.vs[1];
   const index_t n = kend - kb;
   S* s = w.s.data();
   S* kb_ = w.kbuf.data();
-  const bool k_direct = std::is_same<T, S>::value && p.ks[3] == 1;
+  // Unit-stride rows are read in place (16-bit ones widened as they load);
+  // other strides are gathered into a float row first.
+  const bool k_direct = p.ks[3] == 1;
   const index_t dfull = D / W * W;
   for (index_t j = 0; j < n; ++j) {
-    const T* krow = kbase + (kb + j) * p.ks[2];
-    const S* kr;
+    const KV* krow = kbase + (kb + j) * p.ks[2];
+    V acc = simd::splat<S>(0);
+    S t;
     if (k_direct) {
-      kr = reinterpret_cast<const S*>(krow);
+      for (index_t d = 0; d < dfull; d += W) acc = simd::fmadd(simd::load(qv + d), simd::load_as<S>(krow + d), acc);
+      t = simd::reduce_add(acc);
+      for (index_t d = dfull; d < D; ++d) t += qv[d] * static_cast<S>(krow[d]);
     } else {
       for (index_t d = 0; d < D; ++d) kb_[d] = static_cast<S>(krow[d * p.ks[3]]);
-      kr = kb_;
+      for (index_t d = 0; d < dfull; d += W) acc = simd::fmadd(simd::load(qv + d), simd::load(kb_ + d), acc);
+      t = simd::reduce_add(acc);
+      for (index_t d = dfull; d < D; ++d) t += qv[d] * kb_[d];
     }
-    V acc = simd::splat<S>(0);
-    for (index_t d = 0; d < dfull; d += W) acc = simd::fmadd(simd::load(qv + d), simd::load(kr + d), acc);
-    S t = simd::reduce_add(acc);
-    for (index_t d = dfull; d < D; ++d) t += qv[d] * kr[d];
     s[j] = t;
   }
   if (mask.classify(i, i + 1, kb, kend) == BlockKind::partial) mask.apply(i, kb, kend, s, 1);
@@ -314,21 +352,20 @@ void attend_row(const Problem<T>& p, index_t b, index_t h, index_t i, index_t kb
   S sum = 0;
   S* vb = w.vbuf.data();
   for (index_t e = Dv; e < dvp; ++e) vb[e] = 0;
-  const bool v_direct = std::is_same<T, S>::value && p.vs[3] == 1 && Dv % W == 0;
+  const bool v_direct = p.vs[3] == 1 && Dv % W == 0;
   for (index_t j = 0; j < n; ++j) {
     const S pj = simd::exp(s[j] - mx);
     sum += pj;
     if (pj == S(0)) continue;
-    const T* vrow = vbase + (kb + j) * p.vs[2];
-    const S* vr;
+    const KV* vrow = vbase + (kb + j) * p.vs[2];
+    const V pv = simd::splat<S>(pj);
     if (v_direct) {
-      vr = reinterpret_cast<const S*>(vrow);
+      for (index_t e = 0; e < dvp; e += W)
+        simd::store(o + e, simd::fmadd(pv, simd::load_as<S>(vrow + e), simd::load(o + e)));
     } else {
       for (index_t e = 0; e < Dv; ++e) vb[e] = static_cast<S>(vrow[e * p.vs[3]]);
-      vr = vb;
+      for (index_t e = 0; e < dvp; e += W) simd::store(o + e, simd::fmadd(pv, simd::load(vb + e), simd::load(o + e)));
     }
-    const V pv = simd::splat<S>(pj);
-    for (index_t e = 0; e < dvp; e += W) simd::store(o + e, simd::fmadd(pv, simd::load(vr + e), simd::load(o + e)));
   }
   l_out = sum;
 }
