@@ -11,6 +11,12 @@
 //                             latents (baseline: perceiver_ar/stack, the full
 //                             recompute of the same stack)
 //
+// Context keys/values are stored as float (kv:f32) or float16 (kv:f16, the
+// engine widens them to float as it loads them; see core/half.hpp): decoding
+// streams the whole context cache once per token, so its time is memory
+// bandwidth, and 16-bit storage halves the bytes. Each decode_step is paired
+// with the stack of the same storage.
+//
 // Shapes: batch 1, H = 8 heads, head_dim D = 64, M = 1024 latents, L = 6
 // layers, N in {4096, 16384, 65536, 131072}. Every layer reuses the same
 // q/k/v tensors (the work, not the data, is what is measured). Full causal
@@ -21,6 +27,7 @@
 #include <benchmark/benchmark.h>
 
 #include <cstdlib>
+#include <type_traits>
 #include <effattn/perceiver_ar/perceiver_ar.hpp>
 #include <vector>
 
@@ -38,21 +45,37 @@ constexpr index_t kH = 8, kD = 64, kM = 1024, kL = 6;
 double cross_pairs(double N, double M) { return M * (N - M) + M * (M + 1) / 2; }
 double causal_pairs(double N) { return N * (N + 1) / 2; }
 
+/// Random context keys/values in storage KV.
+template <class KV>
+std::vector<KV> random_kv(size_t n, unsigned seed) {
+  const auto f = effattn_bench::random_vector(n, seed);
+  std::vector<KV> r(n);
+  effattn::convert(f.data(), r.data(), static_cast<index_t>(n));
+  return r;
+}
+
+template <class KV>
+const char* kv_tag() {
+  return std::is_same<KV, float>::value ? "f32" : std::is_same<KV, effattn::float16>::value ? "f16" : "bf16";
+}
+
+template <class KV>
 void bm_stack(benchmark::State& state, index_t N) {
   const effattn::Executor ex{effattn_bench::threads()};
   auto q = effattn_bench::random_vector(static_cast<size_t>(kH * kM * kD), 1);
-  auto k = effattn_bench::random_vector(static_cast<size_t>(kH * N * kD), 2);
-  auto v = effattn_bench::random_vector(static_cast<size_t>(kH * N * kD), 3);
+  auto k = random_kv<KV>(static_cast<size_t>(kH * N * kD), 2);
+  auto v = random_kv<KV>(static_cast<size_t>(kH * N * kD), 3);
   auto lq = effattn_bench::random_vector(static_cast<size_t>(kH * kM * kD), 4);
   auto lk = effattn_bench::random_vector(static_cast<size_t>(kH * kM * kD), 5);
   auto lv = effattn_bench::random_vector(static_cast<size_t>(kH * kM * kD), 6);
   std::vector<float> out(static_cast<size_t>(kH * kM * kD)), lout(out.size());
-  const double input_bytes = 4.0 * (q.size() + k.size() + v.size() + lq.size() + lk.size() + lv.size() + 2 * out.size());
+  const double input_bytes = 4.0 * (q.size() + lq.size() + lk.size() + lv.size() + 2 * out.size()) +
+                             static_cast<double>(sizeof(KV)) * (k.size() + v.size());
   effattn_bench::reset_peak();
   for (auto _ : state) {
     pa::cross_attention<float>(effattn::make_view<const float>(q.data(), 1, kH, kM, kD),
-                               effattn::make_view<const float>(k.data(), 1, kH, N, kD),
-                               effattn::make_view<const float>(v.data(), 1, kH, N, kD),
+                               effattn::make_view<const KV>(k.data(), 1, kH, N, kD),
+                               effattn::make_view<const KV>(v.data(), 1, kH, N, kD),
                                effattn::make_view(out.data(), 1, kH, kM, kD), {}, {}, ex);
     for (index_t l = 0; l < kL; ++l)
       pa::latent_attention<float>(effattn::make_view<const float>(lq.data(), 1, kH, kM, kD),
@@ -97,11 +120,12 @@ void bm_full_causal(benchmark::State& state, index_t N) {
 // M cached latents (itself included), serially as the Decoder does
 // (effattn::executor_for: too little work for a fork/join). Appending one
 // key/value row per cache is a copy of H * D floats and is included.
+template <class KV>
 void bm_decode_step(benchmark::State& state, index_t N) {
   const effattn::Executor ex{effattn_bench::threads()};
   auto q = effattn_bench::random_vector(static_cast<size_t>(kH * kD), 1);
-  auto k = effattn_bench::random_vector(static_cast<size_t>(kH * N * kD), 2);
-  auto v = effattn_bench::random_vector(static_cast<size_t>(kH * N * kD), 3);
+  auto k = random_kv<KV>(static_cast<size_t>(kH * N * kD), 2);
+  auto v = random_kv<KV>(static_cast<size_t>(kH * N * kD), 3);
   auto newkv = effattn_bench::random_vector(static_cast<size_t>(kH * kD), 7);
   std::vector<std::vector<float>> lk, lv;
   for (index_t l = 0; l < kL; ++l) {
@@ -112,14 +136,13 @@ void bm_decode_step(benchmark::State& state, index_t N) {
   effattn_bench::reset_peak();
   for (auto _ : state) {
     // The new token's key/value goes to the last cache row of each head.
-    for (index_t h = 0; h < kH; ++h)
-      for (index_t e = 0; e < kD; ++e) {
-        k[(h * N + N - 1) * kD + e] = newkv[h * kD + e];
-        v[(h * N + N - 1) * kD + e] = newkv[h * kD + e];
-      }
+    for (index_t h = 0; h < kH; ++h) {
+      effattn::convert(newkv.data() + h * kD, k.data() + (h * N + N - 1) * kD, kD);
+      effattn::convert(newkv.data() + h * kD, v.data() + (h * N + N - 1) * kD, kD);
+    }
     pa::cross_attention<float>(effattn::make_view<const float>(q.data(), 1, kH, 1, kD),
-                               effattn::make_view<const float>(k.data(), 1, kH, N, kD),
-                               effattn::make_view<const float>(v.data(), 1, kH, N, kD),
+                               effattn::make_view<const KV>(k.data(), 1, kH, N, kD),
+                               effattn::make_view<const KV>(v.data(), 1, kH, N, kD),
                                effattn::make_view(out.data(), 1, kH, 1, kD), {}, {}, effattn::executor_for(ex, 4.0 * kH * N * kD));
     for (index_t l = 0; l < kL; ++l) {
       for (index_t h = 0; h < kH; ++h)
@@ -145,13 +168,19 @@ int register_all() {
   const int t = effattn_bench::threads();
   std::vector<index_t> sizes = {4096, 16384, 65536, 131072};
   if (effattn_bench::quick()) sizes = {4096};
-  for (index_t N : sizes) {
-    auto* b = benchmark::RegisterBenchmark(
-        name("perceiver_ar/stack", {{"N", N}, {"M", kM}, {"L", kL}, {"H", kH}, {"D", kD}, {"t", t}}).c_str(),
-        [N](benchmark::State& s) { bm_stack(s, N); });
-    b->Unit(benchmark::kMillisecond)->UseRealTime();
-    if (N >= 65536) b->Iterations(2)->Repetitions(1);
-  }
+  auto stack = [&](auto kv) {
+    using KV = decltype(kv);
+    for (index_t N : sizes) {
+      auto* b = benchmark::RegisterBenchmark(
+          (name("perceiver_ar/stack", {{"N", N}, {"M", kM}, {"L", kL}, {"H", kH}, {"D", kD}, {"t", t}}) + "/kv:" +
+           kv_tag<KV>()).c_str(),
+          [N](benchmark::State& s) { bm_stack<KV>(s, N); });
+      b->Unit(benchmark::kMillisecond)->UseRealTime();
+      if (N >= 65536) b->Iterations(2)->Repetitions(1);
+    }
+  };
+  stack(float{});
+  stack(effattn::float16{});
   const bool full_131072 = std::getenv("EFFATTN_BENCH_FULL_131072") && std::getenv("EFFATTN_BENCH_FULL_131072")[0] == '1';
   for (index_t N : sizes) {
     if (N == 131072 && !full_131072) continue;
@@ -160,12 +189,18 @@ int register_all() {
     b->Unit(benchmark::kMillisecond)->UseRealTime();
     if (N >= 65536) b->Iterations(1)->Repetitions(1);
   }
-  for (index_t N : sizes) {
-    auto* b = benchmark::RegisterBenchmark(
-        name("perceiver_ar/decode_step", {{"N", N}, {"M", kM}, {"L", kL}, {"H", kH}, {"D", kD}, {"t", t}}).c_str(),
-        [N](benchmark::State& s) { bm_decode_step(s, N); });
-    b->Unit(benchmark::kMillisecond)->UseRealTime();
-  }
+  auto decode = [&](auto kv) {
+    using KV = decltype(kv);
+    for (index_t N : sizes) {
+      auto* b = benchmark::RegisterBenchmark(
+          (name("perceiver_ar/decode_step", {{"N", N}, {"M", kM}, {"L", kL}, {"H", kH}, {"D", kD}, {"t", t}}) +
+           "/kv:" + kv_tag<KV>()).c_str(),
+          [N](benchmark::State& s) { bm_decode_step<KV>(s, N); });
+      b->Unit(benchmark::kMillisecond)->UseRealTime();
+    }
+  };
+  decode(float{});
+  decode(effattn::float16{});
   return 0;
 }
 [[maybe_unused]] const int registered = register_all();

@@ -21,8 +21,8 @@ namespace perceiver_ar {
 
 namespace detail {
 
-template <class T>
-void check_common(const char* op, const ConstView<T, 4>& q, const ConstView<T, 4>& k, const ConstView<T, 4>& v) {
+template <class T, class KV>
+void check_common(const char* op, const ConstView<T, 4>& q, const ConstView<KV, 4>& k, const ConstView<KV, 4>& v) {
   effattn::detail::check_view(q, op, "q", false);
   effattn::detail::check_view(k, op, "k", false);
   effattn::detail::check_view(v, op, "v", false);
@@ -32,8 +32,8 @@ void check_common(const char* op, const ConstView<T, 4>& q, const ConstView<T, 4
                                                       effattn::detail::shape_str(v.shape()))));
 }
 
-template <class T>
-void check_cross(const char* op, const ConstView<T, 4>& q, const ConstView<T, 4>& k, const ConstView<T, 4>& v,
+template <class T, class KV>
+void check_cross(const char* op, const ConstView<T, 4>& q, const ConstView<KV, 4>& k, const ConstView<KV, 4>& v,
                  const ConstView<index_t, 1>& valid_length) {
   check_common(op, q, k, v);
   const index_t M = q.dim(2), N = k.dim(2);
@@ -65,6 +65,48 @@ void check_latent(const char* op, const ConstView<T, 4>& q, const ConstView<T, 4
 
 }  // namespace detail
 
+namespace detail {
+
+template <class T, class KV>
+void cross_attention_impl(const ConstView<T, 4>& q, const ConstView<KV, 4>& k, const ConstView<KV, 4>& v,
+                          const View<T, 4>& out, const ConstView<index_t, 1>& valid_length,
+                          const AttentionOptions& opt, const Executor& ex, const View<acc_t<T>, 3>& lse) {
+  const char* op = "perceiver_ar::cross_attention";
+  check_cross(op, q, k, v, valid_length);
+  const index_t B = q.dim(0), M = q.dim(2), N = k.dim(2);
+  bool all_full = true;
+  if (has_valid_length(valid_length))
+    for (index_t b = 0; b < B; ++b) all_full = all_full && valid_length(b) == N;
+  if (all_full) {
+    attention<T>(q, k, v, out, CausalMask{}, NoScore{}, opt, ex, lse);
+    return;
+  }
+  std::vector<index_t> lim(static_cast<size_t>(B * M));
+  cross_key_limits(valid_length, N, make_view(lim.data(), B, M));
+  attention<T>(q, k, v, out, KeyLimitMask{make_view<const index_t>(lim.data(), B, M)}, NoScore{}, opt, ex, lse);
+}
+
+template <class T, class KV>
+void cross_attention_reference_impl(const ConstView<T, 4>& q, const ConstView<KV, 4>& k, const ConstView<KV, 4>& v,
+                                    const View<T, 4>& out, const ConstView<index_t, 1>& valid_length,
+                                    const AttentionOptions& opt, const View<acc_t<T>, 3>& lse) {
+  const char* op = "perceiver_ar::cross_attention_reference";
+  check_cross(op, q, k, v, valid_length);
+  const index_t B = q.dim(0), M = q.dim(2), N = k.dim(2);
+  std::vector<std::vector<std::uint8_t>> masks(static_cast<size_t>(B));
+  for (index_t b = 0; b < B; ++b)
+    masks[b] = encoder_mask_reference(has_valid_length(valid_length) ? valid_length(b) : N, N, M);
+  auto pred = [&masks, N](index_t b, index_t, index_t i, index_t j) { return masks[b][i * N + j] != 0; };
+  attention_reference<T>(q, k, v, out, make_predicate_mask(pred), NoScore{}, opt, lse);
+}
+
+template <class KA, class VA>
+using enable_half_kv_t = std::enable_if_t<is_half_storage<KA>::value &&
+                                              std::is_same<std::remove_const_t<KA>, std::remove_const_t<VA>>::value,
+                                          int>;
+
+}  // namespace detail
+
 /// Causally masked cross-attention from M latents into N inputs.
 ///
 ///   out[b,h,m,:] = sum_{j <= p_m} softmax_j(scale <q[b,h,m], k[b,h/G,j]>) v[b,h/G,j]
@@ -90,6 +132,10 @@ void check_latent(const char* op, const ConstView<T, 4>& q, const ConstView<T, 4
 /// there and its value is meaningless either way.) A fully padded sequence
 /// (L_b = 0) makes every latent of b invalid.
 ///
+/// Keys and values may also be stored in 16 bits (float16 / bfloat16, with
+/// float q and out; see the second overload and core/half.hpp): half the
+/// memory and, when decoding, about half the time.
+///
 /// Work: the allowed pairs only, sum_m (p_m + 1) <= M * N per (b, h); memory:
 /// the engine's per-thread tiles plus B * M limits, never M x N.
 /// Throws shape_error / parameter_error before writing anything.
@@ -98,19 +144,17 @@ void cross_attention(effattn::detail::identity_t<ConstView<T, 4>> q, effattn::de
                      effattn::detail::identity_t<ConstView<T, 4>> v, View<T, 4> out,
                      ConstView<index_t, 1> valid_length = {}, const AttentionOptions& opt = {},
                      const Executor& ex = {}, effattn::detail::identity_t<View<acc_t<T>, 3>> lse = {}) {
-  const char* op = "perceiver_ar::cross_attention";
-  detail::check_cross(op, q, k, v, valid_length);
-  const index_t B = q.dim(0), M = q.dim(2), N = k.dim(2);
-  bool all_full = true;
-  if (detail::has_valid_length(valid_length))
-    for (index_t b = 0; b < B; ++b) all_full = all_full && valid_length(b) == N;
-  if (all_full) {
-    attention<T>(q, k, v, out, CausalMask{}, NoScore{}, opt, ex, lse);
-    return;
-  }
-  std::vector<index_t> lim(static_cast<size_t>(B * M));
-  cross_key_limits(valid_length, N, make_view(lim.data(), B, M));
-  attention<T>(q, k, v, out, KeyLimitMask{make_view<const index_t>(lim.data(), B, M)}, NoScore{}, opt, ex, lse);
+  detail::cross_attention_impl<T, T>(q, k, v, out, valid_length, opt, ex, lse);
+}
+
+/// cross_attention with keys and values in 16-bit storage (float16 or
+/// bfloat16), float queries and outputs. Same contract.
+template <class T, class KA, class VA, detail::enable_half_kv_t<KA, VA> = 0>
+void cross_attention(effattn::detail::identity_t<ConstView<T, 4>> q, const View<KA, 4>& k, const View<VA, 4>& v,
+                     View<T, 4> out, ConstView<index_t, 1> valid_length = {}, const AttentionOptions& opt = {},
+                     const Executor& ex = {}, effattn::detail::identity_t<View<acc_t<T>, 3>> lse = {}) {
+  using KV = std::remove_const_t<KA>;
+  detail::cross_attention_impl<T, KV>(q, ConstView<KV, 4>(k), ConstView<KV, 4>(v), out, valid_length, opt, ex, lse);
 }
 
 /// The dense oracle of cross_attention: builds the official encoder mask
@@ -122,14 +166,18 @@ void cross_attention_reference(effattn::detail::identity_t<ConstView<T, 4>> q,
                                effattn::detail::identity_t<ConstView<T, 4>> v, View<T, 4> out,
                                ConstView<index_t, 1> valid_length = {}, const AttentionOptions& opt = {},
                                effattn::detail::identity_t<View<acc_t<T>, 3>> lse = {}) {
-  const char* op = "perceiver_ar::cross_attention_reference";
-  detail::check_cross(op, q, k, v, valid_length);
-  const index_t B = q.dim(0), M = q.dim(2), N = k.dim(2);
-  std::vector<std::vector<std::uint8_t>> masks(static_cast<size_t>(B));
-  for (index_t b = 0; b < B; ++b)
-    masks[b] = encoder_mask_reference(detail::has_valid_length(valid_length) ? valid_length(b) : N, N, M);
-  auto pred = [&masks, N](index_t b, index_t, index_t i, index_t j) { return masks[b][i * N + j] != 0; };
-  attention_reference<T>(q, k, v, out, make_predicate_mask(pred), NoScore{}, opt, lse);
+  detail::cross_attention_reference_impl<T, T>(q, k, v, out, valid_length, opt, lse);
+}
+
+/// The oracle with 16-bit keys and values (widened exactly).
+template <class T, class KA, class VA, detail::enable_half_kv_t<KA, VA> = 0>
+void cross_attention_reference(effattn::detail::identity_t<ConstView<T, 4>> q, const View<KA, 4>& k,
+                               const View<VA, 4>& v, View<T, 4> out, ConstView<index_t, 1> valid_length = {},
+                               const AttentionOptions& opt = {},
+                               effattn::detail::identity_t<View<acc_t<T>, 3>> lse = {}) {
+  using KV = std::remove_const_t<KA>;
+  detail::cross_attention_reference_impl<T, KV>(q, ConstView<KV, 4>(k), ConstView<KV, 4>(v), out, valid_length, opt,
+                                                lse);
 }
 
 /// Causal self-attention among the M latents with the official processor

@@ -293,13 +293,54 @@ void attend_tile(const Problem<T, KV>& p, index_t b, index_t h, index_t i0, inde
 //
 // For one or a few queries (decoding) a query tile would waste most of its
 // lanes, so each query row is handled alone: dot products along D, then
-// O += p_j v_j along Dv. This path is memory bound (it reads K and V once).
+// O += p_j v_j along Dv. This path is memory bound (it reads K and V once),
+// so the arithmetic is arranged to keep up with the memory: eight keys' dot
+// products run as independent chains and are reduced together, the
+// exponentials are vector operations over the chunk's scores, and the output
+// accumulators stay in registers while the values stream past.
 
 template <class S>
 struct RowScratch {
   AlignedBuffer<S> q, s, o, kbuf, vbuf;
-  RowScratch(index_t chunk, index_t D, index_t dvp) : q(round_up(D, 64)), s(chunk), o(dvp), kbuf(round_up(D, 64)), vbuf(dvp) {}
+  RowScratch(index_t chunk, index_t D, index_t dvp)
+      : q(round_up(D, 64)), s(round_up(chunk, 64)), o(dvp), kbuf(round_up(D, 64)), vbuf(dvp) {}
 };
+
+/// out[r] = the sum of the lanes of acc[r], r < 8, each in a fixed order.
+template <class S>
+EFFATTN_ALWAYS_INLINE void reduce8(const simd::vec<S> (&acc)[8], S* out) {
+#if defined(__AVX__) && EFFATTN_VECTOR_BYTES == 32
+  if constexpr (std::is_same<S, float>::value) {
+    const __m256 t0 = _mm256_hadd_ps(acc[0], acc[1]), t1 = _mm256_hadd_ps(acc[2], acc[3]);
+    const __m256 t2 = _mm256_hadd_ps(acc[4], acc[5]), t3 = _mm256_hadd_ps(acc[6], acc[7]);
+    const __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
+    const __m256 r = _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+    _mm256_storeu_ps(out, r);
+    return;
+  }
+#endif
+  for (int r = 0; r < 8; ++r) out[r] = simd::reduce_add(acc[r]);
+}
+
+/// o[0 : NV*W] += sum_j p[j] * v_j for the n value rows v_j = vbase + j * vstride
+/// (unit element stride), with the accumulators in registers.
+template <class S, int NV, class KV>
+EFFATTN_ALWAYS_INLINE void pv_rows(const S* pj, index_t n, const KV* vbase, index_t vstride, S* o) {
+  using V = simd::vec<S>;
+  constexpr int W = simd::lanes<S>;
+  V acc[NV];
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) acc[v] = simd::load(o + v * W);
+  for (index_t j = 0; j < n; ++j) {
+    if (pj[j] == S(0)) continue;  // masked keys: no bytes read
+    const V pv = simd::splat<S>(pj[j]);
+    const KV* row = vbase + j * vstride;
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[v] = simd::fmadd(pv, simd::load_as<S>(row + v * W), acc[v]);
+  }
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) simd::store(o + v * W, acc[v]);
+}
 
 /// Attends query i of (b, h) over keys [kb, ke): writes unnormalised o[dvp],
 /// and returns m and l.
@@ -318,56 +359,92 @@ void attend_row(const Problem<T, KV>& p, index_t b, index_t h, index_t i, index_
   l_out = 0;
   const index_t kend = std::min(ke, mask.key_end(i, i + 1));
   if (kb >= kend || mask.classify(i, i + 1, kb, kend) == BlockKind::empty) return;
-  const KV* kbase = p.k + b * p.ks[0] + hk * p.ks[1];
-  const KV* vbase = p.v + b * p.vs[0] + hk * p.vs[1];
+  const KV* kbase = p.k + b * p.ks[0] + hk * p.ks[1] + kb * p.ks[2];
+  const KV* vbase = p.v + b * p.vs[0] + hk * p.vs[1] + kb * p.vs[2];
   const index_t n = kend - kb;
   S* s = w.s.data();
-  S* kb_ = w.kbuf.data();
-  // Unit-stride rows are read in place (16-bit ones widened as they load);
-  // other strides are gathered into a float row first.
-  const bool k_direct = p.ks[3] == 1;
+
+  // Scores. Unit-stride key rows are read in place (16-bit ones widened as
+  // they load), eight keys at a time; other strides are gathered first.
   const index_t dfull = D / W * W;
-  for (index_t j = 0; j < n; ++j) {
-    const KV* krow = kbase + (kb + j) * p.ks[2];
-    V acc = simd::splat<S>(0);
-    S t;
-    if (k_direct) {
-      for (index_t d = 0; d < dfull; d += W) acc = simd::fmadd(simd::load(qv + d), simd::load_as<S>(krow + d), acc);
-      t = simd::reduce_add(acc);
-      for (index_t d = dfull; d < D; ++d) t += qv[d] * static_cast<S>(krow[d]);
-    } else {
-      for (index_t d = 0; d < D; ++d) kb_[d] = static_cast<S>(krow[d * p.ks[3]]);
-      for (index_t d = 0; d < dfull; d += W) acc = simd::fmadd(simd::load(qv + d), simd::load(kb_ + d), acc);
-      t = simd::reduce_add(acc);
-      for (index_t d = dfull; d < D; ++d) t += qv[d] * kb_[d];
+  index_t j = 0;
+  if (p.ks[3] == 1) {
+    for (; j + 8 <= n; j += 8) {
+      V acc[8];
+      const KV* rows[8];
+#pragma GCC unroll 8
+      for (int r = 0; r < 8; ++r) {
+        acc[r] = simd::splat<S>(0);
+        rows[r] = kbase + (j + r) * p.ks[2];
+      }
+      for (index_t d = 0; d < dfull; d += W) {
+        const V qd = simd::load(qv + d);
+#pragma GCC unroll 8
+        for (int r = 0; r < 8; ++r) acc[r] = simd::fmadd(qd, simd::load_as<S>(rows[r] + d), acc[r]);
+      }
+      reduce8<S>(acc, s + j);
+      for (index_t d = dfull; d < D; ++d)
+        for (int r = 0; r < 8; ++r) s[j + r] += qv[d] * static_cast<S>(rows[r][d]);
     }
+  }
+  S* kb_ = w.kbuf.data();
+  for (; j < n; ++j) {
+    const KV* krow = kbase + j * p.ks[2];
+    for (index_t d = 0; d < D; ++d) kb_[d] = static_cast<S>(krow[d * p.ks[3]]);
+    V acc = simd::splat<S>(0);
+    for (index_t d = 0; d < dfull; d += W) acc = simd::fmadd(simd::load(qv + d), simd::load(kb_ + d), acc);
+    S t = simd::reduce_add(acc);
+    for (index_t d = dfull; d < D; ++d) t += qv[d] * kb_[d];
     s[j] = t;
   }
   if (mask.classify(i, i + 1, kb, kend) == BlockKind::partial) mask.apply(i, kb, kend, s, 1);
   if (kScore) score.apply(i, kb, kend, s, 1);
-  S mx = ninf;
-  for (index_t j = 0; j < n; ++j) mx = s[j] > mx ? s[j] : mx;
+
+  // Softmax over the chunk, in vectors (the padding lanes are -inf: exp 0).
+  const index_t np = round_up(n, W);
+  for (index_t t = n; t < np; ++t) s[t] = ninf;
+  V mxv = simd::splat<S>(ninf);
+  for (index_t t = 0; t < np; t += W) mxv = simd::max(mxv, simd::load(s + t));
+  const S mx = simd::reduce_max(mxv);
   m_out = mx;
   if (mx == ninf) return;
-  S sum = 0;
+  const V mv = simd::splat<S>(mx);
+  V sumv = simd::splat<S>(0);
+  for (index_t t = 0; t < np; t += W) {
+    const V e = simd::exp(simd::load(s + t) - mv);
+    simd::store(s + t, e);
+    sumv = sumv + e;
+  }
+  l_out = simd::reduce_add(sumv);
+
+  // O += P V: registers hold up to 8 vectors of the output; unit-stride value
+  // rows stream in place, others are gathered.
+  if (p.vs[3] == 1 && Dv % W == 0) {
+    for (index_t e0 = 0; e0 < Dv; e0 += 8 * W) {
+      const int nv = static_cast<int>(std::min<index_t>(8, (Dv - e0) / W));
+      const KV* vb0 = vbase + e0;
+      switch (nv) {
+        case 1: pv_rows<S, 1>(s, n, vb0, p.vs[2], o + e0); break;
+        case 2: pv_rows<S, 2>(s, n, vb0, p.vs[2], o + e0); break;
+        case 3: pv_rows<S, 3>(s, n, vb0, p.vs[2], o + e0); break;
+        case 4: pv_rows<S, 4>(s, n, vb0, p.vs[2], o + e0); break;
+        case 5: pv_rows<S, 5>(s, n, vb0, p.vs[2], o + e0); break;
+        case 6: pv_rows<S, 6>(s, n, vb0, p.vs[2], o + e0); break;
+        case 7: pv_rows<S, 7>(s, n, vb0, p.vs[2], o + e0); break;
+        default: pv_rows<S, 8>(s, n, vb0, p.vs[2], o + e0); break;
+      }
+    }
+    return;
+  }
   S* vb = w.vbuf.data();
   for (index_t e = Dv; e < dvp; ++e) vb[e] = 0;
-  const bool v_direct = p.vs[3] == 1 && Dv % W == 0;
-  for (index_t j = 0; j < n; ++j) {
-    const S pj = simd::exp(s[j] - mx);
-    sum += pj;
-    if (pj == S(0)) continue;
-    const KV* vrow = vbase + (kb + j) * p.vs[2];
-    const V pv = simd::splat<S>(pj);
-    if (v_direct) {
-      for (index_t e = 0; e < dvp; e += W)
-        simd::store(o + e, simd::fmadd(pv, simd::load_as<S>(vrow + e), simd::load(o + e)));
-    } else {
-      for (index_t e = 0; e < Dv; ++e) vb[e] = static_cast<S>(vrow[e * p.vs[3]]);
-      for (index_t e = 0; e < dvp; e += W) simd::store(o + e, simd::fmadd(pv, simd::load(vb + e), simd::load(o + e)));
-    }
+  for (index_t t = 0; t < n; ++t) {
+    if (s[t] == S(0)) continue;
+    const KV* vrow = vbase + t * p.vs[2];
+    for (index_t e = 0; e < Dv; ++e) vb[e] = static_cast<S>(vrow[e * p.vs[3]]);
+    const V pv = simd::splat<S>(s[t]);
+    for (index_t e = 0; e < dvp; e += W) simd::store(o + e, simd::fmadd(pv, simd::load(vb + e), simd::load(o + e)));
   }
-  l_out = sum;
 }
 
 }  // namespace detail
