@@ -84,6 +84,47 @@ TEST(PerceiverArCrossAttention, MatchesReferenceOnOddShapes) {
   }
 }
 
+// 16-bit context keys/values (float16, bfloat16): the engine against the
+// oracle on the same 16-bit data, with and without valid lengths, decode
+// (M = 1) and tiled shapes; bad shapes are still rejected by name.
+template <class X>
+void cross_attention_16bit() {
+  const Shape shapes[] = {{2, 4, 2, 3001, 1, 64, 64}, {1, 2, 2, 257, 37, 40, 24}, {2, 3, 3, 130, 130, 64, 64}};
+  unsigned seed = 300;
+  for (const auto& s : shapes) {
+    const Data d(s, seed += 3);
+    std::vector<X> kh(d.k.size()), vh(d.v.size());
+    effattn::convert(d.k.data(), kh.data(), static_cast<index_t>(kh.size()));
+    effattn::convert(d.v.data(), vh.data(), static_cast<index_t>(vh.size()));
+    const auto K = effattn::make_view<const X>(kh.data(), s.B, s.Hkv, s.N, s.D);
+    const auto V = effattn::make_view<const X>(vh.data(), s.B, s.Hkv, s.N, s.Dv);
+    for (int with_len = 0; with_len < 2; ++with_len) {
+      auto len = random_lengths(s.B, s.N, seed);
+      const effattn::ConstView<index_t, 1> lv =
+          with_len ? effattn::make_view<const index_t>(len.data(), s.B) : effattn::ConstView<index_t, 1>{};
+      std::vector<float> out(static_cast<size_t>(s.B * s.H * s.M * s.Dv)), ref(out.size()), full(out.size());
+      pa::cross_attention<float>(d.qv(), K, V, effattn::make_view(out.data(), s.B, s.H, s.M, s.Dv), lv, {},
+                                 effattn::Executor{2});
+      pa::cross_attention_reference<float>(d.qv(), K, V, effattn::make_view(ref.data(), s.B, s.H, s.M, s.Dv), lv);
+      pa::cross_attention_reference<float>(d.qv(), d.kv(), d.vv(), effattn::make_view(full.data(), s.B, s.H, s.M, s.Dv), lv);
+      const std::string what = "N=" + std::to_string(s.N) + " M=" + std::to_string(s.M) + " len=" + std::to_string(with_len);
+      testing_util::expect_close(out, ref, 2e-5, 2e-5, what);
+      const double tol = std::is_same<X, effattn::float16>::value ? 4e-3 : 3e-2;
+      testing_util::expect_close(out, full, tol, tol, what + " vs float32 keys/values");
+    }
+  }
+  std::vector<float> q(2 * 4 * 8), out(q.size());
+  std::vector<X> k(2 * 3 * 8);
+  EXPECT_THROW(pa::cross_attention<float>(effattn::make_view<const float>(q.data(), 1, 2, 4, 8),
+                                          effattn::make_view<const X>(k.data(), 1, 2, 3, 8),
+                                          effattn::make_view<const X>(k.data(), 1, 2, 3, 8),
+                                          effattn::make_view(out.data(), 1, 2, 4, 8)),
+               effattn::parameter_error);  // M = 4 > N = 3
+}
+
+TEST(PerceiverArCrossAttention, Float16KeysValues) { cross_attention_16bit<effattn::float16>(); }
+TEST(PerceiverArCrossAttention, Bfloat16KeysValues) { cross_attention_16bit<effattn::bfloat16>(); }
+
 TEST(PerceiverArLatentAttention, MatchesReferenceOnOddShapes) {
   const Shape shapes[] = {{1, 1, 1, 1, 1, 8, 8}, {2, 3, 3, 6, 6, 16, 16}, {3, 4, 2, 113, 113, 40, 24},
                           {2, 2, 1, 203, 203, 64, 64}, {1, 8, 8, 1024, 1024, 64, 64}};

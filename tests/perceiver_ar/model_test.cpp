@@ -19,8 +19,10 @@ using effattn::index_t;
 namespace pa = effattn::perceiver_ar;
 using effattn::nn::Matrix;
 
-pa::Model small_model(index_t layers, unsigned seed, index_t width = 32, index_t heads = 2) {
+pa::Model small_model(index_t layers, unsigned seed, index_t width = 32, index_t heads = 2,
+                      effattn::Storage kv = effattn::Storage::float32) {
   pa::ModelConfig cfg;
+  cfg.context_kv = kv;
   cfg.vocab = 23;
   cfg.width = width;
   cfg.heads = heads;
@@ -44,12 +46,31 @@ std::vector<float> row(const Matrix& m, index_t r) { return std::vector<float>(m
 // uncached model sees all 7 tokens with z latents; the cached one is fed the
 // first 7 - z + 1 tokens with one latent, then one token per call. Logits of
 // call i equal those of uncached latent i within 1e-5.
-TEST(PerceiverArDecoder, CachingContextExceedsLatents) {
+// Every context storage. The uncached forward rounds its keys/values to the
+// same storage, so the equality carries over to 16-bit caches, up to one
+// thing: a key computed by the uncached pass (a GEMM over many rows) and by
+// the decoder (one row) can differ in the last float bit, and when that
+// straddles a 16-bit rounding boundary the stored values differ by one
+// 16-bit step. That moves the logits by ~1e-5 with bfloat16 (7-bit mantissa)
+// and less with float16; float32 storage has no such step and keeps the
+// official 1e-5.
+class PerceiverArDecoderStorage : public ::testing::TestWithParam<effattn::Storage> {
+ protected:
+  static double tol() {
+    switch (GetParam()) {
+      case effattn::Storage::float16: return 3e-5;
+      case effattn::Storage::bfloat16: return 1e-4;
+      default: return 1e-5;
+    }
+  }
+};
+
+TEST_P(PerceiverArDecoderStorage, CachingContextExceedsLatents) {
   const index_t N = 7, B = 2;
   for (index_t layers : {2, 3})
     for (index_t z : {1, 2, 3, 7}) {
       SCOPED_TRACE(testing::Message() << "layers " << layers << " z " << z);
-      const pa::Model model = small_model(layers, 42 + static_cast<unsigned>(layers));
+      const pa::Model model = small_model(layers, 42 + static_cast<unsigned>(layers), 32, 2, GetParam());
       const auto tok = random_tokens(B, N, model.config.vocab, 7 + static_cast<unsigned>(z));
       Matrix uncached;
       model.forward(effattn::make_view<const std::int32_t>(tok.data(), B, N), {}, z, uncached);
@@ -66,7 +87,7 @@ TEST(PerceiverArDecoder, CachingContextExceedsLatents) {
         dec.append(effattn::make_view<const std::int32_t>(chunk.data(), B, end - start), logits);
         ASSERT_EQ(logits.rows(), B);
         for (index_t b = 0; b < B; ++b)
-          testing_util::expect_close(row(logits, b), row(uncached, b * z + i), 1e-5, 0, "call " + std::to_string(i));
+          testing_util::expect_close(row(logits, b), row(uncached, b * z + i), tol(), 0, "call " + std::to_string(i));
         start = end;
       }
       EXPECT_EQ(dec.recomputes(), 0);
@@ -75,9 +96,9 @@ TEST(PerceiverArDecoder, CachingContextExceedsLatents) {
 }
 
 // The same on a larger shape with several heads, fed token by token from one token on.
-TEST(PerceiverArDecoder, TokenByTokenEqualsUncached) {
+TEST_P(PerceiverArDecoderStorage, TokenByTokenEqualsUncached) {
   const index_t B = 2, N = 61, M = 24;
-  const pa::Model model = small_model(3, 5, 64, 4);
+  const pa::Model model = small_model(3, 5, 64, 4, GetParam());
   const auto tok = random_tokens(B, N, model.config.vocab, 99);
   Matrix uncached;
   model.forward(effattn::make_view<const std::int32_t>(tok.data(), B, N), {}, M, uncached);
@@ -88,13 +109,13 @@ TEST(PerceiverArDecoder, TokenByTokenEqualsUncached) {
     for (index_t j = 0; j < N - M + 1; ++j) pre.push_back(tok[b * N + j]);
   Matrix logits;
   dec.append(effattn::make_view<const std::int32_t>(pre.data(), B, N - M + 1), logits);
-  for (index_t b = 0; b < B; ++b) testing_util::expect_close(row(logits, b), row(uncached, b * M), 1e-5, 0, "prefill");
+  for (index_t b = 0; b < B; ++b) testing_util::expect_close(row(logits, b), row(uncached, b * M), tol(), 0, "prefill");
   for (index_t j = N - M + 1; j < N; ++j) {
     std::vector<std::int32_t> one{tok[j], tok[N + j]};
     dec.append(effattn::make_view<const std::int32_t>(one.data(), B, 1), logits);
     const index_t m = j - (N - M);
     for (index_t b = 0; b < B; ++b)
-      testing_util::expect_close(row(logits, b), row(uncached, b * M + m), 1e-5, 0, "token " + std::to_string(j));
+      testing_util::expect_close(row(logits, b), row(uncached, b * M + m), tol(), 0, "token " + std::to_string(j));
   }
 }
 
@@ -102,9 +123,9 @@ TEST(PerceiverArDecoder, TokenByTokenEqualsUncached) {
 // the window with max_latents / 2 latents (the official policy) and goes on.
 // Every call equals an uncached forward over the current window with the
 // cached number of latents; the memory never grows.
-TEST(PerceiverArDecoder, HalfLatentsRecomputePolicy) {
+TEST_P(PerceiverArDecoderStorage, HalfLatentsRecomputePolicy) {
   const index_t B = 2, max_ctx = 40, max_lat = 8, steps = 70;
-  const pa::Model model = small_model(2, 11);
+  const pa::Model model = small_model(2, 11, 32, 2, GetParam());
   const auto tok = random_tokens(B, 20 + steps, model.config.vocab, 123);
   const index_t total = 20 + steps;
   pa::Decoder dec(model, B, max_ctx, max_lat);
@@ -135,7 +156,7 @@ TEST(PerceiverArDecoder, HalfLatentsRecomputePolicy) {
     Matrix ref;
     model.forward(effattn::make_view<const std::int32_t>(win.data(), B, w), {}, M, ref, s);
     for (index_t b = 0; b < B; ++b)
-      testing_util::expect_close(row(logits, b), row(ref, b * M + M - 1), 1e-5, 0,
+      testing_util::expect_close(row(logits, b), row(ref, b * M + M - 1), tol(), 0,
                                  "after " + std::to_string(fed) + " tokens");
   };
   feed(20);
@@ -146,6 +167,11 @@ TEST(PerceiverArDecoder, HalfLatentsRecomputePolicy) {
   EXPECT_EQ(dec.recomputes(), 1 + (steps - 8) / 5);
   EXPECT_GT(dec.window_start(), 0);  // the window slid
 }
+
+INSTANTIATE_TEST_SUITE_P(Storage, PerceiverArDecoderStorage,
+                         ::testing::Values(effattn::Storage::float32, effattn::Storage::float16,
+                                           effattn::Storage::bfloat16),
+                         [](const ::testing::TestParamInfo<effattn::Storage>& i) { return effattn::to_string(i.param); });
 
 TEST(PerceiverArDecoder, BitIdenticalForOneAndTwoThreads) {
   const index_t B = 1, N = 300;
@@ -196,6 +222,41 @@ TEST(PerceiverArModel, PaddingDoesNotLeak) {
   model.forward(effattn::make_view<const std::int32_t>(tok.data() + N, 1, 5), {}, 5, t5);
   for (index_t m = 0; m < 5; ++m)
     testing_util::expect_close(row(p5, M + (M - 5) + m), row(t5, m), 1e-5, 1e-5, "short latent " + std::to_string(m));
+}
+
+// 16-bit context storage changes the logits only by its rounding of the
+// keys/values, halves the context cache, and rejects unknown storage values.
+TEST(PerceiverArModel, SixteenBitContextStorage) {
+  const index_t B = 2, N = 90, M = 16;
+  const auto tok = random_tokens(B, N, 23, 8);
+  auto tv = effattn::make_view<const std::int32_t>(tok.data(), B, N);
+  Matrix l32, l16, lbf;
+  small_model(2, 4, 64, 4, effattn::Storage::float32).forward(tv, {}, M, l32);
+  small_model(2, 4, 64, 4, effattn::Storage::float16).forward(tv, {}, M, l16);
+  small_model(2, 4, 64, 4, effattn::Storage::bfloat16).forward(tv, {}, M, lbf);
+  const std::vector<float> a(l32.data(), l32.data() + l32.size()), h(l16.data(), l16.data() + l16.size()),
+      bf(lbf.data(), lbf.data() + lbf.size());
+  EXPECT_TRUE(testing_util::close(h, a, 2e-3, 2e-3));
+  EXPECT_TRUE(testing_util::close(bf, a, 2e-2, 2e-2));
+  EXPECT_GT(testing_util::max_abs_diff(h, a), 0.0);  // the storage is really 16-bit
+
+  const pa::Model m32 = small_model(1, 4, 64, 4), m16 = small_model(1, 4, 64, 4, effattn::Storage::float16);
+  pa::Decoder d32(m32, 2, 1000, 16), d16(m16, 2, 1000, 16);
+  EXPECT_EQ(d16.context_storage(), effattn::Storage::float16);
+  const std::size_t ctx32 = 2 * 2 * 1000 * 64 * 4, lat = 2 * 1 * 2 * 16 * 64 * 4, toks = 2 * 1000 * 4;
+  EXPECT_EQ(d32.memory_bytes(), ctx32 + lat + toks);
+  EXPECT_EQ(d16.memory_bytes(), ctx32 / 2 + lat + toks);
+
+  pa::ModelConfig bad;
+  bad.width = 8;
+  bad.heads = 2;
+  bad.context_kv = static_cast<effattn::Storage>(7);
+  EXPECT_THROW(pa::Model::random(bad, 1), effattn::parameter_error);
+  pa::Model tampered = m32;
+  tampered.config.context_kv = static_cast<effattn::Storage>(7);
+  Matrix out;
+  EXPECT_THROW(tampered.forward(tv, {}, M, out), effattn::parameter_error);
+  EXPECT_THROW(pa::Decoder(tampered, 1, 10, 4), effattn::parameter_error);
 }
 
 TEST(PerceiverArModel, BadInputThrows) {

@@ -3,7 +3,9 @@
 //
 // A Decoder keeps, per batch element,
 //   - the cross-attention keys and values of the context window
-//     ([max_context, W] each: the official `max_context_length_memory`), and
+//     ([max_context, W] each: the official `max_context_length_memory`), in
+//     the model's config.context_kv storage (float32, or float16 / bfloat16
+//     for half the memory and faster steps), and
 //   - for every latent layer, the keys and values of the cached latents
 //     ([max_latents, W] each: the official `z_index_dim_memory`).
 // Each append() adds tokens and produces the logits of ONE new latent at the
@@ -49,17 +51,24 @@ class Decoder {
   /// batch >= 1; max_latents >= 2 and even (the official assertion);
   /// max_context > max_latents / 2 (each call may add at most
   /// max_context - max_latents / 2 tokens).
-  /// Memory: 2 * batch * (max_context + layers * max_latents) * W floats.
+  /// Memory (memory_bytes()): 2 * batch * max_context * W context elements
+  /// (4 or 2 bytes, per config.context_kv), 2 * batch * layers * max_latents
+  /// * W floats and batch * max_context token ids.
   Decoder(const Model& model, index_t batch, index_t max_context, index_t max_latents)
-      : model_(&model), B_(batch), cap_(max_context), max_lat_(max_latents) {
+      : model_(&model), B_(batch), cap_(max_context), max_lat_(max_latents), storage_(model.config.context_kv) {
     const char* op = "perceiver_ar::Decoder";
     require(batch >= 1, op, "batch", "must be >= 1, got ", batch);
     require(max_latents >= 2 && max_latents % 2 == 0, op, "max_latents", "must be even and >= 2, got ", max_latents);
     require(max_context > max_latents / 2, op, "max_context", "must be > max_latents / 2 = ", max_latents / 2,
             ", got ", max_context);
+    Model::check_storage(storage_, op);
     const index_t W = model.width();
-    kc_.assign(static_cast<size_t>(B_ * cap_ * W), 0.0f);
-    vc_.assign(kc_.size(), 0.0f);
+    const size_t n = static_cast<size_t>(B_ * cap_ * W);
+    detail::with_storage(storage_, [&](auto kv) {
+      using KV = decltype(kv);
+      cache<KV>(kc_).assign(n, KV(0.0f));
+      cache<KV>(vc_).assign(n, KV(0.0f));
+    });
     tok_.assign(static_cast<size_t>(B_ * cap_), 0);
     lk_.assign(model.latent.size(), std::vector<float>(static_cast<size_t>(B_ * max_lat_ * W), 0.0f));
     lv_ = lk_;
@@ -81,6 +90,16 @@ class Decoder {
   index_t recomputes() const { return recomputes_; }
   /// Forgets everything (keeps the allocations).
   void clear() { len_ = wlen_ = nlat_ = recomputes_ = 0; }
+  /// How the context keys/values are stored (the model's config.context_kv
+  /// when the decoder was made).
+  Storage context_storage() const { return storage_; }
+  /// Bytes of the caches (context keys/values, latent keys/values, tokens).
+  std::size_t memory_bytes() const {
+    const std::size_t W = static_cast<std::size_t>(model_->width()), B = static_cast<std::size_t>(B_);
+    return 2 * B * static_cast<std::size_t>(cap_) * W * static_cast<std::size_t>(storage_bytes(storage_)) +
+           2 * lk_.size() * B * static_cast<std::size_t>(max_lat_) * W * sizeof(float) +
+           B * static_cast<std::size_t>(cap_) * sizeof(std::int32_t);
+  }
 
   /// Appends tokens [batch, n] (1 <= n <= max_append(), ids in [0, vocab))
   /// at positions length().. and writes logits [batch, vocab]: the prediction
@@ -105,6 +124,23 @@ class Decoder {
  private:
   index_t W() const { return model_->width(); }
 
+  /// Context keys or values in each storage; only the decoder's is non-empty.
+  struct ContextStore {
+    std::vector<float> f32;
+    std::vector<float16> f16;
+    std::vector<bfloat16> bf16;
+  };
+  template <class KV>
+  static std::vector<KV>& cache(ContextStore& c) {
+    if constexpr (std::is_same<KV, float16>::value) return c.f16;
+    else if constexpr (std::is_same<KV, bfloat16>::value) return c.bf16;
+    else return c.f32;
+  }
+  template <class KV>
+  static const std::vector<KV>& cache(const ContextStore& c) {
+    return cache<KV>(const_cast<ContextStore&>(c));
+  }
+
   index_t H() const { return model_->heads(); }
   index_t hd() const { return W() / H(); }
 
@@ -117,18 +153,29 @@ class Decoder {
         B_ * n, [&](index_t r) { return tokens(r / n, r % n); }, [&](index_t r) { return p0 + r % n; },
         [&](index_t r, const float* k, const float* v) {
           const index_t off = ((r / n) * h * cap_ + w0 + r % n) * d;
-          detail::scatter_heads(k, h, d, kc_.data() + off, cap_ * d);
-          detail::scatter_heads(v, h, d, vc_.data() + off, cap_ * d);
+          detail::with_storage(storage_, [&](auto kv) {
+            using KV = decltype(kv);
+            detail::scatter_heads(k, h, d, cache<KV>(kc_).data() + off, cap_ * d);
+            detail::scatter_heads(v, h, d, cache<KV>(vc_).data() + off, cap_ * d);
+          });
         });
     wlen_ += n;
     len_ += n;
   }
 
   /// The first `rows` rows of a head-major cache [B, H, cap, hd] as [B, H, rows, hd].
-  ConstView<float, 4> cache_view(const std::vector<float>& c, index_t cap, index_t rows) const {
-    return ConstView<float, 4>(c.data(), {B_, H(), rows, hd()}, {H() * cap * hd(), cap * hd(), hd(), 1});
+  template <class X>
+  ConstView<X, 4> cache_view(const std::vector<X>& c, index_t cap, index_t rows) const {
+    return ConstView<X, 4>(c.data(), {B_, H(), rows, hd()}, {H() * cap * hd(), cap * hd(), hd(), 1});
   }
-  ConstView<float, 4> window_view(const std::vector<float>& c) const { return cache_view(c, cap_, wlen_); }
+  /// Calls f(K, V) with views of the window's keys and values in their storage.
+  template <class F>
+  void with_window(F&& f) const {
+    detail::with_storage(storage_, [&](auto kv) {
+      using KV = decltype(kv);
+      f(cache_view(cache<KV>(kc_), cap_, wlen_), cache_view(cache<KV>(vc_), cap_, wlen_));
+    });
+  }
 
   /// Stores latent key/value rows (W channels) at cache row `row` of sequence b.
   void store_latent(index_t l, index_t b, index_t row, const float* k, const float* v) {
@@ -148,9 +195,11 @@ class Decoder {
     // Cross-attention: the newest latent sees the whole window (no mask).
     md.cross.ln_q.forward(z, y, md.config.ln_eps);
     linear(md.cross.attn.q, y, q);
-    attention<float>(detail::heads_view<const float>(q.data(), B_, 1, nh, w, w), window_view(kc_), window_view(vc_),
-                     detail::heads_view<float>(o.data(), B_, 1, nh, w, w), NoMask{}, NoScore{}, {},
-                     executor_for(ex, 4.0 * B_ * wlen_ * w));
+    with_window([&](const auto& K, const auto& V) {
+      attention<float>(detail::heads_view<const float>(q.data(), B_, 1, nh, w, w), K, V,
+                       detail::heads_view<float>(o.data(), B_, 1, nh, w, w), NoMask{}, NoScore{}, {},
+                       executor_for(ex, 4.0 * B_ * wlen_ * w));
+    });
     md.residual_and_mlp(z, o, md.cross.attn, md.cross.ln_mlp, md.cross.mlp);
     // Latent layers: append this latent's key/value, attend all cached latents.
     for (size_t l = 0; l < md.latent.size(); ++l) {
@@ -179,15 +228,18 @@ class Decoder {
     const index_t drop = wlen_ + n - keep;  // <= wlen_ because n <= max_append()
     if (drop > 0) {
       const index_t rest = wlen_ - drop, d = hd();
-      for (index_t b = 0; b < B_; ++b) {
-        for (index_t h = 0; h < H(); ++h) {
-          float* kb = kc_.data() + (b * H() + h) * cap_ * d;
-          float* vb = vc_.data() + (b * H() + h) * cap_ * d;
-          std::memmove(kb, kb + drop * d, sizeof(float) * rest * d);
-          std::memmove(vb, vb + drop * d, sizeof(float) * rest * d);
-        }
+      detail::with_storage(storage_, [&](auto kv) {
+        using KV = decltype(kv);
+        for (index_t b = 0; b < B_; ++b)
+          for (index_t h = 0; h < H(); ++h) {
+            KV* kb = cache<KV>(kc_).data() + (b * H() + h) * cap_ * d;
+            KV* vb = cache<KV>(vc_).data() + (b * H() + h) * cap_ * d;
+            std::memmove(kb, kb + drop * d, sizeof(KV) * rest * d);
+            std::memmove(vb, vb + drop * d, sizeof(KV) * rest * d);
+          }
+      });
+      for (index_t b = 0; b < B_; ++b)
         std::memmove(tok_.data() + b * cap_, tok_.data() + b * cap_ + drop, sizeof(std::int32_t) * rest);
-      }
       wlen_ = rest;
     }
     add_tokens(tokens);
@@ -199,7 +251,7 @@ class Decoder {
         md.embed(tok_[b * cap_ + j], start + j, x.data() + (b * M + m) * w);
       }
     md.query_proj.forward(x, z);
-    md.cross_block(z, B_, M, window_view(kc_), window_view(vc_), {}, ex);
+    with_window([&](const auto& K, const auto& V) { md.cross_block(z, B_, M, K, V, {}, ex); });
     md.latent_stack(z, B_, M, {}, ex, [&](index_t l, const nn::Matrix& k, const nn::Matrix& v) {
       for (index_t b = 0; b < B_; ++b)
         for (index_t m = 0; m < M; ++m) store_latent(l, b, m, k.data() + (b * M + m) * w, v.data() + (b * M + m) * w);
@@ -213,7 +265,8 @@ class Decoder {
 
   const Model* model_;
   index_t B_, cap_, max_lat_;
-  std::vector<float> kc_, vc_;                  // [B, H, cap, W/H] window keys / values (head-major)
+  Storage storage_;
+  ContextStore kc_, vc_;                        // [B, H, cap, W/H] window keys / values (head-major)
   std::vector<std::int32_t> tok_;               // [B, cap] window tokens
   std::vector<std::vector<float>> lk_, lv_;     // per layer [B, H, max_lat, W/H]
   index_t len_ = 0, wlen_ = 0, nlat_ = 0, recomputes_ = 0;

@@ -44,6 +44,12 @@ struct ModelConfig {
   index_t layers = 6;        ///< latent self-attention blocks
   index_t mlp_hidden = 0;    ///< hidden width of every MLP; 0 means 4 * width
   float ln_eps = 1e-5f;      ///< LayerNorm epsilon
+  /// How the cross-attention keys and values of the inputs (the context) are
+  /// stored, by Model::forward and by the Decoder's context cache alike:
+  /// float32 (exact), or float16 / bfloat16 (half the memory, and decoding,
+  /// which streams the context cache once per token, about 1.5x faster; the
+  /// attention computes in float on the widened values). See core/half.hpp.
+  Storage context_kv = Storage::float32;
 };
 
 struct LayerNormWeights {
@@ -81,10 +87,21 @@ View<T, 4> heads_view(T* data, index_t B, index_t rows, index_t H, index_t W, in
   return View<T, 4>(data, {B, H, rows, W / H}, {batch_stride, W / H, W, 1});
 }
 
-/// Copies one row of W = H * hd channels into head-major storage: head h goes
-/// to dst + h * head_stride.
-inline void scatter_heads(const float* row, index_t H, index_t hd, float* dst, index_t head_stride) {
-  for (index_t h = 0; h < H; ++h) std::memcpy(dst + h * head_stride, row + h * hd, sizeof(float) * hd);
+/// Copies one row of W = H * hd channels into head-major storage (rounded to
+/// the storage type KV): head h goes to dst + h * head_stride.
+template <class KV>
+void scatter_heads(const float* row, index_t H, index_t hd, KV* dst, index_t head_stride) {
+  for (index_t h = 0; h < H; ++h) convert(row + h * hd, dst + h * head_stride, hd);
+}
+
+/// Calls f(KV{}) with KV the element type of a storage.
+template <class F>
+void with_storage(Storage s, F&& f) {
+  switch (s) {
+    case Storage::float16: f(float16{}); break;
+    case Storage::bfloat16: f(bfloat16{}); break;
+    default: f(float{}); break;
+  }
 }
 
 /// x [B*rows, H*hd] (rows of sequence b at b*rows..) into dst [B, H, rows, hd].
@@ -153,6 +170,11 @@ struct Model {
   index_t width() const { return config.width; }
   index_t heads() const { return config.heads; }
 
+  static void check_storage(Storage s, const char* op) {
+    require(s == Storage::float32 || s == Storage::float16 || s == Storage::bfloat16, op, "context_kv",
+            "must be Storage::float32, float16 or bfloat16, got ", static_cast<int>(s));
+  }
+
   /// Random weights (fixed seed), for tests, benchmarks and examples.
   static Model random(const ModelConfig& cfg, unsigned seed) {
     const char* op = "perceiver_ar::Model::random";
@@ -163,6 +185,7 @@ struct Model {
     require(cfg.layers >= 0, op, "layers", "must be >= 0, got ", cfg.layers);
     require(cfg.mlp_hidden >= 0, op, "mlp_hidden", "must be >= 0, got ", cfg.mlp_hidden);
     require(std::isfinite(cfg.ln_eps) && cfg.ln_eps > 0, op, "ln_eps", "must be > 0, got ", cfg.ln_eps);
+    check_storage(cfg.context_kv, op);
     std::mt19937 rng(seed);
     Model m;
     m.config = cfg;
@@ -229,8 +252,9 @@ struct Model {
   /// The initial cross-attention block, in place on z [B*M, W] (latent query
   /// inputs in, the residual stream out). K and V are [B, H, N, W/H] views of
   /// the inputs' projected keys and values (any strides; head-major is
-  /// fastest). valid_length as in cross_attention.
-  void cross_block(nn::Matrix& z, index_t B, index_t M, ConstView<float, 4> K, ConstView<float, 4> V,
+  /// fastest), float or 16-bit. valid_length as in cross_attention.
+  template <class KV>
+  void cross_block(nn::Matrix& z, index_t B, index_t M, ConstView<KV, 4> K, ConstView<KV, 4> V,
                    ConstView<index_t, 1> valid_length, const Executor& ex) const {
     const index_t W = config.width, H = config.heads;
     nn::Matrix y, q, o(B * M, W);
@@ -301,11 +325,21 @@ struct Model {
   /// after position p_m of sequence b.
   ///
   /// Work O(N W^2 + N M W + layers * (M W^2 + M^2 W)); memory: K and V of the
-  /// inputs (2 * B * N * W floats) plus O(B * M * W) and one chunk of
-  /// activations, never N x N or M x N.
+  /// inputs (2 * B * N * W elements of config.context_kv storage) plus
+  /// O(B * M * W) and one chunk of activations, never N x N or M x N.
   void forward(ConstView<std::int32_t, 2> tokens, ConstView<index_t, 1> valid_length, index_t M, nn::Matrix& logits,
                index_t position_offset = 0, const Executor& ex = {}) const {
     const char* op = "perceiver_ar::Model::forward";
+    check_storage(config.context_kv, op);
+    detail::with_storage(config.context_kv, [&](auto kv) {
+      forward_impl<decltype(kv)>(tokens, valid_length, M, logits, position_offset, ex, op);
+    });
+  }
+
+ private:
+  template <class KV>
+  void forward_impl(ConstView<std::int32_t, 2> tokens, ConstView<index_t, 1> valid_length, index_t M,
+                    nn::Matrix& logits, index_t position_offset, const Executor& ex, const char* op) const {
     const index_t B = tokens.dim(0), N = tokens.dim(1), W = config.width, H = config.heads, hd = W / H;
     check_tokens(tokens, op);
     require(M >= 1, op, "M", "(the number of latents) must be >= 1, got ", M);
@@ -317,7 +351,7 @@ struct Model {
       return;
     }
     // Keys and values of every input, head-major [B, H, N, W/H].
-    std::vector<float> K(static_cast<size_t>(B * N * W)), V(K.size());
+    std::vector<KV> K(static_cast<size_t>(B * N * W)), V(K.size());
     input_keys_values(
         B * N, [&](index_t r) { return tokens(r / N, r % N); }, [&](index_t r) { return position_offset + r % N; },
         [&](index_t r, const float* k, const float* v) {
@@ -336,7 +370,7 @@ struct Model {
       }
     }
     query_proj.forward(x, z);
-    cross_block(z, B, M, make_view<const float>(K.data(), B, H, N, hd), make_view<const float>(V.data(), B, H, N, hd),
+    cross_block(z, B, M, make_view<const KV>(K.data(), B, H, N, hd), make_view<const KV>(V.data(), B, H, N, hd),
                 valid_length, ex);
     latent_stack(z, B, M, valid_length, ex);
     output_logits(z, logits);
