@@ -115,6 +115,29 @@ void BM_attention(benchmark::State& state, Impl impl, index_t N, bool causal, in
   state.counters["threads"] = impl == Impl::reference ? 1 : eb::threads();
 }
 
+// Decoding with float16 keys/values (widened to float on load): half the
+// bytes of attention/decode, paired with it as the baseline.
+void BM_decode_f16(benchmark::State& state, index_t N) {
+  Inputs in(N, 1);
+  std::vector<float16> k(in.k.size()), v(in.v.size());
+  convert(in.k.data(), k.data(), static_cast<index_t>(k.size()));
+  convert(in.v.data(), v.data(), static_cast<index_t>(v.size()));
+  auto Q = make_view<const float>(in.q.data(), in.B, in.H, 1, in.D);
+  auto K = make_view<const float16>(k.data(), in.B, in.H, N, in.D);
+  auto V = make_view<const float16>(v.data(), in.B, in.H, N, in.D);
+  auto O = make_view(in.out.data(), in.B, in.H, 1, in.D);
+  const Executor ex(eb::threads());
+  eb::reset_peak();
+  for (auto _ : state) {
+    attention<float>(Q, K, V, O, NoMask{}, NoScore{}, {}, ex);
+    benchmark::DoNotOptimize(in.out.data());
+    benchmark::ClobberMemory();
+  }
+  eb::report(state, eb::attention_flops(in.B, in.H, static_cast<double>(N), in.D, in.D), eb::peak_bytes());
+  state.counters["threads"] = eb::threads();
+  state.SetLabel("baseline=attention/decode");
+}
+
 void register_all() {
   const int t = eb::threads();
   benchmark::RegisterBenchmark(eb::name("machine/fma_peak", {{"t", t}}).c_str(), BM_fma_peak)
@@ -161,6 +184,11 @@ void register_all() {
   for (index_t N : eb::quick() ? std::vector<index_t>{1024} : std::vector<index_t>{1024, 16384, 131072})
     benchmark::RegisterBenchmark(eb::name("attention/decode", {{"N", N}, {"H", 8}, {"D", 64}, {"Nq", 1}, {"t", t}}).c_str(),
                                  [=](benchmark::State& s) { BM_attention(s, Impl::engine, N, false, 1); })
+        ->Unit(benchmark::kMicrosecond)
+        ->UseRealTime();
+  for (index_t N : eb::quick() ? std::vector<index_t>{1024} : std::vector<index_t>{1024, 16384, 131072})
+    benchmark::RegisterBenchmark(eb::name("attention/decode_f16", {{"N", N}, {"H", 8}, {"D", 64}, {"Nq", 1}, {"t", t}}).c_str(),
+                                 [=](benchmark::State& s) { BM_decode_f16(s, N); })
         ->Unit(benchmark::kMicrosecond)
         ->UseRealTime();
 }

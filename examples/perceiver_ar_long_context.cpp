@@ -3,10 +3,13 @@
 // token-by-token decoding, and, beside it, a full causal transformer of the
 // same depth at the largest context that fits in the same time.
 //
-//   perceiver_ar_long_context [N] [M] [layers] [width] [heads] [decode_tokens] [threads]
+//   perceiver_ar_long_context [N] [M] [layers] [width] [heads] [decode_tokens] [threads] [f32|f16|bf16]
 //
 // Defaults are small (N = 16384). The configuration:
 //   perceiver_ar_long_context 131072 1024 6 512 8
+// and with the context keys/values stored as float16 (half the memory; each
+// decoded token streams the whole context cache, so it also runs faster):
+//   perceiver_ar_long_context 131072 1024 6 512 8 32 2 f16
 //
 // The input is shaped like a copy task: a random sequence, a separator, then
 // the sequence again, so that predicting the second half needs the whole
@@ -19,6 +22,7 @@
 #include <cstdlib>
 #include <effattn/perceiver_ar/perceiver_ar.hpp>
 #include <random>
+#include <string>
 #include <vector>
 
 using effattn::index_t;
@@ -59,18 +63,23 @@ int main(int argc, char** argv) {
   const index_t N = arg(argc, argv, 1, 16384), M = arg(argc, argv, 2, 1024), layers = arg(argc, argv, 3, 6);
   const index_t width = arg(argc, argv, 4, 512), heads = arg(argc, argv, 5, 8), decode = arg(argc, argv, 6, 32);
   const effattn::Executor ex{static_cast<int>(arg(argc, argv, 7, 2))};
-  if (N < 4 || M < 2 || M > N || decode < 1 || decode >= N) {
-    std::fprintf(stderr, "need 2 <= M <= N, N >= 4 and 1 <= decode_tokens < N\n");
+  const std::string kv = argc > 8 ? argv[8] : "f32";
+  if (N < 4 || M < 2 || M > N || decode < 1 || decode >= N || (kv != "f32" && kv != "f16" && kv != "bf16")) {
+    std::fprintf(stderr, "need 2 <= M <= N, N >= 4, 1 <= decode_tokens < N and a storage of f32, f16 or bf16\n");
     return 1;
   }
-  std::printf("Perceiver AR: context N=%lld, latents M=%lld, %lld latent layers, width %lld, %lld heads, %d threads\n",
-              (long long)N, (long long)M, (long long)layers, (long long)width, (long long)heads, ex.num_threads);
-
   pa::ModelConfig cfg;
   cfg.vocab = 256;
   cfg.width = width;
   cfg.heads = heads;
   cfg.layers = layers;
+  cfg.context_kv = kv == "f16" ? effattn::Storage::float16 : kv == "bf16" ? effattn::Storage::bfloat16
+                                                                          : effattn::Storage::float32;
+  std::printf("Perceiver AR: context N=%lld, latents M=%lld, %lld latent layers, width %lld, %lld heads, %d threads, "
+              "context keys/values in %s\n",
+              (long long)N, (long long)M, (long long)layers, (long long)width, (long long)heads, ex.num_threads,
+              effattn::to_string(cfg.context_kv));
+
   const pa::Model model = pa::Model::random(cfg, 2024);
   const auto tokens = copy_task(N, cfg.vocab, 7);
   const double rss0 = peak_rss_mib();
@@ -103,7 +112,8 @@ int main(int argc, char** argv) {
     dec.append(effattn::make_view<const std::int32_t>(tokens.data() + i, 1, 1), step_logits, ex);
   }
   const double t_decode = seconds_since(t0) / static_cast<double>(decode);
-  std::printf("cached prefill:         %9.3f s   (%lld tokens, one latent)\n", t_prefill, (long long)(N - decode));
+  std::printf("cached prefill:         %9.3f s   (%lld tokens, one latent; decoder caches %.1f MiB)\n", t_prefill,
+              (long long)(N - decode), static_cast<double>(dec.memory_bytes()) / (1024.0 * 1024.0));
   std::printf("cached decode:          %9.3f ms per token over %lld tokens (%.0fx less than the uncached forward);"
               " %lld latents cached, %lld recomputes, peak RSS %.1f MiB\n",
               1e3 * t_decode, (long long)decode, t_forward / t_decode, (long long)dec.cached_latents(),

@@ -6,6 +6,7 @@
 #include "core/config.hpp"
 #include "core/error.hpp"
 #include "core/executor.hpp"
+#include "core/half.hpp"
 #include "core/view.hpp"
 #include "attention/engine.hpp"
 #include "attention/materialized.hpp"

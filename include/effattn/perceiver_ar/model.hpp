@@ -30,6 +30,7 @@
 #include <random>
 #include <vector>
 
+#include "../core/half.hpp"
 #include "../nn/layers.hpp"
 #include "attention.hpp"
 
