@@ -222,6 +222,21 @@ def plots(runs, out_dir):
     except ImportError:
         print("report: matplotlib missing, no plots (apt-get install python3-matplotlib)", file=sys.stderr)
         return []
+
+    def finish(fig, ax, xkey, ylabel, title, path):
+        """Log-log axes, labels, legend; saves the figure to path and returns path."""
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(xkey)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path
+
     os.makedirs(out_dir, exist_ok=True)
     written = []
     sections = OrderedDict()
@@ -268,18 +283,8 @@ def plots(runs, out_dir):
                 ax.axhline(b["median_time_s"], ls="--", color="gray", lw=1)
                 ax.annotate(f"{b['method']} {fmt_params(b['params'])}", (0.01, b["median_time_s"]),
                             xycoords=("axes fraction", "data"), fontsize=7, color="gray", va="bottom")
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            ax.set_xlabel(xkey)
-            ax.set_ylabel("median time (s)")
-            ax.set_title(f"{sec}: time vs {xkey} (log-log)")
-            ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=7)
-            fig.tight_layout()
-            path = os.path.join(out_dir, f"{sec}{suffix}_time.png")
-            fig.savefig(path, dpi=110)
-            plt.close(fig)
-            written.append(path)
+            written.append(finish(fig, ax, xkey, "median time (s)", f"{sec}: time vs {xkey} (log-log)",
+                                  os.path.join(out_dir, f"{sec}{suffix}_time.png")))
             sp = OrderedDict((k, [p for p in v if p["speedup"]]) for k, v in series.items())
             sp = OrderedDict((k, v) for k, v in sp.items() if v)
             if sp:
@@ -289,18 +294,8 @@ def plots(runs, out_dir):
                     ax.plot([p["params"][xkey] for p in pts], [p["speedup"] for p in pts], marker="o",
                             label=f"{key} (vs {base})")
                 ax.axhline(1.0, color="gray", lw=0.8)
-                ax.set_xscale("log")
-                ax.set_yscale("log")
-                ax.set_xlabel(xkey)
-                ax.set_ylabel("speedup vs baseline (same run)")
-                ax.set_title(f"{sec}: speedup vs {xkey}")
-                ax.grid(True, which="both", alpha=0.3)
-                ax.legend(fontsize=7)
-                fig.tight_layout()
-                path = os.path.join(out_dir, f"{sec}{suffix}_speedup.png")
-                fig.savefig(path, dpi=110)
-                plt.close(fig)
-                written.append(path)
+                written.append(finish(fig, ax, xkey, "speedup vs baseline (same run)", f"{sec}: speedup vs {xkey}",
+                                      os.path.join(out_dir, f"{sec}{suffix}_speedup.png")))
     return written
 
 
