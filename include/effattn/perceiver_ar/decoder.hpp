@@ -37,6 +37,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <vector>
 
 #include "model.hpp"
@@ -95,10 +96,12 @@ class Decoder {
   Storage context_storage() const { return storage_; }
   /// Bytes of the caches (context keys/values, latent keys/values, tokens).
   std::size_t memory_bytes() const {
-    const std::size_t W = static_cast<std::size_t>(model_->width()), B = static_cast<std::size_t>(B_);
-    return 2 * B * static_cast<std::size_t>(cap_) * W * static_cast<std::size_t>(storage_bytes(storage_)) +
-           2 * lk_.size() * B * static_cast<std::size_t>(max_lat_) * W * sizeof(float) +
-           B * static_cast<std::size_t>(cap_) * sizeof(std::int32_t);
+    std::size_t bytes = tok_.size() * sizeof(std::int32_t);
+    for (const ContextStore* c : {&kc_, &vc_})
+      bytes += c->f32.size() * sizeof(float) + c->f16.size() * sizeof(float16) + c->bf16.size() * sizeof(bfloat16);
+    for (const auto* layers : {&lk_, &lv_})
+      for (const auto& l : *layers) bytes += l.size() * sizeof(float);
+    return bytes;
   }
 
   /// Appends tokens [batch, n] (1 <= n <= max_append(), ids in [0, vocab))
