@@ -134,7 +134,7 @@ int main(int argc, char** argv) {
     model.query_proj.forward(x, z);
     model.latent_stack(z, 1, n, {}, ex);
     Matrix full_logits;
-    model.output_logits(z, full_logits);
+    model.output_logits(z, full_logits, ex);
     const double t = seconds_since(t0);
     std::printf("full causal, %lld layers, n=%7lld: %9.3f s\n", (long long)layers, (long long)n, t);
     if (t > t_forward) break;

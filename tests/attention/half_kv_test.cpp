@@ -19,30 +19,32 @@ namespace {
 struct Case {
   index_t B, H, Hkv, Nq, Nk, D, Dv;
   bool causal;
-  bool strided;  // k/v stored [B, N, Hkv, D + 3] (row stride != D, a padded head)
+  int layout;  // 0: contiguous; 1: stored [B, N, Hkv, D + 3] (padded rows); 2: every other element (inner stride 2)
 };
 
 std::ostream& operator<<(std::ostream& os, const Case& c) {
   return os << "B" << c.B << "_H" << c.H << "_Hkv" << c.Hkv << "_Nq" << c.Nq << "_Nk" << c.Nk << "_D" << c.D << "_Dv"
-            << c.Dv << (c.causal ? "_causal" : "_full") << (c.strided ? "_strided" : "");
+            << c.Dv << (c.causal ? "_causal" : "_full") << (c.layout == 1 ? "_padded" : c.layout == 2 ? "_stride2" : "");
 }
 
-/// A [B, H, N, D] tensor in storage X, contiguous or stored as [B, N, H, D+3].
+/// A [B, H, N, D] tensor in storage X: contiguous, stored as [B, N, H, D+3],
+/// or contiguous with every element followed by a gap (inner stride 2).
 template <class X>
 struct Stored {
   std::vector<X> data;
   View<const X, 4> view;
-  Stored(const std::vector<float>& src, index_t B, index_t H, index_t N, index_t D, bool strided) {
-    const index_t ld = strided ? D + 3 : D;
-    data.assign(static_cast<size_t>(B * H * N * ld) + 1, X(0.0f));
+  Stored(const std::vector<float>& src, index_t B, index_t H, index_t N, index_t D, int layout) {
+    const index_t ld = layout == 1 ? D + 3 : D, es = layout == 2 ? 2 : 1;
+    data.assign(static_cast<size_t>(B * H * N * ld * es) + 1, X(7.0f));  // gaps hold junk
     X* p = data.data() + 1;  // misaligned by one element
-    const std::array<index_t, 4> st = strided ? std::array<index_t, 4>{N * H * ld, ld, H * ld, 1}
-                                              : std::array<index_t, 4>{H * N * D, N * D, D, 1};
+    const std::array<index_t, 4> st = layout == 1 ? std::array<index_t, 4>{N * H * ld, ld, H * ld, 1}
+                                                  : std::array<index_t, 4>{H * N * D * es, N * D * es, D * es, es};
     for (index_t b = 0; b < B; ++b)
       for (index_t h = 0; h < H; ++h)
         for (index_t n = 0; n < N; ++n)
           for (index_t d = 0; d < D; ++d)
-            p[b * st[0] + h * st[1] + n * st[2] + d] = X(src[static_cast<size_t>(((b * H + h) * N + n) * D + d)]);
+            p[b * st[0] + h * st[1] + n * st[2] + d * st[3]] =
+                X(src[static_cast<size_t>(((b * H + h) * N + n) * D + d)]);
     view = View<const X, 4>(p, {B, H, N, D}, st);
   }
 };
@@ -60,10 +62,10 @@ void check_case(const Case& c) {
   const auto qv = testing_util::random_vector(static_cast<size_t>(c.B * c.H * c.Nq * c.D), 1);
   const auto kv = testing_util::random_vector(static_cast<size_t>(c.B * c.Hkv * c.Nk * c.D), 2);
   const auto vv = testing_util::random_vector(static_cast<size_t>(c.B * c.Hkv * c.Nk * c.Dv), 3);
-  Stored<X> kh(kv, c.B, c.Hkv, c.Nk, c.D, c.strided), vh(vv, c.B, c.Hkv, c.Nk, c.Dv, c.strided);
+  Stored<X> kh(kv, c.B, c.Hkv, c.Nk, c.D, c.layout), vh(vv, c.B, c.Hkv, c.Nk, c.Dv, c.layout);
   // float copies of exactly the values the 16-bit storage holds, same layout
-  Stored<float> kf(rounded<X>(kv), c.B, c.Hkv, c.Nk, c.D, c.strided), vf(rounded<X>(vv), c.B, c.Hkv, c.Nk, c.Dv, c.strided);
-  Stored<float> k32(kv, c.B, c.Hkv, c.Nk, c.D, c.strided), v32(vv, c.B, c.Hkv, c.Nk, c.Dv, c.strided);
+  Stored<float> kf(rounded<X>(kv), c.B, c.Hkv, c.Nk, c.D, c.layout), vf(rounded<X>(vv), c.B, c.Hkv, c.Nk, c.Dv, c.layout);
+  Stored<float> k32(kv, c.B, c.Hkv, c.Nk, c.D, c.layout), v32(vv, c.B, c.Hkv, c.Nk, c.Dv, c.layout);
   const auto Q = make_view<const float>(qv.data(), c.B, c.H, c.Nq, c.D);
   const size_t no = static_cast<size_t>(c.B * c.H * c.Nq * c.Dv), nl = static_cast<size_t>(c.B * c.H * c.Nq);
   std::vector<float> out(no), out_f(no), out1(no), ref(no), exact(no), lse(nl), lse_f(nl), ref_lse(nl);
@@ -99,13 +101,13 @@ TEST_P(HalfKV, Bfloat16) { check_case<bfloat16>(GetParam()); }
 
 std::vector<Case> cases() {
   std::vector<Case> v;
-  for (bool strided : {false, true})
+  for (int layout : {0, 1, 2})
     for (bool causal : {false, true}) {
-      v.push_back({2, 4, 2, 1, 3000, 64, 64, causal, strided});    // decode, split-KV chunks, GQA
-      v.push_back({1, 3, 3, 4, 1029, 24, 40, causal, strided});    // decode, D not a vector multiple
-      v.push_back({1, 2, 1, 113, 257, 64, 64, causal, strided});   // tiled, tails everywhere
-      v.push_back({2, 2, 2, 200, 131, 80, 16, causal, strided});   // tiled, Dv != D
-      v.push_back({1, 1, 1, 5, 1, 7, 5, causal, strided});         // tiny odd head dims
+      v.push_back({2, 4, 2, 1, 3000, 64, 64, causal, layout});    // decode, split-KV chunks, GQA
+      v.push_back({1, 3, 3, 4, 1029, 24, 40, causal, layout});    // decode, D not a vector multiple
+      v.push_back({1, 2, 1, 113, 257, 64, 64, causal, layout});   // tiled, tails everywhere
+      v.push_back({2, 2, 2, 200, 131, 80, 16, causal, layout});   // tiled, Dv != D
+      v.push_back({1, 1, 1, 5, 1, 7, 5, causal, layout});         // tiny odd head dims
     }
   return v;
 }

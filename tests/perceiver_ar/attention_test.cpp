@@ -155,6 +155,14 @@ TEST(PerceiverArCrossAttention, MEqualsNIsCausalSelfAttention) {
   effattn::flash_attention<float>(d.qv(), d.kv(), d.vv(), effattn::make_view(causal.data(), s.B, s.H, s.M, s.Dv),
                                   {0, true});
   pa::latent_attention<float>(d.qv(), d.kv(), d.vv(), effattn::make_view(lat.data(), s.B, s.H, s.M, s.Dv));
+  // All three run the engine's causal policy; the oracle with an independent
+  // j <= i predicate checks the alignment itself.
+  std::vector<float> ref(out.size());
+  effattn::attention_reference<float>(
+      d.qv(), d.kv(), d.vv(), effattn::make_view(ref.data(), s.B, s.H, s.M, s.Dv),
+      effattn::make_predicate_mask([](index_t, index_t, index_t i, index_t j) { return j <= i; }));
+  testing_util::expect_close(out, ref, 2e-5, 2e-5, "cross_attention with M = N");
+  testing_util::expect_close(lat, ref, 2e-5, 2e-5, "latent_attention");
   EXPECT_EQ(out, causal);
   EXPECT_EQ(lat, causal);
 }

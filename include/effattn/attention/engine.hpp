@@ -104,8 +104,14 @@ void run_tiled(const Problem<T, KV>& p, const Mask& mask, const Score& score, co
     const index_t rows = p.B * p.H * p.Nq;
     const index_t chunk = nch == 1 ? std::max<index_t>(p.Nk, 1) : kSplitKeyChunk;
     auto make = [&] { return RowScratch<S>(chunk, p.D, dvp); };
+    // A decode step with little work runs on the calling thread: waking a
+    // team costs more than it saves. A host pool (parallel_for) is always
+    // used as given. (Same bits either way.)
+    const bool tiny = static_cast<double>(rows) * static_cast<double>(p.Nk) * static_cast<double>(p.D + p.Dv) < 2e5;
+    const Executor serial(1);
+    const Executor& rex = tiny && !ex.parallel_for ? serial : ex;
     if (nch == 1) {
-      parallel_items(ex, rows, make, [&](index_t item, RowScratch<S>& w) {
+      parallel_items(rex, rows, make, [&](index_t item, RowScratch<S>& w) {
         const index_t i = item % p.Nq, bh = item / p.Nq, h = bh % p.H, b = bh / p.H;
         const auto bm = mask.bind(b, h, p.Nq, p.Nk);
         const auto bs = score.bind(b, h);
@@ -117,11 +123,7 @@ void run_tiled(const Problem<T, KV>& p, const Mask& mask, const Score& score, co
     }
     const index_t stride = dvp + 2;
     std::vector<S> part(static_cast<size_t>(rows * nch * stride));
-    // A decode step with little work runs on the calling thread: waking a
-    // team costs more than it saves. (Same bits either way.)
-    const bool tiny = static_cast<double>(rows) * static_cast<double>(p.Nk) * static_cast<double>(p.D + p.Dv) < 2e5;
-    const Executor serial(1);
-    parallel_items(tiny && !ex.parallel_for ? serial : ex, rows * nch, make, [&](index_t item, RowScratch<S>& w) {
+    parallel_items(rex, rows * nch, make, [&](index_t item, RowScratch<S>& w) {
       const index_t c = item % nch, row = item / nch;
       const index_t i = row % p.Nq, bh = row / p.Nq, h = bh % p.H, b = bh / p.H;
       const auto bm = mask.bind(b, h, p.Nq, p.Nk);

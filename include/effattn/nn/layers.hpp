@@ -21,6 +21,9 @@ using Matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMa
 using Vector = Eigen::VectorXf;
 
 /// y = x W^T + b. x [rows, in], W [out, in] (torch layout), b [out] or empty.
+/// Up to 4 rows (decoding: one row per sequence) run one matrix-vector
+/// product per row: a GEMM would pack the whole weight matrix on every call,
+/// which dominates a decode step. More rows run Eigen's GEMM.
 struct Linear {
   Matrix weight;
   Vector bias;
@@ -37,7 +40,12 @@ struct Linear {
       EFFATTN_THROW(shape_error(detail::concat(op, ": bias must be [out]=[", weight.rows(), "], got [", bias.size(), "]")));
     if (&x == &y) EFFATTN_THROW(shape_error(detail::concat(op, ": y must not be x")));
     y.resize(x.rows(), weight.rows());
-    y.noalias() = x * weight.transpose();
+    constexpr index_t kGemvRows = 4;
+    if (x.rows() <= kGemvRows) {
+      for (index_t r = 0; r < x.rows(); ++r) y.row(r).transpose().noalias() = weight * x.row(r).transpose();
+    } else {
+      y.noalias() = x * weight.transpose();
+    }
     if (bias.size() != 0) y.rowwise() += bias.transpose();
   }
 
@@ -105,13 +113,13 @@ inline void gelu_erf(Matrix& x, const Executor& ex = {}) {
                          });
 }
 
-/// y = fc2(gelu(fc1(x))).
+/// y = fc2(gelu(fc1(x))); the GELU runs on `ex`.
 struct Mlp {
   Linear fc1, fc2;
-  void forward(const Matrix& x, Matrix& y) const {
+  void forward(const Matrix& x, Matrix& y, const Executor& ex = {}) const {
     Matrix h;
     fc1.forward(x, h);
-    gelu_erf(h);
+    gelu_erf(h, ex);
     fc2.forward(h, y);
   }
   template <class Rng>

@@ -148,20 +148,23 @@ class Decoder {
   index_t hd() const { return W() / H(); }
 
   /// Projects the new tokens into the window rows [wlen_, wlen_ + n).
-  void add_tokens(const ConstView<std::int32_t, 2>& tokens) {
+  void add_tokens(const ConstView<std::int32_t, 2>& tokens, const Executor& ex) {
     const index_t n = tokens.dim(1), w0 = wlen_, p0 = len_, h = H(), d = hd();
     for (index_t b = 0; b < B_; ++b)
       for (index_t j = 0; j < n; ++j) tok_[b * cap_ + w0 + j] = tokens(b, j);
-    model_->input_keys_values(
-        B_ * n, [&](index_t r) { return tokens(r / n, r % n); }, [&](index_t r) { return p0 + r % n; },
-        [&](index_t r, const float* k, const float* v) {
-          const index_t off = ((r / n) * h * cap_ + w0 + r % n) * d;
-          detail::with_storage(storage_, [&](auto kv) {
-            using KV = decltype(kv);
-            detail::scatter_heads(k, h, d, cache<KV>(kc_).data() + off, cap_ * d);
-            detail::scatter_heads(v, h, d, cache<KV>(vc_).data() + off, cap_ * d);
-          });
-        });
+    detail::with_storage(storage_, [&](auto kv) {
+      using KV = decltype(kv);
+      KV* kc = cache<KV>(kc_).data();
+      KV* vc = cache<KV>(vc_).data();
+      model_->input_keys_values(
+          B_ * n, [&](index_t r) { return tokens(r / n, r % n); }, [&](index_t r) { return p0 + r % n; },
+          [&](index_t r, const float* k, const float* v) {
+            const index_t off = ((r / n) * h * cap_ + w0 + r % n) * d;
+            detail::scatter_heads(k, h, d, kc + off, cap_ * d);
+            detail::scatter_heads(v, h, d, vc + off, cap_ * d);
+          },
+          ex);
+    });
     wlen_ += n;
     len_ += n;
   }
@@ -191,35 +194,35 @@ class Decoder {
   void step(const ConstView<std::int32_t, 2>& tokens, nn::Matrix& logits, const Executor& ex) {
     const Model& md = *model_;
     const index_t w = W(), nh = H(), pos = len_ + tokens.dim(1) - 1;
-    add_tokens(tokens);
+    add_tokens(tokens, ex);
     nn::Matrix x(B_, w), z, y, q, k, v, o(B_, w);
     for (index_t b = 0; b < B_; ++b) md.embed(tok_[b * cap_ + wlen_ - 1], pos, x.data() + b * w);
-    linear(md.query_proj, x, z);
+    md.query_proj.forward(x, z);
     // Cross-attention: the newest latent sees the whole window (no mask).
-    md.cross.ln_q.forward(z, y, md.config.ln_eps);
-    linear(md.cross.attn.q, y, q);
+    md.cross.ln_q.forward(z, y, md.config.ln_eps, ex);
+    md.cross.attn.q.forward(y, q);
     with_window([&](const auto& K, const auto& V) {
       attention<float>(detail::heads_view<const float>(q.data(), B_, 1, nh, w, w), K, V,
                        detail::heads_view<float>(o.data(), B_, 1, nh, w, w), NoMask{}, NoScore{}, {},
                        executor_for(ex, 4.0 * B_ * wlen_ * w));
     });
-    md.residual_and_mlp(z, o, md.cross.attn, md.cross.ln_mlp, md.cross.mlp);
+    md.residual_and_mlp(z, o, md.cross.attn, md.cross.ln_mlp, md.cross.mlp, ex);
     // Latent layers: append this latent's key/value, attend all cached latents.
     for (size_t l = 0; l < md.latent.size(); ++l) {
       const LatentBlock& blk = md.latent[l];
-      blk.ln_attn.forward(z, y, md.config.ln_eps);
-      linear(blk.attn.q, y, q);
-      linear(blk.attn.k, y, k);
-      linear(blk.attn.v, y, v);
+      blk.ln_attn.forward(z, y, md.config.ln_eps, ex);
+      blk.attn.q.forward(y, q);
+      blk.attn.k.forward(y, k);
+      blk.attn.v.forward(y, v);
       for (index_t b = 0; b < B_; ++b) store_latent(l, b, nlat_, k.data() + b * w, v.data() + b * w);
       attention<float>(detail::heads_view<const float>(q.data(), B_, 1, nh, w, w), cache_view(lk_[l], max_lat_, nlat_ + 1),
                        cache_view(lv_[l], max_lat_, nlat_ + 1),
                        detail::heads_view<float>(o.data(), B_, 1, nh, w, w), NoMask{}, NoScore{}, {},
                        executor_for(ex, 4.0 * B_ * (nlat_ + 1) * w));
-      md.residual_and_mlp(z, o, blk.attn, blk.ln_mlp, blk.mlp);
+      md.residual_and_mlp(z, o, blk.attn, blk.ln_mlp, blk.mlp, ex);
     }
     ++nlat_;
-    md.output_logits(z, logits);
+    md.output_logits(z, logits, ex);
   }
 
   /// The memory is full: keep the last max_append() tokens of the window,
@@ -245,7 +248,7 @@ class Decoder {
         std::memmove(tok_.data() + b * cap_, tok_.data() + b * cap_ + drop, sizeof(std::int32_t) * rest);
       wlen_ = rest;
     }
-    add_tokens(tokens);
+    add_tokens(tokens, ex);
     const index_t M = std::min(max_lat_ / 2, wlen_), start = window_start();
     nn::Matrix x(B_ * M, w), z;
     for (index_t b = 0; b < B_; ++b)
@@ -263,7 +266,7 @@ class Decoder {
     ++recomputes_;
     nn::Matrix last(B_, w);
     for (index_t b = 0; b < B_; ++b) last.row(b) = z.row(b * M + M - 1);
-    md.output_logits(last, logits);
+    md.output_logits(last, logits, ex);
   }
 
   const Model* model_;

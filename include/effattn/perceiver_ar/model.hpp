@@ -55,7 +55,9 @@ struct ModelConfig {
 
 struct LayerNormWeights {
   nn::Vector w, b;
-  void forward(const nn::Matrix& x, nn::Matrix& y, float eps) const { nn::layer_norm(x, w, b, eps, y); }
+  void forward(const nn::Matrix& x, nn::Matrix& y, float eps, const Executor& ex) const {
+    nn::layer_norm(x, w, b, eps, y, ex);
+  }
 };
 
 struct AttentionWeights {
@@ -134,30 +136,6 @@ AttentionWeights random_attn(index_t W, Rng& rng) {
 
 }  // namespace detail
 
-/// y = x W^T + b like nn::Linear::forward, but for a few rows (decoding: one
-/// row per sequence) it runs one matrix-vector product per row: a GEMM would
-/// pack the whole weight matrix on every call, which dominates a decode step.
-inline void linear(const nn::Linear& l, const nn::Matrix& x, nn::Matrix& y) {
-  constexpr index_t kGemvRows = 4;
-  if (x.rows() > kGemvRows || x.cols() != l.weight.cols() || &x == &y) {
-    l.forward(x, y);  // also reports shape errors
-    return;
-  }
-  y.resize(x.rows(), l.weight.rows());
-  for (index_t r = 0; r < x.rows(); ++r) {
-    y.row(r).transpose().noalias() = l.weight * x.row(r).transpose();
-    if (l.bias.size() != 0) y.row(r) += l.bias.transpose();
-  }
-}
-
-/// fc2(gelu(fc1(x))) with perceiver_ar::linear.
-inline void mlp(const nn::Mlp& m, const nn::Matrix& x, nn::Matrix& y) {
-  nn::Matrix h;
-  linear(m.fc1, x, h);
-  nn::gelu_erf(h);
-  linear(m.fc2, h, y);
-}
-
 /// Weights and the uncached forward pass of a Perceiver AR network.
 struct Model {
   ModelConfig config;
@@ -224,7 +202,7 @@ struct Model {
   /// channels each) are handed to store(r, k_row, v_row). Works in chunks of
   /// rows, so it never holds more than a chunk of activations besides K and V.
   template <class Tok, class Pos, class Store>
-  void input_keys_values(index_t rows, Tok tok, Pos pos, Store store) const {
+  void input_keys_values(index_t rows, Tok tok, Pos pos, Store store, const Executor& ex = {}) const {
     const index_t W = config.width;
     constexpr index_t kChunk = 1024;
     nn::Matrix x, y, kc, vc;
@@ -232,7 +210,7 @@ struct Model {
       const index_t n = std::min(kChunk, rows - r0);
       x.resize(n, W);
       for (index_t r = 0; r < n; ++r) embed(tok(r0 + r), pos(r0 + r), x.data() + r * W);
-      cross.ln_kv.forward(x, y, config.ln_eps);
+      cross.ln_kv.forward(x, y, config.ln_eps, ex);
       cross.attn.k.forward(y, kc);
       cross.attn.v.forward(y, vc);
       for (index_t r = 0; r < n; ++r) store(r0 + r, kc.data() + r * W, vc.data() + r * W);
@@ -241,12 +219,12 @@ struct Model {
 
   /// z [B*M, W] += Wo attn_out [B*M, W]; then z += Mlp(LN(z)).
   void residual_and_mlp(nn::Matrix& z, const nn::Matrix& attn_out, const AttentionWeights& a,
-                        const LayerNormWeights& ln_mlp, const nn::Mlp& mlp) const {
+                        const LayerNormWeights& ln_mlp, const nn::Mlp& mlp, const Executor& ex = {}) const {
     nn::Matrix t, y;
-    linear(a.o, attn_out, t);
+    a.o.forward(attn_out, t);
     z += t;
-    ln_mlp.forward(z, y, config.ln_eps);
-    perceiver_ar::mlp(mlp, y, t);
+    ln_mlp.forward(z, y, config.ln_eps, ex);
+    mlp.forward(y, t, ex);
     z += t;
   }
 
@@ -259,11 +237,11 @@ struct Model {
                    ConstView<index_t, 1> valid_length, const Executor& ex) const {
     const index_t W = config.width, H = config.heads;
     nn::Matrix y, q, o(B * M, W);
-    cross.ln_q.forward(z, y, config.ln_eps);
+    cross.ln_q.forward(z, y, config.ln_eps, ex);
     cross.attn.q.forward(y, q);
     cross_attention<float>(detail::heads_view<const float>(q.data(), B, M, H, W, M * W), K, V,
                            detail::heads_view<float>(o.data(), B, M, H, W, M * W), valid_length, {}, ex);
-    residual_and_mlp(z, o, cross.attn, cross.ln_mlp, cross.mlp);
+    residual_and_mlp(z, o, cross.attn, cross.ln_mlp, cross.mlp, ex);
   }
 
   /// The latent self-attention stack, in place on z [B*M, W]: `layers`
@@ -280,7 +258,7 @@ struct Model {
     std::vector<float> kh(static_cast<size_t>(B * M * W)), vh(kh.size());
     for (size_t l = 0; l < latent.size(); ++l) {
       const LatentBlock& blk = latent[l];
-      blk.ln_attn.forward(z, y, config.ln_eps);
+      blk.ln_attn.forward(z, y, config.ln_eps, ex);
       blk.attn.q.forward(y, q);
       blk.attn.k.forward(y, k);
       blk.attn.v.forward(y, v);
@@ -291,7 +269,7 @@ struct Model {
                               make_view<const float>(kh.data(), B, H, M, hd),
                               make_view<const float>(vh.data(), B, H, M, hd),
                               detail::heads_view<float>(o.data(), B, M, H, W, M * W), valid_length, {}, ex);
-      residual_and_mlp(z, o, blk.attn, blk.ln_mlp, blk.mlp);
+      residual_and_mlp(z, o, blk.attn, blk.ln_mlp, blk.mlp, ex);
     }
   }
   void latent_stack(nn::Matrix& z, index_t B, index_t M, ConstView<index_t, 1> valid_length,
@@ -300,10 +278,10 @@ struct Model {
   }
 
   /// logits [rows, vocab] = Head(LN_f(z)).
-  void output_logits(const nn::Matrix& z, nn::Matrix& logits) const {
+  void output_logits(const nn::Matrix& z, nn::Matrix& logits, const Executor& ex = {}) const {
     nn::Matrix y;
-    ln_final.forward(z, y, config.ln_eps);
-    linear(head, y, logits);
+    ln_final.forward(z, y, config.ln_eps, ex);
+    head.forward(y, logits);
   }
 
   /// Checks tokens [B, N] (every id in [0, vocab)).
@@ -359,7 +337,8 @@ struct Model {
           const index_t off = ((r / N) * H * N + r % N) * hd;
           detail::scatter_heads(k, H, hd, K.data() + off, N * hd);
           detail::scatter_heads(v, H, hd, V.data() + off, N * hd);
-        });
+        },
+        ex);
     // Latent queries from the inputs at the latent positions.
     nn::Matrix x(B * M, W), z;
     for (index_t b = 0; b < B; ++b) {
@@ -374,7 +353,7 @@ struct Model {
     cross_block(z, B, M, make_view<const KV>(K.data(), B, H, N, hd), make_view<const KV>(V.data(), B, H, N, hd),
                 valid_length, ex);
     latent_stack(z, B, M, valid_length, ex);
-    output_logits(z, logits);
+    output_logits(z, logits, ex);
   }
 };
 
