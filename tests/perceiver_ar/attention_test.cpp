@@ -368,6 +368,28 @@ TEST(PerceiverArAttention, BadInputThrowsBeforeWriting) {
 }  // namespace
 
 namespace {
+// valid_length is absent only as a default-constructed view; a null pointer
+// with a shape, or a negative length, is an error for both operators alike.
+TEST(PerceiverArAttention, ValidLengthRulesAreTheSameForBothOperators) {
+  const Shape s{2, 2, 2, 8, 8, 8, 8};
+  const Data d(s, 77);
+  std::vector<float> out(static_cast<size_t>(s.B * s.H * s.M * s.Dv), -3.0f);
+  auto ov = effattn::make_view(out.data(), s.B, s.H, s.M, s.Dv);
+  const effattn::ConstView<index_t, 1> null_with_shape(nullptr, {s.B});
+  EXPECT_THROW(pa::cross_attention<float>(d.qv(), d.kv(), d.vv(), ov, null_with_shape), std::invalid_argument);
+  EXPECT_THROW(pa::latent_attention<float>(d.qv(), d.kv(), d.vv(), ov, null_with_shape), std::invalid_argument);
+  std::vector<index_t> neg{3, -1};
+  EXPECT_THROW(pa::cross_attention<float>(d.qv(), d.kv(), d.vv(), ov, effattn::make_view<const index_t>(neg.data(), 2)),
+               effattn::parameter_error);
+  EXPECT_THROW(pa::latent_attention<float>(d.qv(), d.kv(), d.vv(), ov, effattn::make_view<const index_t>(neg.data(), 2)),
+               effattn::parameter_error);
+  for (float x : out) EXPECT_EQ(x, -3.0f);
+  std::vector<index_t> big{100, 8};  // > M is fine for the latent stack (every latent valid), not for N
+  EXPECT_NO_THROW(pa::latent_attention<float>(d.qv(), d.kv(), d.vv(), ov, effattn::make_view<const index_t>(big.data(), 2)));
+  EXPECT_THROW(pa::cross_attention<float>(d.qv(), d.kv(), d.vv(), ov, effattn::make_view<const index_t>(big.data(), 2)),
+               effattn::parameter_error);
+}
+
 TEST(PerceiverArAttention, ExecutorForSmallWorkIsSerial) {
   const effattn::Executor ex{2};
   EXPECT_EQ(effattn::executor_for(ex, 1e3).num_threads, 1);

@@ -97,7 +97,6 @@ EFFATTN_ALWAYS_INLINE vf broadcast(float x) {
   return r;
 #endif
 }
-EFFATTN_ALWAYS_INLINE vf zero() { return broadcast(0.0f); }
 
 /// a * b + c, fused where the target has FMA (the same on every thread, so
 /// results stay bit-identical whatever the thread count).

@@ -75,10 +75,7 @@ class View {
   template <class... I>
   T& operator()(I... idx) const {
     static_assert(sizeof...(I) == Rank, "effattn::View: wrong number of indices");
-    const index_t ix[] = {static_cast<index_t>(idx)...};
-    index_t off = 0;
-    for (int d = 0; d < Rank; ++d) off += ix[d] * strides_[d];
-    return data_[off];
+    return data_[offset({static_cast<index_t>(idx)...})];
   }
 
   /// Offset in elements of the given multi-index.

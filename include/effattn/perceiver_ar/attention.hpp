@@ -55,12 +55,7 @@ void check_latent(const char* op, const ConstView<T, 4>& q, const ConstView<T, 4
     EFFATTN_THROW(shape_error(effattn::detail::concat(op, ": k must hold the same M=", M,
                                                       " latents as q, got q ", effattn::detail::shape_str(q.shape()),
                                                       " k ", effattn::detail::shape_str(k.shape()))));
-  if (has_valid_length(valid_length)) {
-    effattn::detail::check_view(valid_length, op, "valid_length", false);
-    effattn::detail::check_shape(valid_length, op, "valid_length", "[B]", {q.dim(0)});
-    for (index_t b = 0; b < q.dim(0); ++b)
-      require(valid_length(b) >= 0, op, "valid_length", "[", b, "] must be >= 0, got ", valid_length(b));
-  }
+  check_valid_length(valid_length, q.dim(0), -1, op);  // any L >= M makes every latent valid
 }
 
 }  // namespace detail

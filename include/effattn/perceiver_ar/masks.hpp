@@ -40,16 +40,19 @@ EFFATTN_NAMESPACE_BEGIN
 namespace perceiver_ar {
 
 namespace detail {
-/// Checks valid_length [B] (absent when its data pointer is null) against N.
+/// Checks valid_length [B] (absent when its data pointer is null) against N;
+/// N < 0 means no upper bound (the latent stack: any L >= M is full).
 inline void check_valid_length(const ConstView<index_t, 1>& valid_length, index_t B, index_t N, const char* op) {
   if (valid_length.data() == nullptr && valid_length.dim(0) == 0) return;
   effattn::detail::check_view(valid_length, op, "valid_length", false);
   effattn::detail::check_shape(valid_length, op, "valid_length", "[B]", {B});
   for (index_t b = 0; b < B; ++b) {
     const index_t L = valid_length(b);
-    if (L < 0 || L > N)
-      EFFATTN_THROW(parameter_error(effattn::detail::concat(op, ": valid_length[", b, "]=", L,
-                                                            " must be in [0, N=", N, "]")));
+    if (L < 0 || (N >= 0 && L > N))
+      EFFATTN_THROW(parameter_error(N >= 0 ? effattn::detail::concat(op, ": valid_length[", b, "]=", L,
+                                                                     " must be in [0, N=", N, "]")
+                                           : effattn::detail::concat(op, ": valid_length[", b, "]=", L,
+                                                                     " must be >= 0")));
   }
 }
 inline bool has_valid_length(const ConstView<index_t, 1>& valid_length) { return valid_length.data() != nullptr; }

@@ -189,10 +189,6 @@ inline void widen_block(const KV* src, index_t rs, index_t cs, index_t rows, ind
   }
 }
 
-/// The result of attending a block of queries over a range of keys, before
-/// normalisation: O (unnormalised, [rows][dvp]), running max m and sum l.
-/// `finalize` divides and writes; split-KV merges several of these first.
-
 /// Attends queries [i0, i1) of (b, h) over the keys [kb, ke) allowed by the
 /// bound mask, adding the bound score. Leaves the unnormalised, transposed
 /// output Ot[dim][query] and the running max m and sum l per query in `w`.
