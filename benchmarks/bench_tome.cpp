@@ -129,7 +129,7 @@ const SdBlock& sd_block() {
 void sd_forward(const SdBlock& blk, Matrix& x, index_t side, double ratio, Matrix& h, Matrix& hm, Matrix& qkv,
                 Matrix& a, Matrix& y, Matrix& yu, const Executor& ex) {
   const index_t N = x.rows(), C = x.cols(), H = blk.heads, hd = C / H;
-  nn::layer_norm(x, blk.norm_w, blk.norm_b, 1e-5f, h);
+  nn::layer_norm(x, blk.norm_w, blk.norm_b, 1e-5f, h, ex);
   tome::MergePlan plan;
   const Matrix* in = &h;
   if (ratio > 0) {

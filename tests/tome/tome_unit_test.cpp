@@ -5,11 +5,14 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <effattn/tome/tome.hpp>
+#include <functional>
 #include <limits>
 #include <numeric>
 #include <random>
+#include <thread>
 
 #include "support/testing.hpp"
 
@@ -147,6 +150,24 @@ struct Shape {
   bool cls, dist;
 };
 
+/// An Executor whose hook runs every parallel step it is handed on `parts`
+/// std::threads (last range started first) and counts the steps in `calls`.
+/// Steps below effattn::executor_for's cutoff never reach the hook, so a
+/// count > 0 shows that a step really took the parallel path.
+effattn::Executor counting_executor(std::atomic<int>& calls, int parts = 3) {
+  effattn::Executor ex;
+  ex.parallel_for = [&calls, parts](index_t n, const std::function<void(index_t, index_t)>& body) {
+    ++calls;
+    std::vector<std::thread> threads;
+    for (int i = parts - 1; i >= 0; --i) {
+      const index_t b = n * i / parts, e = n * (i + 1) / parts;
+      if (b < e) threads.emplace_back(body, b, e);
+    }
+    for (auto& t : threads) t.join();
+  };
+  return ex;
+}
+
 }  // namespace
 
 TEST(TomeMatching, FastEqualsReferenceOnOddShapes) {
@@ -155,6 +176,7 @@ TEST(TomeMatching, FastEqualsReferenceOnOddShapes) {
                                      {2, 65, 40, 20, true, false}, {1, 129, 33, 64, false, false}, {2, 197, 64, 16, true, false},
                                      {1, 300, 80, 100, true, true}, {3, 131, 3, 30, false, false}};
   unsigned seed = 7;
+  int matched = 0, verified = 0;  // shapes with r_eff > 0 / with their indices checked
   for (const auto& s : shapes) {
     auto metric = testing_util::random_vector(s.B * s.N * s.C, ++seed);
     tome::MatchOptions opt{s.cls, s.dist};
@@ -164,9 +186,11 @@ TEST(TomeMatching, FastEqualsReferenceOnOddShapes) {
     ASSERT_EQ(plan.r, r_eff) << "N=" << s.N;
     ASSERT_EQ(plan.out_tokens(), s.N - r_eff);
     if (r_eff == 0) continue;
+    ++matched;
     auto ref = reference_matching(metric, s.B, s.N, s.C, evens(s.N), odds(s.N), r_eff, s.cls, s.dist, s.cls);
     testing_util::expect_close(plan.node_max, ref.node_max, 1e-5, 1e-5, "node_max");
     if (ref.min_margin > 1e-5) {
+      ++verified;
       EXPECT_EQ(plan.node_idx, ref.node_idx) << "N=" << s.N;
       EXPECT_EQ(plan.src_idx, ref.src);
       EXPECT_EQ(plan.dst_idx, ref.dst);
@@ -191,6 +215,10 @@ TEST(TomeMatching, FastEqualsReferenceOnOddShapes) {
       }
     }
   }
+  // A near-tie (margin below float resolution) may legitimately flip a
+  // decision; it must stay the exception, or the index checks above check nothing.
+  ASSERT_EQ(matched, 10);
+  ASSERT_GE(verified, matched - 1) << "only " << verified << " of " << matched << " shapes had their indices checked";
 }
 
 TEST(TomeMatching, StridedMetricView) {
@@ -291,27 +319,65 @@ TEST(TomeMatching, ZeroNormRowsGiveNoNaN) {
 }
 
 TEST(TomeMatching, ThreadCountDoesNotChangeResults) {
-  for (auto [N, C, Cx] : std::vector<std::array<index_t, 3>>{{577, 64, 768}, {1024, 320, 40}, {197, 768, 8}}) {
-    const index_t B = 3;
+  // {N, C, Cx}. The matching is above executor_for's cutoff for every shape;
+  // merge, merge_wavg and unmerge only for the last one (B * rows * Cx >= 4e6),
+  // below it they run serially whatever the Executor.
+  int big_merges = 0;
+  for (auto [N, C, Cx] :
+       std::vector<std::array<index_t, 3>>{{577, 64, 768}, {1024, 320, 40}, {197, 768, 8}, {4096, 16, 768}}) {
+    const index_t B = 3, r = N / 4;
+    const bool big_merge = double(B) * (N - r) * Cx >= 4e6;
+    big_merges += big_merge ? 1 : 0;
     auto metric = testing_util::random_vector(B * N * C, 21);
     auto x = testing_util::random_vector(B * N * Cx, 22);
-    std::vector<std::vector<float>> outs;
-    std::vector<tome::MergePlan> plans;
-    for (int t : {1, 2, 3}) {
-      effattn::Executor ex{t};
-      auto p = tome::bipartite_soft_matching(make_view<const float>(metric.data(), B, N, C), N / 4, {true, false}, ex);
-      std::vector<float> o(B * p.out_tokens() * Cx);
-      tome::merge<float>(p, make_view<const float>(x.data(), B, N, Cx), make_view(o.data(), B, p.out_tokens(), Cx),
+    std::vector<float> size(B * N);
+    std::mt19937 g(23);
+    for (auto& z : size) z = static_cast<float>(1 + g() % 5);
+    std::atomic<int> calls{0};
+    tome::MergePlan plan0;
+    std::vector<float> merged0, wavg0, wsize0, unmerged0;
+    int run = 0;
+    const effattn::Executor hook = counting_executor(calls);
+    for (const auto& ex : {effattn::Executor{1}, effattn::Executor{2}, effattn::Executor{3}, hook}) {
+      const bool hooked = static_cast<bool>(ex.parallel_for);
+      const int c0 = calls;
+      auto p = tome::bipartite_soft_matching(make_view<const float>(metric.data(), B, N, C), r, {true, false}, ex);
+      const int c1 = calls;
+      const index_t Np = p.out_tokens();
+      std::vector<float> o(B * Np * Cx), w(B * Np * Cx), ws(B * Np), u(B * N * Cx);
+      tome::merge<float>(p, make_view<const float>(x.data(), B, N, Cx), make_view(o.data(), B, Np, Cx),
                          tome::MergeMode::mean, ex);
-      plans.push_back(p);
-      outs.push_back(o);
+      const int c2 = calls;
+      tome::merge_wavg<float>(p, make_view<const float>(x.data(), B, N, Cx), make_view<const float>(size.data(), B, N),
+                              make_view(w.data(), B, Np, Cx), make_view(ws.data(), B, Np), ex);
+      const int c3 = calls;
+      tome::unmerge<float>(p, make_view<const float>(o.data(), B, Np, Cx), make_view(u.data(), B, N, Cx), ex);
+      if (hooked) {
+        EXPECT_GT(c1, c0) << "matching ran serially, N=" << N;
+        if (big_merge) {
+          EXPECT_GT(c2, c1) << "merge ran serially, N=" << N;
+          EXPECT_GT(c3, c2) << "merge_wavg ran serially, N=" << N;
+          EXPECT_GT(calls.load(), c3) << "unmerge ran serially, N=" << N;
+        }
+      }
+      if (run++ == 0) {
+        plan0 = p;
+        merged0 = o;
+        wavg0 = w;
+        wsize0 = ws;
+        unmerged0 = u;
+        continue;
+      }
+      EXPECT_EQ(p.node_max, plan0.node_max) << "N=" << N << " C=" << C;  // bit-identical
+      EXPECT_EQ(p.src_idx, plan0.src_idx);
+      EXPECT_TRUE(o == merged0) << "merge, N=" << N << " run " << run;
+      EXPECT_TRUE(w == wavg0) << "merge_wavg, N=" << N << " run " << run;
+      EXPECT_TRUE(ws == wsize0) << "merge_wavg sizes, N=" << N << " run " << run;
+      EXPECT_TRUE(u == unmerged0) << "unmerge, N=" << N << " run " << run;
     }
-    for (size_t i = 1; i < plans.size(); ++i) {
-      EXPECT_EQ(plans[i].node_max, plans[0].node_max) << "N=" << N << " C=" << C;  // bit-identical
-      EXPECT_EQ(plans[i].src_idx, plans[0].src_idx);
-      EXPECT_EQ(outs[i], outs[0]);
-    }
+    EXPECT_EQ(run, 4);
   }
+  EXPECT_GE(big_merges, 1);
 }
 
 TEST(TomeMatching, ThresholdVariant) {
@@ -388,16 +454,68 @@ TEST(TomeMerge, UnmergeSourceMapAndRestoreOrder) {
     n = it->tokens;
   }
   EXPECT_EQ(restored, y);
-  // Unmerge of an identity merge returns x itself; unmerge(merge(x)) keeps every
-  // unmerged token and every destination's group mean.
-  auto p = plans[0];
-  std::vector<float> m(B * p.out_tokens() * Cx), u(B * N0 * Cx);
-  tome::merge<float>(p, make_view<const float>(x0.data(), B, N0, Cx), make_view(m.data(), B, p.out_tokens(), Cx));
-  tome::unmerge<float>(p, make_view<const float>(m.data(), B, p.out_tokens(), Cx), make_view(u.data(), B, N0, Cx));
-  for (index_t b = 0; b < B; ++b)
-    for (index_t t = 0; t < N0; ++t)
-      for (index_t c = 0; c < Cx; ++c)
-        EXPECT_EQ(u[(b * N0 + t) * Cx + c], m[(b * p.out_tokens() + p.row_of[b * N0 + t]) * Cx + c]);
+  // unmerge(merge(x)) keeps every unmerged token exactly and gives every member
+  // of a merged group the group mean, in every layout (plain, class token,
+  // class + distillation token). The expected values come from the plan's index
+  // arrays (unm_idx, src_idx, dst_idx) alone, not from row_of or the group
+  // tables; unmerge of naive_merge's rows (laid out independently) must agree.
+  for (const tome::MatchOptions opt : {tome::MatchOptions{false, false}, tome::MatchOptions{true, false},
+                                       tome::MatchOptions{true, true}}) {
+    auto metric = testing_util::random_vector(B * N0 * C, 61);
+    auto p = tome::bipartite_soft_matching(make_view<const float>(metric.data(), B, N0, C), 13, opt);
+    ASSERT_EQ(p.r, 13);
+    const index_t Np = p.out_tokens(), nu = p.num_unmerged(), r = p.r;
+    std::vector<double> want(B * N0 * Cx, std::numeric_limits<double>::quiet_NaN());
+    std::vector<char> unmerged(B * N0, 0);
+    for (index_t b = 0; b < B; ++b) {
+      std::vector<std::vector<index_t>> group(p.num_b());  // B token j and the sources merged into it
+      for (index_t j = 0; j < p.num_b(); ++j) group[j].push_back(p.b_tok[j]);
+      for (index_t k = 0; k < r; ++k) group[p.dst_idx[b * r + k]].push_back(p.a_tok[p.src_idx[b * r + k]]);
+      for (const auto& members : group)
+        for (index_t c = 0; c < Cx; ++c) {
+          double s = 0;
+          for (index_t t : members) s += x0[(b * N0 + t) * Cx + c];
+          for (index_t t : members) want[(b * N0 + t) * Cx + c] = s / static_cast<double>(members.size());
+        }
+      for (index_t k = 0; k < nu; ++k) {
+        const index_t t = p.a_tok[p.unm_idx[b * nu + k]];
+        unmerged[b * N0 + t] = 1;
+        for (index_t c = 0; c < Cx; ++c) want[(b * N0 + t) * Cx + c] = x0[(b * N0 + t) * Cx + c];
+      }
+    }
+    for (double v : want) ASSERT_FALSE(std::isnan(v)) << "a token in no group";
+    std::vector<float> m(B * Np * Cx), u(B * N0 * Cx), un(B * N0 * Cx);
+    tome::merge<float>(p, make_view<const float>(x0.data(), B, N0, Cx), make_view(m.data(), B, Np, Cx));
+    tome::unmerge<float>(p, make_view<const float>(m.data(), B, Np, Cx), make_view(u.data(), B, N0, Cx));
+    testing_util::expect_close(u, want, 1e-6, 1e-6, "unmerge(merge(x))");
+    const auto naive = naive_merge(p, x0, Cx, tome::MergeMode::mean);
+    const std::vector<float> nf(naive.begin(), naive.end());
+    tome::unmerge<float>(p, make_view<const float>(nf.data(), B, Np, Cx), make_view(un.data(), B, N0, Cx));
+    testing_util::expect_close(un, want, 1e-6, 1e-6, "unmerge(naive_merge(x))");
+    for (index_t i = 0; i < B * N0; ++i) {
+      if (!unmerged[i]) continue;
+      for (index_t c = 0; c < Cx; ++c) ASSERT_EQ(u[i * Cx + c], x0[i * Cx + c]) << "unmerged token " << i;
+    }
+  }
+  // An identity plan (r == 0, from the matching or MergePlan::identity) merges
+  // nothing: merge(x) == x in every mode and unmerge(merge(x)) == x, bit for bit.
+  auto metric = testing_util::random_vector(B * N0 * C, 62);
+  const auto id0 = tome::bipartite_soft_matching(make_view<const float>(metric.data(), B, N0, C), 0, {true, false});
+  const auto id1 = tome::MergePlan::identity(B, N0);
+  EXPECT_EQ(id1.row_of, id0.row_of);
+  EXPECT_EQ(id1.group_ptr, id0.group_ptr);
+  EXPECT_EQ(id1.group_tok, id0.group_tok);
+  for (const auto* id : {&id0, &id1}) {
+    ASSERT_TRUE(id->is_identity());
+    ASSERT_EQ(id->out_tokens(), N0);
+    for (auto mode : {tome::MergeMode::mean, tome::MergeMode::sum, tome::MergeMode::amax}) {
+      std::vector<float> m(B * N0 * Cx, -1.0f), u(B * N0 * Cx, -1.0f);
+      tome::merge<float>(*id, make_view<const float>(x0.data(), B, N0, Cx), make_view(m.data(), B, N0, Cx), mode);
+      tome::unmerge<float>(*id, make_view<const float>(m.data(), B, N0, Cx), make_view(u.data(), B, N0, Cx));
+      EXPECT_EQ(m, x0);
+      EXPECT_EQ(u, x0);
+    }
+  }
 }
 
 TEST(TomeMerge, WavgCarriesSizes) {
@@ -500,13 +618,29 @@ TEST(TomeDiffusion, PartitionDrawsAndCaps) {
   auto p = tome::bipartite_soft_matching_random2d(make_view<const float>(metric.data(), 2, 35, 6), g, 1000);
   EXPECT_EQ(p.r, 29);
   EXPECT_EQ(p.out_tokens(), 6);
-  auto ref = reference_matching(metric, 2, 35, 6, p.a_tok, p.b_tok, 13, false, false, false);
-  auto p13 = tome::bipartite_soft_matching_random2d(make_view<const float>(metric.data(), 2, 35, 6), g, 13);
-  if (ref.min_margin > 1e-5) {
-    EXPECT_EQ(p13.src_idx, ref.src);
-    EXPECT_EQ(p13.dst_idx, ref.dst);
-    EXPECT_EQ(p13.unm_idx, ref.unm);
-  }
+  // Against the dense reference, for several r, destination draws and metrics.
+  int cases = 0, verified = 0;  // cases / cases with their indices checked (no near-tie)
+  for (unsigned seed : {12u, 13u, 14u})
+    for (bool rand : {false, true})
+      for (index_t r : {1, 13, 29}) {
+        auto m = testing_util::random_vector(2 * 35 * 6, seed);
+        const auto ri = rand ? make_view<const index_t>(draw.data(), 2, 3) : effattn::ConstView<index_t, 2>();
+        auto pr = tome::bipartite_soft_matching_random2d(make_view<const float>(m.data(), 2, 35, 6), g, r, ri);
+        ++cases;
+        ASSERT_EQ(pr.r, r);
+        tome::random2d_partition(g, ri, a, b);
+        EXPECT_EQ(pr.a_tok, a);
+        EXPECT_EQ(pr.b_tok, b);
+        auto ref = reference_matching(m, 2, 35, 6, a, b, r, false, false, false);
+        testing_util::expect_close(pr.node_max, ref.node_max, 1e-5, 1e-5, "node_max");
+        if (ref.min_margin > 1e-5) {
+          ++verified;
+          EXPECT_EQ(pr.src_idx, ref.src) << "seed=" << seed << " rand=" << rand << " r=" << r;
+          EXPECT_EQ(pr.dst_idx, ref.dst);
+          EXPECT_EQ(pr.unm_idx, ref.unm);
+        }
+      }
+  ASSERT_GE(verified, cases - 1) << "only " << verified << " of " << cases << " cases had their indices checked";
 }
 
 TEST(TomeBadInput, ThrowsAndWritesNothing) {
@@ -551,6 +685,46 @@ TEST(TomeBadInput, ThrowsAndWritesNothing) {
   // Output aliasing the input.
   EXPECT_THROW(tome::merge<float>(p, make_view<const float>(x.data(), B, N, 3), make_view(x.data() + 1, B, Np, 3)),
                effattn::shape_error);
+  // The messages name the operation, the argument and both shapes.
+  auto shape_message = [](auto&& f) {
+    try {
+      f();
+    } catch (const effattn::shape_error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no shape_error");
+  };
+  auto has = [](const std::string& msg, const std::string& part) { return msg.find(part) != std::string::npos; };
+  std::string msg = shape_message(
+      [&] { tome::merge<float>(p, make_view<const float>(x.data(), B, N + 1, 3), make_view(out.data(), B, Np, 3)); });
+  EXPECT_TRUE(has(msg, "tome::merge: x must be [plan.batch,plan.tokens,C]=[2,12,3], got [2,13,3]")) << msg;
+  msg = shape_message([&] {
+    tome::merge_source<float>(p, make_view<const float>(x.data(), B, N + 1, 3), make_view(out.data(), B, Np, 3));
+  });
+  EXPECT_TRUE(has(msg, "tome::merge_source: source must be") && has(msg, "got [2,13,3]")) << msg;
+  msg = shape_message([&] {
+    tome::merge_source<float>(p, make_view<const float>(x.data(), B, N, 3), make_view(out.data(), B, Np - 1, 3));
+  });
+  EXPECT_TRUE(has(msg, "tome::merge_source: out must be [B,N',C]=[2,9,3], got [2,8,3]")) << msg;
+  msg = shape_message([&] {
+    tome::merge_source<float>(p, make_view<const float>(x.data(), B, N, 3), make_view(x.data() + 1, B, Np, 3));
+  });
+  EXPECT_TRUE(has(msg, "tome::merge_source: output out must not share memory with input source")) << msg;
+  msg = shape_message([&] {
+    tome::unmerge<float>(p, make_view<const float>(x.data(), B, Np + 1, 3), make_view(un.data(), B, N, 3));
+  });
+  EXPECT_TRUE(has(msg, "tome::unmerge: y must be [B,N',C]=[2,9,3], got [2,10,3]")) << msg;
+  std::vector<index_t> map3(3 * N, 0), mo3(3 * N, -7);
+  msg = shape_message([&] {
+    tome::merge_source_map(p, make_view<const index_t>(map3.data(), 3, N), make_view(mo3.data(), 3, N));
+  });
+  EXPECT_TRUE(has(msg, "tome::merge_source_map: map_in must be [plan.batch,N0]=[2,12], got [3,12]")) << msg;
+  msg = shape_message([&] {
+    tome::restore_order<float>(make_view<const index_t>(map3.data(), 3, N), make_view<const float>(x.data(), B, Np, 3),
+                               make_view(un.data(), B, N, 3));
+  });
+  EXPECT_TRUE(has(msg, "tome::restore_order: map must be [y.dim(0),N0]=[2,12], got [3,12]")) << msg;
+  for (index_t v : mo3) ASSERT_EQ(v, -7);
   for (float v : out) ASSERT_EQ(v, sentinel);
   for (float v : so) ASSERT_EQ(v, sentinel);
   for (float v : un) ASSERT_EQ(v, sentinel);
@@ -665,20 +839,34 @@ TEST(TomeViT, TiledLinearMatchesEigenAndThreadCountDoesNotMatter) {
     l.forward(x, ref);
     EXPECT_LT((y1 - ref).cwiseAbs().maxCoeff(), 1e-4f);
   }
-  // A whole encoder pass, 1 vs 2 threads: bit-identical outputs and sizes.
-  auto enc = tome::ViTEncoder::random(rng, 3, 64, 4, 128);
-  const index_t B = 3, N = 41;
-  auto xin = testing_util::random_vector(B * N * 64, 10);
-  std::vector<effattn::nn::Matrix> outs;
-  std::vector<std::vector<float>> sizes;
-  for (int t : {1, 2}) {
-    effattn::nn::Matrix x = Eigen::Map<effattn::nn::Matrix>(xin.data(), B * N, 64);
-    tome::ToMeState st;
-    tome::ViTWorkspace ws;
-    enc.forward(x, B, {6, 5, 4}, st, {}, ws, effattn::Executor{t});
-    outs.push_back(x);
-    sizes.push_back(st.size);
+  // A whole encoder pass, 1 vs 2 threads vs the counting hook: bit-identical
+  // outputs and sizes. The small encoder stays below executor_for's cutoff
+  // (everything serial); the width-256 one over 197 tokens is above it for the
+  // dense layers and the attention, so their parallel path is exercised.
+  struct EncCase {
+    index_t depth, width, heads, mlp, B, N;
+    std::vector<index_t> schedule;
+  };
+  for (const auto& e : std::vector<EncCase>{{3, 64, 4, 128, 3, 41, {6, 5, 4}}, {2, 256, 4, 1024, 4, 197, {16, 8}}}) {
+    auto enc = tome::ViTEncoder::random(rng, e.depth, e.width, e.heads, e.mlp);
+    auto xin = testing_util::random_vector(e.B * e.N * e.width, 10);
+    std::atomic<int> calls{0};
+    std::vector<effattn::nn::Matrix> outs;
+    std::vector<std::vector<float>> sizes;
+    for (const auto& ex : {effattn::Executor{1}, effattn::Executor{2}, counting_executor(calls)}) {
+      effattn::nn::Matrix x = Eigen::Map<effattn::nn::Matrix>(xin.data(), e.B * e.N, e.width);
+      tome::ToMeState st;
+      tome::ViTWorkspace ws;
+      enc.forward(x, e.B, e.schedule, st, {}, ws, ex);
+      outs.push_back(x);
+      sizes.push_back(st.size);
+    }
+    if (e.width >= 256) {
+      EXPECT_GT(calls.load(), 0) << "the encoder never took the parallel path";
+    }
+    for (size_t i = 1; i < outs.size(); ++i) {
+      EXPECT_TRUE(outs[i] == outs[0]) << "width " << e.width << ", run " << i;
+      EXPECT_EQ(sizes[i], sizes[0]) << "width " << e.width << ", run " << i;
+    }
   }
-  EXPECT_EQ(outs[0], outs[1]);
-  EXPECT_EQ(sizes[0], sizes[1]);
 }

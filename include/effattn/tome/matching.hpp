@@ -93,6 +93,16 @@ struct MergePlan {
   index_t out_tokens() const { return tokens - r; }
   bool is_identity() const { return r == 0; }
 
+  /// The identity plan (r == 0, no partition) over `batch` sequences of
+  /// `tokens` tokens, finalized: the official `do_nothing`.
+  static MergePlan identity(index_t batch, index_t tokens) {
+    MergePlan p;
+    p.batch = batch;
+    p.tokens = tokens;
+    p.finalize();
+    return p;
+  }
+
   /// Output row of the k-th unmerged A token / of B position j.
   index_t unm_row(index_t k) const {
     if (!distill_layout) return k;
@@ -357,13 +367,7 @@ inline MergePlan bipartite_soft_matching(ConstView<float, 3> metric, index_t r, 
   detail::check_metric(metric, op);
   const index_t B = metric.dim(0), N = metric.dim(1);
   const index_t r_eff = std::min(r, detail::tome_r_cap(N, opt));
-  if (r_eff <= 0) {
-    MergePlan p;
-    p.batch = B;
-    p.tokens = N;
-    p.finalize();
-    return p;
-  }
+  if (r_eff <= 0) return MergePlan::identity(B, N);
   MergePlan p = detail::tome_partition(B, N, opt);
   auto s = detail::score_bipartite(metric, p.a_tok, p.b_tok, opt.class_token, opt.distill_token, ex);
   detail::decide(p, std::move(s), r_eff, opt.class_token);
@@ -387,14 +391,8 @@ inline MergePlan bipartite_soft_matching_threshold(ConstView<float, 3> metric, f
   detail::check_metric(metric, op);
   const index_t B = metric.dim(0), N = metric.dim(1);
   const index_t cap = std::min(max_r, detail::tome_r_cap(N, opt));
+  if (cap <= 0 || B == 0) return MergePlan::identity(B, N);
   MergePlan p = detail::tome_partition(B, N, opt);
-  if (cap <= 0 || B == 0) {
-    MergePlan id;
-    id.batch = B;
-    id.tokens = N;
-    id.finalize();
-    return id;
-  }
   auto s = detail::score_bipartite(metric, p.a_tok, p.b_tok, opt.class_token, opt.distill_token, ex);
   index_t r = cap;
   const index_t na = p.num_a();
@@ -404,12 +402,9 @@ inline MergePlan bipartite_soft_matching_threshold(ConstView<float, 3> metric, f
     r = std::min(r, c);
   }
   if (r <= 0) {
-    MergePlan id;
-    id.batch = B;
-    id.tokens = N;
+    MergePlan id = MergePlan::identity(B, N);
     id.node_max = std::move(s.node_max);
     id.node_idx = std::move(s.node_idx);
-    id.finalize();
     return id;
   }
   detail::decide(p, std::move(s), r, opt.class_token);
@@ -440,13 +435,10 @@ inline MergePlan bipartite_soft_matching_partition(ConstView<float, 3> metric, c
       seen[t] = 1;
     }
   const index_t r_eff = b_tok.empty() ? 0 : std::min<index_t>(r, static_cast<index_t>(a_tok.size()));
+  if (r_eff <= 0) return MergePlan::identity(B, N);
   MergePlan p;
   p.batch = B;
   p.tokens = N;
-  if (r_eff <= 0) {
-    p.finalize();
-    return p;
-  }
   p.a_tok = a_tok;
   p.b_tok = b_tok;
   auto s = detail::score_bipartite(metric, p.a_tok, p.b_tok, false, false, ex);

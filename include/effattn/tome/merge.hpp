@@ -33,15 +33,6 @@ namespace detail {
 
 constexpr index_t kRowChunk = 32;
 
-inline const char* mode_name(MergeMode m) {
-  switch (m) {
-    case MergeMode::mean: return "mean";
-    case MergeMode::sum: return "sum";
-    case MergeMode::amax: return "amax";
-  }
-  return "?";
-}
-
 inline void check_plan(const MergePlan& p, const char* op) {
   const index_t nout = p.out_tokens();
   const bool ok = p.batch >= 0 && p.tokens >= 0 && p.r >= 0 && p.r <= p.tokens &&
@@ -57,9 +48,7 @@ inline void check_plan(const MergePlan& p, const char* op) {
 template <class T>
 void check_tokens(const MergePlan& p, const View<T, 3>& x, const char* op, const char* name, bool writable) {
   effattn::detail::check_view(x, op, name, writable);
-  if (x.dim(0) != p.batch || x.dim(1) != p.tokens)
-    EFFATTN_THROW(shape_error(concat(op, ": ", name, " must be [B,N,C]=[", p.batch, ",", p.tokens, ",", x.dim(2),
-                                     "] (the plan's batch and tokens), got ", shape_str(x.shape()))));
+  effattn::detail::check_shape(x, op, name, "[plan.batch,plan.tokens,C]", {p.batch, p.tokens, x.dim(2)});
 }
 
 template <class T>
@@ -79,25 +68,13 @@ void for_rows(const Executor& ex, index_t B, index_t rows, index_t width, Body&&
   });
 }
 
-}  // namespace detail
-
-/// out = merge(x): x [B, N, C] -> out [B, N - r, C] (any strides; out must not
-/// overlap x). mode: mean (default; the destination counts itself once), sum,
-/// amax. Throws shape_error when x does not match the plan's [B, N] or out is
-/// not [B, N - r, C], before writing anything.
+/// merge() after its checks: out[b, g] = the mode's reduction of group g.
 template <class T>
-void merge(const MergePlan& plan, effattn::detail::identity_t<ConstView<T, 3>> x, View<T, 3> out,
-           MergeMode mode = MergeMode::mean, const Executor& ex = {}) {
-  const char* op = "tome::merge";
-  detail::check_plan(plan, op);
-  detail::check_tokens(plan, x, op, "x", false);
-  detail::check_out(out, plan.batch, plan.out_tokens(), x.dim(2), op, "out");
-  effattn::detail::check_no_alias(out, "out", x, "x", op);
-  require(mode == MergeMode::mean || mode == MergeMode::sum || mode == MergeMode::amax, op, "mode",
-          "must be mean, sum or amax");
+void merge_rows(const MergePlan& plan, const ConstView<T, 3>& x, const View<T, 3>& out, MergeMode mode,
+                const Executor& ex) {
   const index_t C = x.dim(2);
   const index_t xs = x.stride(2), os = out.stride(2);
-  detail::for_rows(ex, plan.batch, plan.out_tokens(), C, [&](index_t b, index_t g0, index_t g1) {
+  for_rows(ex, plan.batch, plan.out_tokens(), C, [&](index_t b, index_t g0, index_t g1) {
     for (index_t g = g0; g < g1; ++g) {
       const index_t* m0 = plan.group_begin(b, g);
       const index_t* m1 = plan.group_end(b, g);
@@ -129,6 +106,25 @@ void merge(const MergePlan& plan, effattn::detail::identity_t<ConstView<T, 3>> x
       }
     }
   });
+}
+
+}  // namespace detail
+
+/// out = merge(x): x [B, N, C] -> out [B, N - r, C] (any strides; out must not
+/// overlap x). mode: mean (default; the destination counts itself once), sum,
+/// amax. Throws shape_error when x does not match the plan's [B, N] or out is
+/// not [B, N - r, C], before writing anything.
+template <class T>
+void merge(const MergePlan& plan, effattn::detail::identity_t<ConstView<T, 3>> x, View<T, 3> out,
+           MergeMode mode = MergeMode::mean, const Executor& ex = {}) {
+  const char* op = "tome::merge";
+  detail::check_plan(plan, op);
+  detail::check_tokens(plan, x, op, "x", false);
+  detail::check_out(out, plan.batch, plan.out_tokens(), x.dim(2), op, "out");
+  effattn::detail::check_no_alias(out, "out", x, "x", op);
+  require(mode == MergeMode::mean || mode == MergeMode::sum || mode == MergeMode::amax, op, "mode",
+          "must be mean, sum or amax");
+  detail::merge_rows<T>(plan, x, out, mode, ex);
 }
 
 /// Size-weighted merge (official `merge_wavg`): x' = merge(x * size, sum) /
@@ -209,7 +205,7 @@ void merge_source(const MergePlan& plan, effattn::detail::identity_t<ConstView<T
     detail::check_tokens(plan, source, op, "source", false);
     detail::check_out(out, B, nout, source.dim(2), op, "out");
     effattn::detail::check_no_alias(out, "out", source, "source", op);
-    merge<T>(plan, source, out, MergeMode::amax, ex);
+    detail::merge_rows<T>(plan, source, out, MergeMode::amax, ex);  // checked above, with this op's names
     return;
   }
   detail::check_out(out, B, nout, plan.tokens, op, "out");
@@ -234,9 +230,7 @@ inline void merge_source_map(const MergePlan& plan, ConstView<index_t, 2> map_in
   index_t N0 = N;
   if (has_in) {
     effattn::detail::check_view(map_in, op, "map_in", false);
-    if (map_in.dim(0) != B)
-      EFFATTN_THROW(shape_error(effattn::detail::concat(op, ": map_in must be [B,N0] with B=", B, ", got ",
-                                                        effattn::detail::shape_str(map_in.shape()))));
+    effattn::detail::check_shape(map_in, op, "map_in", "[plan.batch,N0]", {B, map_in.dim(1)});
     N0 = map_in.dim(1);
     for (index_t b = 0; b < B; ++b)
       for (index_t t = 0; t < N0; ++t)
@@ -264,10 +258,7 @@ void restore_order(ConstView<index_t, 2> map, effattn::detail::identity_t<ConstV
   effattn::detail::check_view(map, op, "map", false);
   effattn::detail::check_view(y, op, "y", false);
   const index_t B = y.dim(0), Np = y.dim(1), C = y.dim(2);
-  if (map.dim(0) != B)
-    EFFATTN_THROW(shape_error(effattn::detail::concat(op, ": map must be [B,N0] with B=", B, " (from y ",
-                                                      effattn::detail::shape_str(y.shape()), "), got ",
-                                                      effattn::detail::shape_str(map.shape()))));
+  effattn::detail::check_shape(map, op, "map", "[y.dim(0),N0]", {B, map.dim(1)});
   const index_t N0 = map.dim(1);
   for (index_t b = 0; b < B; ++b)
     for (index_t t = 0; t < N0; ++t)
@@ -293,10 +284,7 @@ void unmerge(const MergePlan& plan, effattn::detail::identity_t<ConstView<T, 3>>
   const char* op = "tome::unmerge";
   detail::check_plan(plan, op);
   effattn::detail::check_view(y, op, "y", false);
-  if (y.dim(0) != plan.batch || y.dim(1) != plan.out_tokens())
-    EFFATTN_THROW(shape_error(effattn::detail::concat(op, ": y must be [B,N',C]=[", plan.batch, ",",
-                                                      plan.out_tokens(), ",", y.dim(2), "], got ",
-                                                      effattn::detail::shape_str(y.shape()))));
+  effattn::detail::check_shape(y, op, "y", "[B,N',C]", {plan.batch, plan.out_tokens(), y.dim(2)});
   detail::check_out(out, plan.batch, plan.tokens, y.dim(2), op, "out");
   effattn::detail::check_no_alias(out, "out", y, "y", op);
   const index_t C = y.dim(2), N = plan.tokens;

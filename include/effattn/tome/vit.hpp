@@ -253,9 +253,7 @@ inline void tome_block_forward(const ViTBlock& blk, nn::Matrix& x, ToMeState& st
   if (r > 0) {
     plan = bipartite_soft_matching(make_view<const float>(ws.metric.data(), B, N, hd), r, opt.match, ex);
   } else {
-    plan.batch = B;
-    plan.tokens = N;
-    plan.finalize();
+    plan = MergePlan::identity(B, N);
   }
   if (trace) {
     trace->metric = ws.metric;
