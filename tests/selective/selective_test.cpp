@@ -8,7 +8,9 @@
 #include <cstring>
 #include <effattn/effattn.hpp>
 #include <effattn/selective/selective.hpp>
+#include <initializer_list>
 #include <ostream>
+#include <string>
 #include <vector>
 
 #include "support/golden.hpp"
@@ -63,6 +65,35 @@ void kill_selection(Problem& p, index_t hs) {
 template <class A>
 bool bit_equal(const A& a, const A& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(a[0])) == 0;
+}
+
+/// Checks one eviction choice of the cache against reference eviction scores
+/// score(j) (the smallest F over the groups, kv_cache.hpp): position 0 is
+/// never evicted, and every evicted candidate scores at least as high as every
+/// kept one (to `tol`: the cache rounds the same S terms differently), an
+/// exact tie going to the older position. Returns whether the choice was
+/// decisive: every evicted score above every kept one by more than tol, so
+/// that a wrong rule (smallest F first, say) would have failed here.
+template <class Score>
+bool check_eviction(const std::vector<index_t>& candidates, const std::vector<index_t>& evicted, Score score,
+                    double tol) {
+  std::vector<index_t> kept;
+  for (index_t j : candidates)
+    if (j != 0 && std::find(evicted.begin(), evicted.end(), j) == evicted.end()) kept.push_back(j);
+  bool decisive = true;
+  for (index_t e : evicted) {
+    EXPECT_NE(e, 0) << "position 0 evicted";
+    EXPECT_NE(std::find(candidates.begin(), candidates.end(), e), candidates.end()) << e << " was not cached";
+    for (index_t k : kept) {
+      const double se = score(e), sk = score(k);
+      EXPECT_GE(se, sk - tol) << "evicted " << e << " (score " << se << ") but kept " << k << " (score " << sk << ")";
+      if (se == sk) {
+        EXPECT_LT(e, k) << "tie between " << e << " and " << k << ": the older position goes first";
+      }
+      decisive = decisive && se > sk + tol;
+    }
+  }
+  return decisive;
 }
 
 }  // namespace
@@ -388,14 +419,47 @@ TEST(SelectiveDecode, StepsWithoutPruningEqualPrefill) {
 }
 
 // Pruned decoding equals dense selective attention in which query t also gets
-// -inf on exactly the tokens evicted up to (and at) step t.
+// -inf on exactly the tokens evicted up to (and at) step t. Every eviction is
+// checked against the reference F (S, hence F, does not depend on pruning):
+// the victim is the cached token with the largest min over groups of F.
 TEST(SelectiveDecode, PrunedEqualsDenseWithEvictedMasked) {
   for (auto groups : {std::vector<index_t>{}, std::vector<index_t>{1, 2}}) {
+    SCOPED_TRACE(groups.size());
     Problem p(2, 4, 2, 60, 16, 16, 61);
     const index_t N = p.N, K = 7, prompt = 12;
     SelectiveOptions opt;
     opt.group_selection_heads = groups;
     const index_t ng = groups.empty() ? 1 : 2;
+    // Reference F[b][g][i][j] = sum_{i' < i} S[b][g][i'][j]: what the cache
+    // holds for token j just before query i.
+    std::vector<double> F(static_cast<size_t>(p.B * ng * N * N));
+    std::vector<float> scratch(p.out_size()), want(p.out_size());
+    selective_attention_reference<float>(p.qv(), p.kv(), p.vv(), out_view(scratch, p), opt, {}, {},
+                                         make_view(F.data(), p.B, ng, N, N));
+    auto f_ref = [&](index_t b, index_t g, index_t i, index_t j) {
+      return F[static_cast<size_t>(((b * ng + g) * N + i) * N + j)];
+    };
+    // Eviction score of token j before query i (kv_cache.hpp): min over groups.
+    auto evict_score = [&](index_t b, index_t i, index_t j) {
+      double sc = f_ref(b, 0, i, j);
+      for (index_t g = 1; g < ng; ++g) sc = std::min(sc, f_ref(b, g, i, j));
+      return sc;
+    };
+    const double tol = 1e-4;  // cache (float S terms) vs reference (float64)
+    // The cache's running F of every cached token against the reference, before query i.
+    auto expect_f = [&](const SelectiveKVCache<float>& c, index_t i) {
+      for (index_t b = 0; b < p.B; ++b) {
+        const auto pos = c.positions(b);
+        for (index_t s = 0; s < c.size(); ++s)
+          for (index_t g = 0; g < ng; ++g) {
+            const double want_f = f_ref(b, g, i, pos[static_cast<size_t>(s)]);
+            ASSERT_NEAR(c.f(b, s, g), want_f, tol * (1 + want_f))
+                << "b=" << b << " slot=" << s << " g=" << g << " i=" << i;
+          }
+      }
+    };
+    index_t decisive = 0, choices = 0;
+
     SelectiveKVCache<float> cache(p.B, p.H, p.Hkv, p.D, p.Dv, K, opt);
     // evicted_at[b][j] = the step whose query first can no longer see j.
     std::vector<std::vector<index_t>> evicted_at(p.B, std::vector<index_t>(N, N + 1));
@@ -408,11 +472,32 @@ TEST(SelectiveDecode, PrunedEqualsDenseWithEvictedMasked) {
     for (index_t b = 0; b < p.B; ++b) {
       EXPECT_EQ(static_cast<index_t>(cache.last_evicted(b).size()), prompt - K);
       for (index_t j : cache.last_evicted(b)) evicted_at[b][j] = prompt;
+      // The expected evicted set: the prompt - K largest scores of positions
+      // 1 .. prompt-1 (ties: oldest first), exact where the cut is decisive.
+      auto score = [&](index_t j) { return evict_score(b, prompt, j); };
+      std::vector<index_t> order(static_cast<size_t>(prompt - 1));
+      for (index_t j = 1; j < prompt; ++j) order[static_cast<size_t>(j - 1)] = j;
+      std::stable_sort(order.begin(), order.end(), [&](index_t x, index_t y) {
+        return score(x) != score(y) ? score(x) > score(y) : x < y;
+      });
+      std::vector<index_t> want_ev(order.begin(), order.begin() + (prompt - K)), got_ev = cache.last_evicted(b);
+      std::sort(want_ev.begin(), want_ev.end());
+      std::sort(got_ev.begin(), got_ev.end());
+      EXPECT_GT(score(order[static_cast<size_t>(prompt - K - 1)]), score(order[static_cast<size_t>(prompt - K)]) + tol)
+          << "the prefill cut is not decisive for this data: pick another seed";
+      EXPECT_EQ(got_ev, want_ev) << "b=" << b;
+      std::vector<index_t> all(static_cast<size_t>(prompt));
+      for (index_t j = 0; j < prompt; ++j) all[static_cast<size_t>(j)] = j;
+      decisive += check_eviction(all, cache.last_evicted(b), score, tol);
+      ++choices;
     }
+    expect_f(cache, prompt);
     for (index_t bh = 0; bh < p.B * p.H; ++bh)
       for (index_t i = 0; i < prompt; ++i)
         for (index_t e = 0; e < p.Dv; ++e) got[(bh * N + i) * p.Dv + e] = po[(bh * prompt + i) * p.Dv + e];
     for (index_t t = prompt; t < N; ++t) {
+      std::vector<std::vector<index_t>> before(static_cast<size_t>(p.B));
+      for (index_t b = 0; b < p.B; ++b) before[static_cast<size_t>(b)] = cache.positions(b);
       cache.step(p.q_at(t), p.k_at(t), p.v_at(t), make_view(step.data(), p.B, p.H, index_t(1), p.Dv), Executor{2});
       ASSERT_EQ(cache.size(), K);
       for (index_t b = 0; b < p.B; ++b) {
@@ -421,15 +506,28 @@ TEST(SelectiveDecode, PrunedEqualsDenseWithEvictedMasked) {
         EXPECT_NE(j, 0);
         EXPECT_EQ(evicted_at[b][j], N + 1) << "evicted twice";
         evicted_at[b][j] = t;
+        // The victim has the largest score before query t among the cached tokens.
+        const auto& cand = before[static_cast<size_t>(b)];
+        decisive += check_eviction(cand, cache.last_evicted(b), [&](index_t x) { return evict_score(b, t, x); }, tol);
+        ++choices;
+        // The cache now holds the others and t.
+        std::vector<index_t> want_pos;
+        for (index_t x : cand)
+          if (x != j) want_pos.push_back(x);
+        want_pos.push_back(t);
+        auto pos = cache.positions(b);
+        std::sort(want_pos.begin(), want_pos.end());
+        std::sort(pos.begin(), pos.end());
+        EXPECT_EQ(pos, want_pos) << "b=" << b << " t=" << t;
       }
+      if (t + 1 < N) expect_f(cache, t + 1);
       for (index_t bh = 0; bh < p.B * p.H; ++bh)
         for (index_t e = 0; e < p.Dv; ++e) got[(bh * N + t) * p.Dv + e] = step[bh * p.Dv + e];
     }
+    // Most choices were clear-cut (otherwise the checks above prove little).
+    EXPECT_GE(decisive * 4, choices * 3) << decisive << " of " << choices << " eviction choices were decisive";
+
     // Dense oracle: F from the reference, the evicted set as a mask.
-    std::vector<double> F(static_cast<size_t>(p.B * ng * N * N));
-    std::vector<float> scratch(p.out_size()), want(p.out_size());
-    selective_attention_reference<float>(p.qv(), p.kv(), p.vv(), out_view(scratch, p), opt, {}, {},
-                                         make_view(F.data(), p.B, ng, N, N));
     const index_t hpg = p.H / ng;
     auto mask = make_predicate_mask([&](index_t b, index_t, index_t i, index_t j) { return j <= i && i < evicted_at[b][j]; });
     auto score = make_functor_score([&](index_t b, index_t h, index_t i, index_t j) {
@@ -458,6 +556,22 @@ TEST(SelectiveDecode, FirstTokenNeverEvictedAndTieRule) {
       for (index_t j = std::max<index_t>(1, t - K + 2); j <= t; ++j) want.push_back(j);
       ASSERT_EQ(pos, want) << "K=" << K << " t=" << t;
     }
+  }
+  // The same rule in prefill: the prompt's oldest tokens after token 0 go.
+  {
+    const index_t K = 5, P = 12;
+    SelectiveKVCache<float> cache(p.B, p.H, p.Hkv, p.D, p.Dv, K);
+    std::vector<float> po(static_cast<size_t>(p.H * P * p.Dv));
+    auto sub = [&](const std::vector<float>& x, index_t heads, index_t d) {
+      return ConstView<float, 4>(x.data(), {p.B, heads, P, d}, {heads * p.N * d, p.N * d, d, 1});
+    };
+    cache.prefill(sub(p.q, p.H, p.D), sub(p.k, p.Hkv, p.D), sub(p.v, p.Hkv, p.Dv),
+                  make_view(po.data(), p.B, p.H, P, p.Dv));
+    auto evicted = cache.last_evicted(0), pos = cache.positions(0);
+    std::sort(evicted.begin(), evicted.end());
+    std::sort(pos.begin(), pos.end());
+    EXPECT_EQ(evicted, (std::vector<index_t>{1, 2, 3, 4, 5, 6, 7}));
+    EXPECT_EQ(pos, (std::vector<index_t>{0, 8, 9, 10, 11}));
   }
   // With real selection data token 0 (F == 0 always) is never evicted either.
   Problem r(2, 2, 2, 80, 8, 8, 72);
@@ -591,7 +705,33 @@ TEST(SelectiveErrors, Throws) {
   EXPECT_THROW(cache.step(p.q_at(0), make_view(p.k.data(), 1, 2, 2, 8), p.v_at(0), make_view(step.data(), 1, 4, 1, 8)),
                shape_error);
   EXPECT_THROW(cache.step(p.q_at(0), p.k_at(0), p.v_at(0), make_view(step.data(), 1, 3, 1, 8)), shape_error);
+  // The messages name the operator, the parameter and the shapes.
+  auto expect_message = [](auto&& f, std::initializer_list<const char*> fragments) {
+    try {
+      f();
+      ADD_FAILURE() << "no exception";
+    } catch (const shape_error& e) {
+      const std::string msg = e.what();
+      for (const char* frag : fragments) EXPECT_NE(msg.find(frag), std::string::npos) << msg << " lacks " << frag;
+    }
+  };
+  expect_message(
+      [&] { cache.step(p.q_at(0), p.k_at(0), make_view(p.v.data(), 1, 2, 1, 7), make_view(step.data(), 1, 4, 1, 8)); },
+      {"SelectiveKVCache::step", "v must be [B,Hkv,N,Dv]=[1,2,1,8], got [1,2,1,7]"});
+  expect_message([&] { cache.step(p.q_at(0), p.k_at(0), p.v_at(0), make_view(step.data(), 1, 3, 1, 8)); },
+                 {"SelectiveKVCache::step", "out must be", "[1,4,1,8], got [1,3,1,8]"});
+  std::vector<float> lse(8);
+  auto step_lse = [&](View<float, 3> l) {
+    cache.step(p.q_at(0), p.k_at(0), p.v_at(0), make_view(step.data(), 1, 4, 1, 8), {}, l);
+  };
+  expect_message([&] { step_lse(make_view(lse.data(), 1, 4, 2)); },
+                 {"SelectiveKVCache::step", "lse must be", "[1,4,1], got [1,4,2]"});
+  expect_message([&] { step_lse(make_view(step.data(), 1, 4, 1)); },
+                 {"SelectiveKVCache::step", "lse must not share memory with input out"});
+  expect_message([&] { cache.step(p.q_at(0), p.k_at(0), p.v_at(0), make_view(p.q.data(), 1, 4, 1, 8)); },
+                 {"SelectiveKVCache::step", "out must not share memory with input q"});
   EXPECT_EQ(step, step0);
+  EXPECT_EQ(lse, std::vector<float>(8));
   EXPECT_EQ(cache.tokens_seen(), 0);
   cache.step(p.q_at(0), p.k_at(0), p.v_at(0), make_view(step.data(), 1, 4, 1, 8));
   std::vector<float> po(p.out_size());

@@ -40,6 +40,9 @@ void expect_mask_matches_rule(const tf::Layout& L, const std::string& what) {
   const auto lim = tf::block_causal_limits(L);
   const index_t N = L.length();
   ASSERT_EQ(dense.size(), static_cast<size_t>(N * N));
+  ASSERT_EQ(lim.B, 1);
+  ASSERT_EQ(lim.N, N);
+  ASSERT_EQ(lim.data.size(), static_cast<size_t>(N));
   for (index_t i = 0; i < N; ++i) {
     if (i > 0) {
       EXPECT_GE(lim(0, i), lim(0, i - 1)) << what;

@@ -85,6 +85,7 @@ class SelectiveKVCache {
     ng_ = static_cast<index_t>(sel_.size());
     scale_ = opt_.scale == 0 ? 1.0 / std::sqrt(static_cast<double>(D_)) : opt_.scale;
     evicted_.resize(static_cast<size_t>(B_));
+    qsel_.resize(static_cast<size_t>(D_));
   }
 
   index_t batch() const { return B_; }
@@ -98,7 +99,7 @@ class SelectiveKVCache {
   /// Bytes of key/value storage currently allocated (grows with the cached
   /// tokens up to `budget`, then stays).
   size_t kv_bytes() const { return (k_.size() + v_.size()) * sizeof(T); }
-  /// Bytes of all the cache's buffers (K, V, F, bias, positions).
+  /// Bytes of the cache's storage (K, V, F, bias, positions).
   size_t total_bytes() const {
     return kv_bytes() + f_.size() * sizeof(double) + bias_.size() * sizeof(S) + pos_.size() * sizeof(index_t);
   }
@@ -202,24 +203,24 @@ class SelectiveKVCache {
     const ConstView<T, 4> vc(v_.data(), {B_, Hkv_, n_, Dv_}, {Hkv_ * cap_ * Dv_, cap_ * Dv_, Dv_, 1});
     AttentionOptions ao;
     ao.scale = scale_;
-    // A small cache is not worth waking threads for (results do not depend on
-    // the thread count either way).
-    const bool tiny = B_ * H_ * n_ * (D_ + Dv_) < (index_t(1) << 16);
-    attention<T>(q, kc, vc, out, NoMask{}, detail::GroupKeyBias<S>{bias_.data(), ng_, H_ / ng_, cap_}, ao,
-                 tiny ? Executor(1) : ex, lse);
+    // (The engine runs a decode step this small on the calling thread.)
+    attention<T>(q, kc, vc, out, NoMask{}, detail::GroupKeyBias<S>{bias_.data(), ng_, H_ / ng_, cap_}, ao, ex, lse);
 
-    // The token's own selection row, into F.
+    // The token's own selection row, into F: the selection head's query row,
+    // scaled once (as the prefill does), against every cached key row.
     const index_t G = H_ / Hkv_;
+    const S sc = static_cast<S>(scale_);
+    S* qs = qsel_.data();
     for (index_t b = 0; b < B_; ++b)
       for (index_t g = 0; g < ng_; ++g) {
         const index_t hs = sel_[static_cast<size_t>(g)], hk = hs / G;
+        for (index_t e = 0; e < D_; ++e) qs[e] = static_cast<S>(q(b, hs, 0, e)) * sc;
         for (index_t s = 0; s < n_; ++s) {
           const index_t j = pos_[static_cast<size_t>(b * cap_ + s)];
           if (j == 0 || j == t) continue;
           const T* kr = k_.data() + ((b * Hkv_ + hk) * cap_ + s) * D_;
-          S dot = 0;
-          for (index_t e = 0; e < D_; ++e) dot += static_cast<S>(q(b, hs, 0, e)) * static_cast<S>(kr[e]);
-          const S x = dot * static_cast<S>(scale_);
+          S x = 0;
+          for (index_t e = 0; e < D_; ++e) x += qs[e] * static_cast<S>(kr[e]);
           if (x > S(0)) set_f(b, g, s, f_[static_cast<size_t>((b * ng_ + g) * cap_ + s)] + static_cast<double>(x));
         }
       }
@@ -231,28 +232,18 @@ class SelectiveKVCache {
       EFFATTN_THROW(parameter_error(detail::concat("SelectiveKVCache::", what, ": b must be in [0, ", B_, "), got ", b)));
   }
 
+  /// The cache's own shapes first (so that a wrong k or v is named as such),
+  /// then the generic attention checks: views, out [B,H,N,Dv] and lse [B,H,N]
+  /// against q and v, no output sharing memory with anything else.
   template <class L>
   void check_inputs(const char* op, const ConstView<T, 4>& q, const ConstView<T, 4>& k, const ConstView<T, 4>& v,
                     const View<T, 4>& out, const View<L, 3>& lse, index_t n) const {
-    detail::check_view(q, op, "q", false);
-    detail::check_view(k, op, "k", false);
-    detail::check_view(v, op, "v", false);
-    detail::check_view(out, op, "out", true);
     detail::check_shape(q, op, "q", "[B,H,N,D]", {B_, H_, n, D_});
     detail::check_shape(k, op, "k", "[B,Hkv,N,D]", {B_, Hkv_, n, D_});
     detail::check_shape(v, op, "v", "[B,Hkv,N,Dv]", {B_, Hkv_, n, Dv_});
-    detail::check_shape(out, op, "out", "[B,H,N,Dv]", {B_, H_, n, Dv_});
-    detail::check_no_alias(out, "out", q, "q", op);
-    detail::check_no_alias(out, "out", k, "k", op);
-    detail::check_no_alias(out, "out", v, "v", op);
-    if (lse.data() != nullptr) {
-      detail::check_view(lse, op, "lse", true);
-      detail::check_shape(lse, op, "lse", "[B,H,N]", {B_, H_, n});
-      detail::check_no_alias(lse, "lse", out, "out", op);
-      detail::check_no_alias(lse, "lse", q, "q", op);
-      detail::check_no_alias(lse, "lse", k, "k", op);
-      detail::check_no_alias(lse, "lse", v, "v", op);
-    }
+    AttentionOptions ao;  // scale_ is valid; the tile sizes are prefill's (checked there)
+    ao.scale = scale_;
+    detail::check_attention_args(op, q, k, v, out, lse, ao, 1);
   }
 
   /// Eviction score of token j from F rows fr[g * stride + j]: the smallest F
@@ -336,6 +327,7 @@ class SelectiveKVCache {
   std::vector<double> f_;         // [B][G][cap] running F per slot
   std::vector<S> bias_;           // [B][G][cap] = -F, what the engine adds
   std::vector<index_t> pos_;      // [B][cap] token position of each slot
+  std::vector<S> qsel_;           // [D] step(): the scaled query row of one selection head
   std::vector<std::vector<index_t>> evicted_;
 };
 

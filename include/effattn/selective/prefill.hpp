@@ -41,7 +41,8 @@ constexpr index_t kSelectiveKeyChunk = 256;
 /// Score policy of the tiled prefill. The current tile's F rows are stored
 /// key-major like the engine's score tile, f[j * ld + (i - i0)] = F[i, j]
 /// (ld = block_q), so apply_tile() (the engine's block hook) is one contiguous
-/// vector subtraction per key row; apply() is the per-row interface.
+/// vector subtraction per key row. Its only user, detail::attend_tile, calls
+/// apply_tile() when a bound score has one, so there is no per-row apply().
 /// F[i, j] = 0 for j = 0 and j >= i - 1, so nothing else is touched.
 template <class S>
 struct SelectiveTileScore {
@@ -60,12 +61,6 @@ struct SelectiveTileScore {
         for (index_t c = cs; c < nq; ++c) row[c] -= fr[c];
       }
     }
-    void apply(index_t i, index_t j0, index_t j1, S* s, index_t st) const {
-      const index_t a = j0 > 1 ? j0 : 1;
-      const index_t e = j1 < i - 1 ? j1 : i - 1;
-      for (index_t j = a; j < e; ++j) s[(j - j0) * st] -= f[j * ld + (i - i0)];
-    }
-    double score(index_t i, index_t j) const { return -static_cast<double>(f[j * ld + (i - i0)]); }
   };
 };
 

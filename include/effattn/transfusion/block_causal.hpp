@@ -42,36 +42,16 @@ struct KeyLimits {
   KeyLimitMask mask() const { return KeyLimitMask{view()}; }
 };
 
-/// Key limits of a padded batch (see KeyLimits for padding).
-inline KeyLimits block_causal_limits(const BatchLayout& batch) {
-  KeyLimits r;
-  r.B = batch.batch();
-  r.N = batch.N;
-  r.data.resize(static_cast<size_t>(r.B * r.N));
-  for (index_t b = 0; b < r.B; ++b) {
-    const Layout& L = batch.items[static_cast<size_t>(b)];
-    index_t* row = r.data.data() + b * r.N;
-    for (index_t i = 0; i < L.length(); ++i) row[i] = L.key_limit(i);
-    for (index_t i = L.length(); i < r.N; ++i) row[i] = L.length();
-  }
-  return r;
+namespace detail {
+/// One row of key limits: L's own, then padding up to N (see KeyLimits).
+inline void fill_key_limits(const Layout& L, index_t N, index_t* row) {
+  for (index_t i = 0; i < L.length(); ++i) row[i] = L.key_limit(i);
+  for (index_t i = L.length(); i < N; ++i) row[i] = L.length();
 }
 
-/// Key limits of one sequence (B = 1, N = its length).
-inline KeyLimits block_causal_limits(const Layout& layout) {
-  BatchLayout b;
-  b.items.push_back(layout);
-  b.N = layout.length();
-  return block_causal_limits(b);
-}
-
-/// The dense boolean mask [B, N, N] (1 = may attend), for users who need one
-/// (e.g. to feed another attention implementation). mask[b][i][j] = j <
-/// limit(b, i): the block-causal rule on valid tokens; padding keys are never
-/// allowed and padding queries see every valid key. O(B N^2) memory.
-inline std::vector<std::uint8_t> block_causal_dense_mask(const BatchLayout& batch) {
-  const KeyLimits lim = block_causal_limits(batch);
-  const index_t N = batch.N;
+/// The dense mask [B, N, N] of given limits: mask[b][i][j] = j < limit(b, i).
+inline std::vector<std::uint8_t> dense_mask(const KeyLimits& lim) {
+  const index_t N = lim.N;
   std::vector<std::uint8_t> m(static_cast<size_t>(lim.B * N * N), 0);
   for (index_t b = 0; b < lim.B; ++b)
     for (index_t i = 0; i < N; ++i) {
@@ -80,13 +60,40 @@ inline std::vector<std::uint8_t> block_causal_dense_mask(const BatchLayout& batc
     }
   return m;
 }
+}  // namespace detail
+
+/// Key limits of a padded batch (see KeyLimits for padding).
+inline KeyLimits block_causal_limits(const BatchLayout& batch) {
+  KeyLimits r;
+  r.B = batch.batch();
+  r.N = batch.N;
+  r.data.resize(static_cast<size_t>(r.B * r.N));
+  for (index_t b = 0; b < r.B; ++b)
+    detail::fill_key_limits(batch.items[static_cast<size_t>(b)], r.N, r.data.data() + b * r.N);
+  return r;
+}
+
+/// Key limits of one sequence (B = 1, N = its length).
+inline KeyLimits block_causal_limits(const Layout& layout) {
+  KeyLimits r;
+  r.B = 1;
+  r.N = layout.length();
+  r.data.resize(static_cast<size_t>(r.N));
+  detail::fill_key_limits(layout, r.N, r.data.data());
+  return r;
+}
+
+/// The dense boolean mask [B, N, N] (1 = may attend), for users who need one
+/// (e.g. to feed another attention implementation). mask[b][i][j] = j <
+/// limit(b, i): the block-causal rule on valid tokens; padding keys are never
+/// allowed and padding queries see every valid key. O(B N^2) memory.
+inline std::vector<std::uint8_t> block_causal_dense_mask(const BatchLayout& batch) {
+  return detail::dense_mask(block_causal_limits(batch));
+}
 
 /// The dense mask [N, N] of one sequence.
 inline std::vector<std::uint8_t> block_causal_dense_mask(const Layout& layout) {
-  BatchLayout b;
-  b.items.push_back(layout);
-  b.N = layout.length();
-  return block_causal_dense_mask(b);
+  return detail::dense_mask(block_causal_limits(layout));
 }
 
 namespace detail {

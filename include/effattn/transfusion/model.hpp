@@ -54,7 +54,9 @@ struct Block {
   nn::Mlp mlp;
 };
 
-/// Key/value storage of every layer, [layers][H, capacity, hd] contiguous.
+/// Key/value storage, [layers][H, capacity, hd] contiguous: one entry per
+/// layer (a cache), or a single one that every layer reuses in turn (the
+/// uncached forward).
 struct KVStore {
   index_t layers = 0, heads = 0, capacity = 0, head_dim = 0;
   std::vector<std::vector<float>> k, v;
@@ -190,11 +192,14 @@ struct TinyTransfusion {
   /// in place). Their keys and values go to rows [r0, r0 + n) of `kv`; the
   /// queries attend keys [0, r0 + n) of `kv` (rows [0, r0) must already hold
   /// the prefix) under the key limits `limit` [n] (absolute, non-decreasing,
-  /// <= r0 + n). `pos` [n] are the rotary positions.
+  /// <= r0 + n). `pos` [n] are the rotary positions. `kv` holds every layer,
+  /// or (only with r0 = 0) one layer that each layer overwrites in turn.
   void run_rows(nn::Matrix& x, index_t r0, const std::vector<index_t>& pos, const std::vector<index_t>& limit,
                 KVStore& kv, const Executor& ex) const {
     const index_t n = x.rows(), H = cfg.heads, hd = cfg.head_dim(), C = cfg.dim, nk = r0 + n;
     EFFATTN_ASSERT(nk <= kv.capacity && static_cast<index_t>(pos.size()) == n, "run_rows: bad sizes");
+    EFFATTN_ASSERT(static_cast<index_t>(limit.size()) == n, "run_rows: bad limits");
+    EFFATTN_ASSERT(kv.layers == cfg.layers || (kv.layers == 1 && r0 == 0), "run_rows: bad KVStore layers");
     std::vector<float> q(static_cast<size_t>(H * n * hd)), o(static_cast<size_t>(H * n * hd));
     // Rotary tables for these rows.
     const index_t half = hd / 2;
@@ -215,15 +220,15 @@ struct TinyTransfusion {
         dst[e + half] = a * s[e] + b * c[e];
       }
     };
-    std::vector<index_t> lim(limit);
-    const ConstView<index_t, 2> limv = make_view(static_cast<const index_t*>(lim.data()), 1, n);
+    const ConstView<index_t, 2> limv = make_view(limit.data(), 1, n);
     nn::Matrix h, qkv, att, y;
     for (index_t l = 0; l < cfg.layers; ++l) {
       const Block& B = blocks[static_cast<size_t>(l)];
       nn::layer_norm(x, B.ln1_w, B.ln1_b, cfg.ln_eps, h, ex);
       B.qkv.forward(h, qkv);
-      float* K = kv.k[static_cast<size_t>(l)].data();
-      float* V = kv.v[static_cast<size_t>(l)].data();
+      const index_t kl = kv.layers == 1 ? 0 : l;  // a one-layer store is reused
+      float* K = kv.k[static_cast<size_t>(kl)].data();
+      float* V = kv.v[static_cast<size_t>(kl)].data();
       for (index_t hh = 0; hh < H; ++hh)
         for (index_t r = 0; r < n; ++r) {
           const float* row = qkv.data() + r * 3 * C + hh * hd;
@@ -232,7 +237,7 @@ struct TinyTransfusion {
           float* vd = V + (hh * kv.capacity + r0 + r) * hd;
           for (index_t e = 0; e < hd; ++e) vd[e] = row[2 * C + e];
         }
-      attention<float>(make_view(static_cast<const float*>(q.data()), 1, H, n, hd), kv.keys(l, nk), kv.values(l, nk),
+      attention<float>(make_view(static_cast<const float*>(q.data()), 1, H, n, hd), kv.keys(kl, nk), kv.values(kl, nk),
                        make_view(o.data(), 1, H, n, hd), KeyLimitMask{limv}, NoScore{}, AttentionOptions{}, ex);
       nn::merge_heads(o.data(), H, n, hd, att);
       B.proj.forward(att, y);
@@ -261,7 +266,8 @@ struct TinyTransfusion {
     if (N == 0) return;
     std::vector<index_t> lim(static_cast<size_t>(N));
     for (index_t i = 0; i < N; ++i) lim[static_cast<size_t>(i)] = layout.key_limit(i);
-    KVStore kv(cfg.layers, cfg.heads, N, cfg.head_dim());
+    // One layer's keys and values are live at a time: one store for all layers.
+    KVStore kv(1, cfg.heads, N, cfg.head_dim());
     run_rows(x, 0, layout.position, lim, kv, ex);
   }
 
