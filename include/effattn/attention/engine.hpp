@@ -39,16 +39,23 @@ template <class T, class KV = T>
 Problem<T, KV> make_problem(const ConstView<T, 4>& q, const ConstView<KV, 4>& k, const ConstView<KV, 4>& v,
                             const View<T, 4>& out, const View<acc_t<T>, 3>& lse, const AttnDims& d) {
   Problem<T, KV> p{};
-  p.q = q.data();
-  p.k = k.data();
-  p.v = v.data();
-  p.out = out.data();
+  // An empty view may hold any pointer, null included (a valid empty
+  // std::vector's data()). The kernels still form row addresses from it, so
+  // an empty operand is replaced by a dummy element with zero strides: the
+  // addresses stay valid and nothing is ever read or written through them.
+  static const T q_dummy{};
+  static const KV kv_dummy{};
+  static T out_dummy{};
+  p.q = q.empty() ? &q_dummy : q.data();
+  p.k = k.empty() ? &kv_dummy : k.data();
+  p.v = v.empty() ? &kv_dummy : v.data();
+  p.out = out.empty() ? &out_dummy : out.data();
   p.lse = d.has_lse ? lse.data() : nullptr;
   for (int i = 0; i < 4; ++i) {
-    p.qs[i] = q.stride(i);
-    p.ks[i] = k.stride(i);
-    p.vs[i] = v.stride(i);
-    p.os[i] = out.stride(i);
+    p.qs[i] = q.empty() ? 0 : q.stride(i);
+    p.ks[i] = k.empty() ? 0 : k.stride(i);
+    p.vs[i] = v.empty() ? 0 : v.stride(i);
+    p.os[i] = out.empty() ? 0 : out.stride(i);
   }
   for (int i = 0; i < 3; ++i) p.ls[i] = d.has_lse ? lse.stride(i) : 0;
   p.B = d.B;
@@ -190,8 +197,7 @@ void attention_dispatch(const ConstView<T, 4>& q, const ConstView<KV, 4>& k, con
   const auto d = check_attention_args(op, q, k, v, out, lse, opt, attention_query_tile_quantum());
   mask.check(op, d.B, d.H, d.Nq, d.Nk);
   score.check(op, d.B, d.H, d.Nq, d.Nk);
-  if (ex.num_threads < 0)
-    EFFATTN_THROW(parameter_error(concat(op, ": executor num_threads must be >= 0, got ", ex.num_threads)));
+  check_executor(ex, op);
   if (opt.backend == Backend::reference) {
     attention_reference<T>(q, k, v, out, mask, score, opt, lse);
     return;

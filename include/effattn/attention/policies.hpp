@@ -118,7 +118,9 @@ struct OffsetCausalMask {
   index_t offset = 0;
   struct Bound : detail::PrefixBound<Bound> {
     index_t offset, nk;
-    index_t end(index_t i) const { return detail::clamp_index(i + offset + 1, 0, nk); }
+    // i >= 0, so only a large positive offset can overflow i + offset + 1;
+    // any offset >= nk lets every query see every key.
+    index_t end(index_t i) const { return offset >= nk ? nk : detail::clamp_index(i + offset + 1, 0, nk); }
     index_t end_min(index_t i0, index_t) const { return end(i0); }
     index_t end_max(index_t, index_t i1) const { return end(i1 - 1); }
   };
@@ -168,7 +170,7 @@ struct KeyLimitMask {
   }
   Bound bind(index_t b, index_t, index_t, index_t) const {
     Bound r;
-    r.lim = limit.data() + b * limit.stride(0);
+    r.lim = limit.empty() ? limit.data() : limit.data() + b * limit.stride(0);  // no offset from an empty view's pointer
     r.stride = limit.stride(1);
     return r;
   }
@@ -241,7 +243,11 @@ struct KeyBiasScore {
     detail::check_view(bias, op, "bias", false);
     detail::check_shape(bias, op, "bias", "[B,Nk]", {B, nk});
   }
-  Bound bind(index_t b, index_t) const { return Bound{bias.data() + b * bias.stride(0), bias.stride(1)}; }
+  Bound bind(index_t b, index_t) const {
+    // No offset from an empty view's pointer (it may be null): with Nk = 0
+    // the bound score is never read.
+    return Bound{bias.empty() ? bias.data() : bias.data() + b * bias.stride(0), bias.stride(1)};
+  }
 };
 
 /// Any bias score(b, h, i, j), added in float.

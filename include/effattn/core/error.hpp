@@ -2,6 +2,7 @@
 // effattn: the exceptions thrown at public entry points.
 #pragma once
 
+#include <limits>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -50,6 +51,45 @@ std::string shape_str(const Container& c) {
   }
   os << ']';
   return os.str();
+}
+}  // namespace detail
+
+namespace detail {
+/// a * b for shape arithmetic (extents, element counts, offsets); throws
+/// shape_error("<op>: <what> ... overflows the index type") instead of wrapping.
+/// Every product of user-given extents goes through here or checked_add.
+template <class I>
+inline I checked_mul(I a, I b, const char* op, const char* what) {
+  I r{};
+#if defined(__GNUC__) || defined(__clang__)
+  const bool overflow = __builtin_mul_overflow(a, b, &r);
+#else
+  const bool overflow = a != 0 && (r = a * b, r / a != b);
+#endif
+  if (overflow)
+    EFFATTN_THROW(shape_error(concat(op, ": ", what, " = ", a, " * ", b, " overflows the index type")));
+  return r;
+}
+/// a + b for shape arithmetic; throws shape_error on overflow (see checked_mul).
+template <class I>
+inline I checked_add(I a, I b, const char* op, const char* what) {
+  I r{};
+#if defined(__GNUC__) || defined(__clang__)
+  const bool overflow = __builtin_add_overflow(a, b, &r);
+#else
+  const bool overflow = (b > 0 && a > std::numeric_limits<I>::max() - b) || (b < 0 && a < std::numeric_limits<I>::min() - b);
+  r = overflow ? I{} : a + b;
+#endif
+  if (overflow)
+    EFFATTN_THROW(shape_error(concat(op, ": ", what, " = ", a, " + ", b, " overflows the index type")));
+  return r;
+}
+/// The product of several extents, checked (see checked_mul).
+template <class I, class... More>
+inline I checked_product(const char* op, const char* what, I first, More... more) {
+  I r = first;
+  ((r = checked_mul(r, static_cast<I>(more), op, what)), ...);
+  return r;
 }
 }  // namespace detail
 

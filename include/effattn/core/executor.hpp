@@ -45,11 +45,20 @@ struct Executor {
 /// bit-identical for any thread count.
 inline Executor executor_for(const Executor& ex, double work) {
   constexpr double kSerialBelow = 4e6;
-  if (work < kSerialBelow) return Executor(1);
+  // An invalid executor is passed on unchanged, never hidden behind a serial
+  // one: it is rejected whatever the size of the step (check_executor).
+  if (work < kSerialBelow && ex.num_threads >= 0) return Executor(1);
   return ex;
 }
 
 namespace detail {
+
+/// The one executor rule, checked by every public entry point before it reads
+/// or writes anything: num_threads >= 0 (0 = OpenMP's default).
+inline void check_executor(const Executor& ex, const char* op) {
+  if (ex.num_threads < 0)
+    EFFATTN_THROW(parameter_error(concat(op, ": executor num_threads must be >= 0, got ", ex.num_threads)));
+}
 
 inline int resolve_threads(const Executor& ex, index_t work_items) {
   int t = 1;
@@ -69,7 +78,7 @@ inline int resolve_threads(const Executor& ex, index_t work_items) {
 template <class MakeScratch, class Body>
 void parallel_items(const Executor& ex, index_t n, MakeScratch&& make_scratch, Body&& body) {
   if (n <= 0) return;
-  if (ex.num_threads < 0) EFFATTN_THROW(parameter_error(concat("Executor: num_threads must be >= 0, got ", ex.num_threads)));
+  check_executor(ex, "Executor");
   if (ex.parallel_for) {
     std::exception_ptr err;
     std::mutex mu;

@@ -44,9 +44,16 @@ constexpr int kRegisters = 32;  // AArch64 NEON has 32
 #endif
 
 #if defined(__GNUC__) || defined(__clang__)
-typedef float vf __attribute__((vector_size(kBytes), aligned(4), __may_alias__));
-typedef double vd __attribute__((vector_size(kBytes), aligned(8), __may_alias__));
-typedef std::int32_t vi __attribute__((vector_size(kBytes), aligned(4), __may_alias__));
+// Register types keep their natural alignment (the vector size), so a local
+// array of them (accumulators a kernel keeps on the stack) is aligned as the
+// compiler assumes when it loads it with an aligned instruction. Memory that
+// is not known to be aligned is read and written only through the *_u types
+// (element alignment, may_alias), as <immintrin.h> does with __m512_u.
+typedef float vf __attribute__((vector_size(kBytes)));
+typedef double vd __attribute__((vector_size(kBytes)));
+typedef std::int32_t vi __attribute__((vector_size(kBytes)));
+typedef float vf_u __attribute__((vector_size(kBytes), aligned(4), __may_alias__));
+typedef double vd_u __attribute__((vector_size(kBytes), aligned(8), __may_alias__));
 #  define EFFATTN_HAVE_VECTOR_EXT 1
 #else
 #  define EFFATTN_HAVE_VECTOR_EXT 0
@@ -70,7 +77,7 @@ inline vf operator*(vf a, vf b) { for (int i = 0; i < kFloatLanes; ++i) a.v[i] *
 
 EFFATTN_ALWAYS_INLINE vf load(const float* p) {
 #if EFFATTN_HAVE_VECTOR_EXT
-  return *reinterpret_cast<const vf*>(p);  // vf is declared aligned(4), may_alias
+  return *reinterpret_cast<const vf_u*>(p);  // element-aligned, may_alias
 #else
   vf r;
   std::memcpy(&r, p, sizeof(vf));
@@ -79,7 +86,7 @@ EFFATTN_ALWAYS_INLINE vf load(const float* p) {
 }
 EFFATTN_ALWAYS_INLINE void store(float* p, vf v) {
 #if EFFATTN_HAVE_VECTOR_EXT
-  *reinterpret_cast<vf*>(p) = v;
+  *reinterpret_cast<vf_u*>(p) = v;
 #else
   std::memcpy(p, &v, sizeof(vf));
 #endif
@@ -199,7 +206,7 @@ EFFATTN_ALWAYS_INLINE float exp(float x) {
 constexpr int kDoubleLanes = kBytes / 8;
 EFFATTN_ALWAYS_INLINE vd load(const double* p) {
 #if EFFATTN_HAVE_VECTOR_EXT
-  return *reinterpret_cast<const vd*>(p);
+  return *reinterpret_cast<const vd_u*>(p);
 #else
   vd r;
   std::memcpy(&r, p, sizeof(vd));
@@ -208,7 +215,7 @@ EFFATTN_ALWAYS_INLINE vd load(const double* p) {
 }
 EFFATTN_ALWAYS_INLINE void store(double* p, vd v) {
 #if EFFATTN_HAVE_VECTOR_EXT
-  *reinterpret_cast<vd*>(p) = v;
+  *reinterpret_cast<vd_u*>(p) = v;
 #else
   std::memcpy(p, &v, sizeof(vd));
 #endif

@@ -55,12 +55,20 @@ class View {
   index_t stride(int d) const { return strides_[d]; }
 
   /// Number of elements (0 if any extent is 0).
+  /// Number of elements (0 if any extent is 0). Meaningful for a checked view
+  /// (detail::check_view rejects shapes whose element count overflows).
   index_t size() const {
+    if (empty()) return 0;
     index_t n = 1;
     for (auto e : shape_) n *= e;
     return n;
   }
-  bool empty() const { return size() == 0; }
+  /// True when some extent is 0 (never overflows, whatever the shape).
+  bool empty() const {
+    for (auto e : shape_)
+      if (e == 0) return true;
+    return false;
+  }
 
   /// True when the elements are packed row-major with no gaps.
   bool is_contiguous() const {
@@ -117,6 +125,25 @@ index_t max_offset(const View<T, R>& v, const char* op, const char* name) {
   return off;
 }
 
+/// One past the last byte of the element at offset `last` from p, in
+/// end_byte; false when that wraps the address space.
+template <class T>
+bool byte_end(T* p, index_t last, std::uintptr_t& end_byte) {
+  const auto base = reinterpret_cast<std::uintptr_t>(p);
+  std::uintptr_t bytes = 0;
+#if defined(__GNUC__) || defined(__clang__)
+  return !__builtin_mul_overflow(static_cast<std::uintptr_t>(last), sizeof(T), &bytes) &&
+         !__builtin_add_overflow(bytes, sizeof(T), &bytes) && !__builtin_add_overflow(base, bytes, &end_byte);
+#else
+  const auto mx = std::numeric_limits<std::uintptr_t>::max();
+  if (static_cast<std::uintptr_t>(last) > (mx - sizeof(T)) / sizeof(T)) return false;
+  bytes = (static_cast<std::uintptr_t>(last) + 1) * sizeof(T);
+  if (base > mx - bytes) return false;
+  end_byte = base + bytes;
+  return true;
+#endif
+}
+
 /// Checks a view's pointer, extents and strides; `writable` also demands that no
 /// two elements share an address (so a write never clobbers another element).
 template <class T, int R>
@@ -138,23 +165,30 @@ void check_view(const View<T, R>& v, const char* op, const char* name, bool writ
   if (n == 0) return;
   if (v.data() == nullptr)
     EFFATTN_THROW(shape_error(concat(op, ": ", name, " is a null pointer with shape ", shape_str(v.shape()))));
-  (void)max_offset(v, op, name);
+  const index_t last = max_offset(v, op, name);
+  // The addressed bytes must not run past the end of the address space (a
+  // huge stride that fits the index type can still wrap the pointer).
+  std::uintptr_t end_byte = 0;
+  if (!byte_end(v.data(), last, end_byte))
+    EFFATTN_THROW(shape_error(concat(op, ": ", name, " shape ", shape_str(v.shape()), " with strides ",
+                                     shape_str(v.strides()), " addresses past the end of memory")));
   if (!writable) return;
   // Non-overlap: order the non-trivial dimensions by stride; each stride must
-  // step over everything the smaller ones span.
+  // step past the largest offset the smaller ones reach (no overflow: that
+  // offset is bounded by max_offset, checked above).
   std::array<int, R> order{};
   int m = 0;
   for (int d = 0; d < R; ++d)
     if (v.dim(d) > 1) order[m++] = d;
   for (int a = 1; a < m; ++a)  // insertion sort: R is tiny
     for (int b = a; b > 0 && v.stride(order[b]) < v.stride(order[b - 1]); --b) std::swap(order[b], order[b - 1]);
-  index_t span = 1;
+  index_t reach = 0;
   for (int k = 0; k < m; ++k) {
     const int d = order[k];
-    if (v.stride(d) < span)
+    if (v.stride(d) <= reach)
       EFFATTN_THROW(shape_error(concat(op, ": output ", name, " has overlapping elements: shape ",
                                        shape_str(v.shape()), " strides ", shape_str(v.strides()))));
-    span = v.stride(d) * v.dim(d);
+    reach += (v.dim(d) - 1) * v.stride(d);
   }
 }
 
@@ -172,10 +206,13 @@ void check_shape(const View<T, R>& v, const char* op, const char* name, const ch
 template <class A, int RA, class B, int RB>
 bool ranges_overlap(const View<A, RA>& a, const View<B, RB>& b) {
   if (a.empty() || b.empty()) return false;
+  // Both views passed check_view, so their byte ranges end inside the address
+  // space; a range that would not is taken to reach its end (conservative).
   const auto a0 = reinterpret_cast<std::uintptr_t>(a.data());
   const auto b0 = reinterpret_cast<std::uintptr_t>(b.data());
-  const auto a1 = a0 + static_cast<std::uintptr_t>(max_offset(a, "", "") + 1) * sizeof(A);
-  const auto b1 = b0 + static_cast<std::uintptr_t>(max_offset(b, "", "") + 1) * sizeof(B);
+  std::uintptr_t a1 = 0, b1 = 0;
+  if (!byte_end(a.data(), max_offset(a, "", ""), a1)) a1 = std::numeric_limits<std::uintptr_t>::max();
+  if (!byte_end(b.data(), max_offset(b, "", ""), b1)) b1 = std::numeric_limits<std::uintptr_t>::max();
   return a0 < b1 && b0 < a1;
 }
 

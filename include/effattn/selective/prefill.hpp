@@ -180,8 +180,7 @@ void selective_attention(detail::identity_t<ConstView<T, 4>> q, detail::identity
     detail::check_no_alias(f_next, "f_next", out, "out", op);
     if (lse.data()) detail::check_no_alias(f_next, "f_next", lse, "lse", op);
   }
-  if (ex.num_threads < 0)
-    EFFATTN_THROW(parameter_error(detail::concat(op, ": executor num_threads must be >= 0, got ", ex.num_threads)));
+  detail::check_executor(ex, op);
   if (d.B * d.H * N == 0) {
     if (f_next.data() != nullptr)
       for (index_t b = 0; b < d.B; ++b)

@@ -189,6 +189,41 @@ inline void widen_block(const KV* src, index_t rs, index_t cs, index_t rows, ind
   }
 }
 
+/// True when the rows x cols block (row stride rs, element stride cs) holds
+/// only finite values: x * 0 is 0 for finite x and NaN for inf or NaN.
+template <class S>
+inline bool block_finite(const S* src, index_t rs, index_t cs, index_t rows, index_t cols) {
+  using V = simd::vec<S>;
+  constexpr int W = simd::lanes<S>;
+  const index_t cfull = cs == 1 ? cols / W * W : 0;
+  V accv = simd::splat<S>(0);
+  S acc = 0;
+  for (index_t r = 0; r < rows; ++r) {
+    const S* row = src + r * rs;
+    for (index_t c = 0; c < cfull; c += W) accv = accv + simd::load(row + c) * simd::splat<S>(0);
+    for (index_t c = cfull; c < cols; ++c) acc += row[c * cs] * S(0);
+  }
+  acc += simd::reduce_add(accv);
+  return acc == S(0);
+}
+
+/// Ot[e][c] += sum_j P[j][c] V[j][e] over the entries with P != 0 only, for
+/// the nq real queries of a block whose values are not all finite (see
+/// attend_tile). Scalar: it runs only on such blocks.
+template <class S>
+inline void pv_skip_masked(const S* v, index_t vrs, index_t vcs, index_t kn, index_t Dv, const S* st, index_t ld,
+                           index_t nq, S* ot) {
+  for (index_t e = 0; e < Dv; ++e) {
+    S* orow = ot + e * ld;
+    for (index_t j = 0; j < kn; ++j) {
+      const S x = v[j * vrs + e * vcs];
+      const S* prow = st + j * ld;
+      for (index_t c = 0; c < nq; ++c)
+        if (prow[c] != S(0)) orow[c] += prow[c] * x;
+    }
+  }
+}
+
 /// Attends queries [i0, i1) of (b, h) over the keys [kb, ke) allowed by the
 /// bound mask, adding the bound score. Leaves the unnormalised, transposed
 /// output Ot[dim][query] and the running max m and sum l per query in `w`.
@@ -235,17 +270,19 @@ void attend_tile(const Problem<T, KV>& p, index_t b, index_t h, index_t i0, inde
     } else {
       tile_gemm<S, false>(kn, nqp, kbase + j0 * p.ks[2], p.ks[2], p.ks[3], w.qt.data(), ld, D, st, ld);
     }
-    if (kind == BlockKind::partial) {
-      if constexpr (has_apply_tile<BMask, S>::value)
-        mask.apply_tile(i0, i1, j0, j1, st, ld);
-      else
-        for (index_t i = 0; i < nq; ++i) mask.apply(i0 + i, j0, j1, st + i, ld);
-    }
+    // The score first, then the mask, which overwrites: a masked logit is
+    // exactly -inf whatever the score said of it (even NaN).
     if constexpr (kScore) {
       if constexpr (has_apply_tile<BScore, S>::value)
         score.apply_tile(i0, i1, j0, j1, st, ld);
       else
         for (index_t i = 0; i < nq; ++i) score.apply(i0 + i, j0, j1, st + i, ld);
+    }
+    if (kind == BlockKind::partial) {
+      if constexpr (has_apply_tile<BMask, S>::value)
+        mask.apply_tile(i0, i1, j0, j1, st, ld);
+      else
+        for (index_t i = 0; i < nq; ++i) mask.apply(i0 + i, j0, j1, st + i, ld);
     }
 
     // Online softmax, vectorised across queries.
@@ -275,13 +312,27 @@ void attend_tile(const Problem<T, KV>& p, index_t b, index_t h, index_t i0, inde
         for (index_t c = 0; c < nqp; c += W)
           simd::store(ot + e * ld + c, simd::load(ot + e * ld + c) * simd::load(w.alpha.data() + c));
 
-    // Ot += V^T P^T (values read in place, or widened first).
+    // Ot += V^T P^T (values read in place, or widened first). In a partial
+    // block a key masked for some query has P = 0 there, and 0 * inf or
+    // 0 * NaN would still reach that query through the product: if the block
+    // holds a non-finite value (unused cache slots hold anything), such
+    // entries are skipped. Full blocks mask nothing and pay no test.
+    const S* vblk;
+    index_t vrs, vcs;
     if constexpr (kWiden) {
       widen_block(vbase + j0 * p.vs[2], p.vs[2], p.vs[3], kn, Dv, w.vw.data());
-      tile_gemm<S, true>(Dv, nqp, w.vw.data(), 1, Dv, st, ld, kn, ot, ld);
+      vblk = w.vw.data();
+      vrs = Dv;
+      vcs = 1;
     } else {
-      tile_gemm<S, true>(Dv, nqp, vbase + j0 * p.vs[2], p.vs[3], p.vs[2], st, ld, kn, ot, ld);
+      vblk = vbase + j0 * p.vs[2];
+      vrs = p.vs[2];
+      vcs = p.vs[3];
     }
+    if (kind == BlockKind::partial && !block_finite(vblk, vrs, vcs, kn, Dv))
+      pv_skip_masked(vblk, vrs, vcs, kn, Dv, st, ld, nq, ot);
+    else
+      tile_gemm<S, true>(Dv, nqp, vblk, vcs, vrs, st, ld, kn, ot, ld);
   }
 }
 
@@ -393,8 +444,9 @@ void attend_row(const Problem<T, KV>& p, index_t b, index_t h, index_t i, index_
     for (index_t d = dfull; d < D; ++d) t += qv[d] * kb_[d];
     s[j] = t;
   }
-  if (mask.classify(i, i + 1, kb, kend) == BlockKind::partial) mask.apply(i, kb, kend, s, 1);
+  // Score, then mask (which overwrites: see attend_tile).
   if (kScore) score.apply(i, kb, kend, s, 1);
+  if (mask.classify(i, i + 1, kb, kend) == BlockKind::partial) mask.apply(i, kb, kend, s, 1);
 
   // Softmax over the chunk, in vectors (the padding lanes are -inf: exp 0).
   const index_t np = round_up(n, W);
