@@ -40,6 +40,7 @@
 #include <cstdint>
 #include <limits>
 #include <numeric>
+#include <utility>
 #include <vector>
 
 #include <unsupported/Eigen/CXX11/Tensor>
@@ -67,9 +68,14 @@ namespace tome {
 ///
 /// Derived tables (built by finalize()):
 ///   row_of[b, t]       the output row that token t goes into,
-///   group_ptr[b, g..g+1], group_tok[b, ...]: the members of output row g: its
+///   group_ptr[b * out_tokens + g .. + 1], group_tok: the members of output row
+///                      g of batch b (offsets into group_tok, which holds batch
+///                      b's members at [b * tokens, (b + 1) * tokens)): its
 ///                      anchor (the unmerged A token or the B token) first, then
 ///                      the sources merged into it in decision order.
+/// Every table is O(batch * tokens): a plan over no tokens (tokens == 0) or no
+/// sequences (batch == 0) is O(1) whatever the other extent. A plan with
+/// batch == 0 holds no partition (a_tok, b_tok empty), only r and the shapes.
 struct MergePlan {
   index_t batch = 0;   ///< B
   index_t tokens = 0;  ///< N (tokens in)
@@ -84,7 +90,7 @@ struct MergePlan {
   std::vector<index_t> node_idx;      ///< [batch, num_a] its B position
 
   std::vector<index_t> row_of;     ///< [batch, tokens]
-  std::vector<index_t> group_ptr;  ///< [batch, out_tokens + 1], offsets into the batch's group_tok slice
+  std::vector<index_t> group_ptr;  ///< [batch * out_tokens + 1], offsets into group_tok
   std::vector<index_t> group_tok;  ///< [batch, tokens]
 
   index_t num_a() const { return static_cast<index_t>(a_tok.size()); }
@@ -95,7 +101,10 @@ struct MergePlan {
 
   /// The identity plan (r == 0, no partition) over `batch` sequences of
   /// `tokens` tokens, finalized: the official `do_nothing`.
+  /// Throws for batch < 0 or tokens < 0.
   static MergePlan identity(index_t batch, index_t tokens) {
+    require(batch >= 0 && tokens >= 0, "tome::MergePlan::identity", "batch/tokens", "must be >= 0, got batch=", batch,
+            " tokens=", tokens);
     MergePlan p;
     p.batch = batch;
     p.tokens = tokens;
@@ -115,31 +124,47 @@ struct MergePlan {
 
   /// Members of output row g of batch b: [begin, end) pointers into group_tok.
   const index_t* group_begin(index_t b, index_t g) const {
-    return group_tok.data() + b * tokens + group_ptr[b * (out_tokens() + 1) + g];
+    return group_tok.data() + group_ptr[static_cast<size_t>(b * out_tokens() + g)];
   }
   const index_t* group_end(index_t b, index_t g) const {
-    return group_tok.data() + b * tokens + group_ptr[b * (out_tokens() + 1) + g + 1];
+    return group_tok.data() + group_ptr[static_cast<size_t>(b * out_tokens() + g + 1)];
+  }
+
+  /// The sizes of the derived tables, checked: {batch * tokens, batch *
+  /// out_tokens + 1}. Throws shape_error when they overflow the index type.
+  std::pair<index_t, index_t> table_sizes(const char* op) const {
+    const index_t bt = effattn::detail::checked_mul(batch, tokens, op, "plan batch * tokens");
+    const index_t bo = effattn::detail::checked_mul(batch, out_tokens(), op, "plan batch * out_tokens");
+    return {bt, effattn::detail::checked_add(bo, index_t(1), op, "plan batch * out_tokens + 1")};
   }
 
   /// Builds row_of and the groups from a_tok, b_tok, unm_idx, src_idx, dst_idx
-  /// (or the identity when r == 0).
+  /// (or the identity when r == 0). Throws parameter_error when those do not
+  /// describe a valid decision (every token in A or B once, r <= |A|, indices
+  /// in range), before changing anything.
   void finalize() {
+    const char* op = "tome::MergePlan::finalize";
+    require(batch >= 0 && tokens >= 0 && r >= 0 && r <= tokens, op, "plan",
+            "needs batch >= 0, tokens >= 0 and 0 <= r <= tokens, got batch=", batch, " tokens=", tokens, " r=", r);
+    const auto sizes = table_sizes(op);
+    if (r > 0 && batch > 0) check_decision(op);
     const index_t nout = out_tokens();
-    row_of.assign(static_cast<size_t>(batch * tokens), 0);
-    group_ptr.assign(static_cast<size_t>(batch * (nout + 1)), 0);
-    group_tok.assign(static_cast<size_t>(batch * tokens), 0);
+    row_of.assign(static_cast<size_t>(sizes.first), 0);
+    group_ptr.assign(static_cast<size_t>(sizes.second), 0);
+    group_tok.assign(static_cast<size_t>(sizes.first), 0);
+    if (tokens == 0) return;  // no rows: nothing to fill, whatever the batch
     std::vector<index_t> fill;
     for (index_t b = 0; b < batch; ++b) {
       index_t* row = row_of.data() + b * tokens;
-      index_t* ptr = group_ptr.data() + b * (nout + 1);
-      index_t* mem = group_tok.data() + b * tokens;
+      index_t* ptr = group_ptr.data() + b * nout;  // ptr[0..nout], shared ends with the next batch
+      const index_t base = b * tokens;
       if (r == 0) {
         for (index_t t = 0; t < tokens; ++t) {
           row[t] = t;
-          ptr[t] = t;
-          mem[t] = t;
+          ptr[t] = base + t;
+          group_tok[static_cast<size_t>(base + t)] = t;
         }
-        ptr[tokens] = tokens;
+        ptr[tokens] = base + tokens;
         continue;
       }
       const index_t* unm = unm_idx.data() + b * num_unmerged();
@@ -147,9 +172,10 @@ struct MergePlan {
       const index_t* dst = dst_idx.data() + b * r;
       std::vector<index_t> count(static_cast<size_t>(nout), 1);
       for (index_t k = 0; k < r; ++k) ++count[dst_row(dst[k])];
-      ptr[0] = 0;
+      ptr[0] = base;
       for (index_t g = 0; g < nout; ++g) ptr[g + 1] = ptr[g] + count[g];
       fill.assign(ptr, ptr + nout);
+      index_t* mem = group_tok.data();
       for (index_t k = 0; k < num_unmerged(); ++k) {
         const index_t g = unm_row(k), t = a_tok[unm[k]];
         row[t] = g;
@@ -164,6 +190,42 @@ struct MergePlan {
         const index_t g = dst_row(dst[k]), t = a_tok[src[k]];
         row[t] = g;
         mem[fill[g]++] = t;
+      }
+    }
+  }
+
+ private:
+  /// The decision tables of a merging plan (r > 0, batch > 0) are consistent.
+  void check_decision(const char* op) const {
+    const index_t na = num_a(), nb = num_b();
+    auto bad = [&](const char* what) {
+      EFFATTN_THROW(parameter_error(effattn::detail::concat(op, ": plan ", what, " (batch=", batch, ", tokens=", tokens,
+                                                            ", r=", r, ", |A|=", na, ", |B|=", nb, ")")));
+    };
+    if (na + nb != tokens || r > na || nb < 1) bad("a_tok and b_tok must cover the tokens, with r <= |A| and |B| >= 1");
+    if (distill_layout && (na - r < 1 || nb < 1)) bad("distill layout needs an unmerged A token and a B token");
+    std::vector<char> seen(static_cast<size_t>(tokens), 0);
+    for (const auto* list : {&a_tok, &b_tok})
+      for (index_t t : *list) {
+        if (t < 0 || t >= tokens || seen[static_cast<size_t>(t)]) bad("a_tok/b_tok must list every token once");
+        seen[static_cast<size_t>(t)] = 1;
+      }
+    const index_t nu = na - r;
+    if (static_cast<index_t>(unm_idx.size()) / batch != nu || static_cast<index_t>(unm_idx.size()) % batch != 0 ||
+        static_cast<index_t>(src_idx.size()) / batch != r || static_cast<index_t>(src_idx.size()) % batch != 0 ||
+        static_cast<index_t>(dst_idx.size()) / batch != r || static_cast<index_t>(dst_idx.size()) % batch != 0)
+      bad("unm_idx must be [batch, |A| - r], src_idx and dst_idx [batch, r]");
+    std::vector<char> used(static_cast<size_t>(na));
+    for (index_t b = 0; b < batch; ++b) {
+      std::fill(used.begin(), used.end(), 0);
+      for (index_t k = 0; k < nu + r; ++k) {
+        const index_t i = k < nu ? unm_idx[static_cast<size_t>(b * nu + k)] : src_idx[static_cast<size_t>(b * r + k - nu)];
+        if (i < 0 || i >= na || used[static_cast<size_t>(i)]) bad("unm_idx and src_idx must list every A position once");
+        used[static_cast<size_t>(i)] = 1;
+      }
+      for (index_t k = 0; k < r; ++k) {
+        const index_t j = dst_idx[static_cast<size_t>(b * r + k)];
+        if (j < 0 || j >= nb) bad("dst_idx must be B positions");
       }
     }
   }
@@ -189,8 +251,22 @@ struct Scored {
 
 constexpr index_t kMatchBlock = 256;
 
-/// Checks metric values are finite (NaN would make the sort meaningless).
+/// An optional view is absent when it is default-constructed ({}): a null
+/// pointer and every extent 0. Any other view is present and checked like
+/// every input; a present view may be empty (some extent 0), and then its
+/// pointer may be null and is never offset or dereferenced.
+template <class T, int R>
+bool is_absent(const View<T, R>& v) {
+  if (v.data() != nullptr) return false;
+  for (index_t e : v.shape())
+    if (e != 0) return false;
+  return true;
+}
+
+/// Checks metric values are finite (NaN would make the sort meaningless). An
+/// empty metric has no values: no loop over its other (possibly huge) extents.
 inline void check_metric_finite(const ConstView<float, 3>& metric, const char* op) {
+  if (metric.empty()) return;
   for (index_t b = 0; b < metric.dim(0); ++b)
     for (index_t t = 0; t < metric.dim(1); ++t)
       for (index_t c = 0; c < metric.dim(2); ++c)
@@ -328,11 +404,25 @@ inline void check_metric(const ConstView<float, 3>& metric, const char* op) {
   check_metric_finite(metric, op);
 }
 
+/// A plan over no sequences (batch == 0): r tokens removed from each of the
+/// (absent) sequences, no partition, O(1) whatever N.
+inline MergePlan empty_batch_plan(index_t N, index_t r, bool distill_layout) {
+  MergePlan p;
+  p.batch = 0;
+  p.tokens = N;
+  p.r = r;
+  p.distill_layout = distill_layout && r > 0;
+  p.finalize();
+  return p;
+}
+
 inline MergePlan tome_partition(index_t B, index_t N, const MatchOptions& opt) {
   MergePlan p;
   p.batch = B;
   p.tokens = N;
   p.distill_layout = opt.distill_token;
+  p.a_tok.reserve(static_cast<size_t>((N + 1) / 2));
+  p.b_tok.reserve(static_cast<size_t>(N / 2));
   for (index_t t = 0; t < N; t += 2) p.a_tok.push_back(t);
   for (index_t t = 1; t < N; t += 2) p.b_tok.push_back(t);
   return p;
@@ -348,6 +438,24 @@ inline index_t tome_r_cap(index_t N, const MatchOptions& opt) {
   return std::max<index_t>(0, (N - prot) / 2);
 }
 
+/// Matching over a checked partition (a_tok, b_tok cover [0, N) once; metric
+/// checked; r >= 0).
+inline MergePlan match_partition(ConstView<float, 3> metric, const std::vector<index_t>& a_tok,
+                                 const std::vector<index_t>& b_tok, index_t r, bool sort_unm, const Executor& ex) {
+  const index_t B = metric.dim(0), N = metric.dim(1);
+  const index_t r_eff = b_tok.empty() ? 0 : std::min<index_t>(r, static_cast<index_t>(a_tok.size()));
+  if (r_eff <= 0) return MergePlan::identity(B, N);
+  if (B == 0) return empty_batch_plan(N, r_eff, false);
+  MergePlan p;
+  p.batch = B;
+  p.tokens = N;
+  p.a_tok = a_tok;
+  p.b_tok = b_tok;
+  auto s = score_bipartite(metric, p.a_tok, p.b_tok, false, false, ex);
+  decide(p, std::move(s), r_eff, sort_unm);
+  return p;
+}
+
 }  // namespace detail
 
 /// ToMe's bipartite soft matching (official `bipartite_soft_matching`).
@@ -355,19 +463,22 @@ inline index_t tome_r_cap(index_t N, const MatchOptions& opt) {
 /// metric [B, N, C] (any strides): one vector per token (in a ViT block, the
 /// keys averaged over heads). r >= 0 tokens to remove per sequence; capped
 /// silently at (N - protected) / 2. Returns the plan (r == 0: identity).
-/// node_max / node_idx are filled whenever the cap leaves r > 0.
+/// node_max / node_idx are filled whenever the cap leaves r > 0 (and B > 0).
 ///
-/// Throws parameter_error for r < 0, a distillation token without a class
-/// token or non-finite metric values; shape_error for a bad view.
+/// Throws parameter_error for a negative executor thread count, r < 0, a
+/// distillation token without a class token or non-finite metric values;
+/// shape_error for a bad view.
 inline MergePlan bipartite_soft_matching(ConstView<float, 3> metric, index_t r, const MatchOptions& opt = {},
                                          const Executor& ex = {}) {
   const char* op = "tome::bipartite_soft_matching";
+  effattn::detail::check_executor(ex, op);
   require(r >= 0, op, "r", "must be >= 0, got ", r);
   detail::check_match_options(opt, op);
   detail::check_metric(metric, op);
   const index_t B = metric.dim(0), N = metric.dim(1);
   const index_t r_eff = std::min(r, detail::tome_r_cap(N, opt));
   if (r_eff <= 0) return MergePlan::identity(B, N);
+  if (B == 0) return detail::empty_batch_plan(N, r_eff, opt.distill_token);
   MergePlan p = detail::tome_partition(B, N, opt);
   auto s = detail::score_bipartite(metric, p.a_tok, p.b_tok, opt.class_token, opt.distill_token, ex);
   detail::decide(p, std::move(s), r_eff, opt.class_token);
@@ -384,6 +495,7 @@ inline MergePlan bipartite_soft_matching(ConstView<float, 3> metric, index_t r, 
 inline MergePlan bipartite_soft_matching_threshold(ConstView<float, 3> metric, float threshold, index_t max_r,
                                                    const MatchOptions& opt = {}, const Executor& ex = {}) {
   const char* op = "tome::bipartite_soft_matching_threshold";
+  effattn::detail::check_executor(ex, op);
   require(std::isfinite(threshold) && threshold >= -1.0f && threshold <= 1.0f, op, "threshold",
           "must be a cosine similarity in [-1, 1], got ", threshold);
   require(max_r >= 0, op, "max_r", "must be >= 0, got ", max_r);
@@ -421,10 +533,11 @@ inline MergePlan bipartite_soft_matching_partition(ConstView<float, 3> metric, c
                                                    const std::vector<index_t>& b_tok, index_t r,
                                                    bool sort_unm = false, const Executor& ex = {}) {
   const char* op = "tome::bipartite_soft_matching_partition";
+  effattn::detail::check_executor(ex, op);
   require(r >= 0, op, "r", "must be >= 0, got ", r);
   detail::check_metric(metric, op);
-  const index_t B = metric.dim(0), N = metric.dim(1);
-  if (static_cast<index_t>(a_tok.size() + b_tok.size()) != N)
+  const index_t N = metric.dim(1);
+  if (a_tok.size() + b_tok.size() != static_cast<size_t>(N))
     EFFATTN_THROW(shape_error(detail::concat(op, ": a_tok and b_tok must cover the N=", N, " tokens, got ",
                                              a_tok.size(), " + ", b_tok.size())));
   std::vector<char> seen(static_cast<size_t>(N), 0);
@@ -434,16 +547,7 @@ inline MergePlan bipartite_soft_matching_partition(ConstView<float, 3> metric, c
       require(!seen[t], op, "a_tok/b_tok", "token ", t, " listed twice");
       seen[t] = 1;
     }
-  const index_t r_eff = b_tok.empty() ? 0 : std::min<index_t>(r, static_cast<index_t>(a_tok.size()));
-  if (r_eff <= 0) return MergePlan::identity(B, N);
-  MergePlan p;
-  p.batch = B;
-  p.tokens = N;
-  p.a_tok = a_tok;
-  p.b_tok = b_tok;
-  auto s = detail::score_bipartite(metric, p.a_tok, p.b_tok, false, false, ex);
-  detail::decide(p, std::move(s), r_eff, sort_unm);
-  return p;
+  return detail::match_partition(metric, a_tok, b_tok, r, sort_unm, ex);
 }
 
 }  // namespace tome

@@ -33,12 +33,28 @@ namespace detail {
 
 constexpr index_t kRowChunk = 32;
 
+/// The plan's own consistency (its table sizes, in checked arithmetic).
 inline void check_plan(const MergePlan& p, const char* op) {
-  const index_t nout = p.out_tokens();
-  const bool ok = p.batch >= 0 && p.tokens >= 0 && p.r >= 0 && p.r <= p.tokens &&
-                  static_cast<index_t>(p.row_of.size()) == p.batch * p.tokens &&
-                  static_cast<index_t>(p.group_tok.size()) == p.batch * p.tokens &&
-                  static_cast<index_t>(p.group_ptr.size()) == p.batch * (nout + 1);
+  bool ok = p.batch >= 0 && p.tokens >= 0 && p.r >= 0 && p.r <= p.tokens;
+  if (ok) {
+    const auto sizes = p.table_sizes(op);
+    ok = static_cast<index_t>(p.row_of.size()) == sizes.first &&
+         static_cast<index_t>(p.group_tok.size()) == sizes.first &&
+         static_cast<index_t>(p.group_ptr.size()) == sizes.second;
+  }
+  // Every index the kernels follow stays in range (a hand-edited plan must not
+  // make them read or write out of bounds): O(batch * tokens), next to the
+  // O(batch * tokens * C) of any use.
+  if (ok && p.tokens > 0 && p.batch > 0) {
+    const index_t nout = p.out_tokens(), total = static_cast<index_t>(p.group_tok.size());
+    ok = p.group_ptr.front() == 0 && p.group_ptr.back() == total;
+    for (size_t i = 0; ok && i + 1 < p.group_ptr.size(); ++i)
+      ok = p.group_ptr[i] < p.group_ptr[i + 1];  // every group has its anchor
+    for (size_t i = 0; ok && i < p.group_tok.size(); ++i) ok = p.group_tok[i] >= 0 && p.group_tok[i] < p.tokens;
+    for (size_t i = 0; ok && i < p.row_of.size(); ++i) ok = p.row_of[i] >= 0 && p.row_of[i] < nout;
+    for (index_t b = 0; ok && b < p.batch; ++b)  // batch b's groups stay in its own slice
+      ok = p.group_ptr[static_cast<size_t>(b * nout)] == b * p.tokens;
+  }
   if (!ok)
     EFFATTN_THROW(parameter_error(concat(op, ": plan is not finalized or inconsistent (batch=", p.batch,
                                          ", tokens=", p.tokens, ", r=", p.r, ")")));
@@ -58,20 +74,26 @@ void check_out(const View<T, 3>& out, index_t B, index_t N, index_t C, const cha
 }
 
 /// Runs body(b, g0, g1) over chunks of output rows of every batch; `width`
-/// (elements per row) decides whether threads pay off.
+/// (elements per row) decides whether threads pay off. No rows (B == 0 or
+/// rows == 0): nothing runs, whatever the other extent.
 template <class Body>
 void for_rows(const Executor& ex, index_t B, index_t rows, index_t width, Body&& body) {
+  if (B <= 0 || rows <= 0) return;
   const index_t nch = (rows + kRowChunk - 1) / kRowChunk;
-  effattn::detail::parallel_items(executor_for(ex, double(B) * rows * width), B * nch, [] { return 0; }, [&](index_t item, int&) {
-    const index_t b = item / nch, g0 = (item % nch) * kRowChunk;
-    body(b, g0, std::min(rows, g0 + kRowChunk));
-  });
+  const index_t items = effattn::detail::checked_mul(B, nch, "tome", "row chunks");
+  effattn::detail::parallel_items(executor_for(ex, double(B) * rows * width), items, [] { return 0; },
+                                  [&](index_t item, int&) {
+                                    const index_t b = item / nch, g0 = (item % nch) * kRowChunk;
+                                    body(b, g0, std::min(rows, g0 + kRowChunk));
+                                  });
 }
 
 /// merge() after its checks: out[b, g] = the mode's reduction of group g.
+/// Nothing to write (out empty): returns without forming any element address.
 template <class T>
 void merge_rows(const MergePlan& plan, const ConstView<T, 3>& x, const View<T, 3>& out, MergeMode mode,
                 const Executor& ex) {
+  if (out.empty()) return;
   const index_t C = x.dim(2);
   const index_t xs = x.stride(2), os = out.stride(2);
   for_rows(ex, plan.batch, plan.out_tokens(), C, [&](index_t b, index_t g0, index_t g1) {
@@ -113,11 +135,13 @@ void merge_rows(const MergePlan& plan, const ConstView<T, 3>& x, const View<T, 3
 /// out = merge(x): x [B, N, C] -> out [B, N - r, C] (any strides; out must not
 /// overlap x). mode: mean (default; the destination counts itself once), sum,
 /// amax. Throws shape_error when x does not match the plan's [B, N] or out is
-/// not [B, N - r, C], before writing anything.
+/// not [B, N - r, C], parameter_error for a negative executor thread count or
+/// an unknown mode, before writing anything.
 template <class T>
 void merge(const MergePlan& plan, effattn::detail::identity_t<ConstView<T, 3>> x, View<T, 3> out,
            MergeMode mode = MergeMode::mean, const Executor& ex = {}) {
   const char* op = "tome::merge";
+  effattn::detail::check_executor(ex, op);
   detail::check_plan(plan, op);
   detail::check_tokens(plan, x, op, "x", false);
   detail::check_out(out, plan.batch, plan.out_tokens(), x.dim(2), op, "out");
@@ -129,25 +153,28 @@ void merge(const MergePlan& plan, effattn::detail::identity_t<ConstView<T, 3>> x
 
 /// Size-weighted merge (official `merge_wavg`): x' = merge(x * size, sum) /
 /// merge(size, sum), size' = merge(size, sum).
-///   x [B, N, C], size [B, N] (a [B, N, 1] tensor viewed as rank 2) or an empty
-///   view for all ones (the official `size=None`), x_out [B, N - r, C],
-///   size_out [B, N - r]. Sizes must be finite and > 0 (parameter_error).
+///   x [B, N, C], size [B, N] (a [B, N, 1] tensor viewed as rank 2) or an
+///   absent view ({}) for all ones (the official `size=None`), x_out
+///   [B, N - r, C], size_out [B, N - r]. Sizes must be finite and > 0
+///   (parameter_error). C may be 0 (then only size_out is written).
 template <class T>
 void merge_wavg(const MergePlan& plan, effattn::detail::identity_t<ConstView<T, 3>> x,
                 effattn::detail::identity_t<ConstView<T, 2>> size, View<T, 3> x_out, View<T, 2> size_out,
                 const Executor& ex = {}) {
   const char* op = "tome::merge_wavg";
+  effattn::detail::check_executor(ex, op);
   detail::check_plan(plan, op);
   detail::check_tokens(plan, x, op, "x", false);
   const index_t B = plan.batch, N = plan.tokens, C = x.dim(2), nout = plan.out_tokens();
-  const bool has_size = size.data() != nullptr;
+  const bool has_size = !detail::is_absent(size);
   if (has_size) {
     effattn::detail::check_view(size, op, "size", false);
     effattn::detail::check_shape(size, op, "size", "[B,N]", {B, N});
-    for (index_t b = 0; b < B; ++b)
-      for (index_t t = 0; t < N; ++t)
-        require(std::isfinite(size(b, t)) && size(b, t) > T(0), op, "size", "must be finite and > 0, got ",
-                size(b, t), " at [", b, ",", t, "]");
+    if (!size.empty())
+      for (index_t b = 0; b < B; ++b)
+        for (index_t t = 0; t < N; ++t)
+          require(std::isfinite(size(b, t)) && size(b, t) > T(0), op, "size", "must be finite and > 0, got ",
+                  size(b, t), " at [", b, ",", t, "]");
   }
   detail::check_out(x_out, B, nout, C, op, "x_out");
   effattn::detail::check_view(size_out, op, "size_out", true);
@@ -159,15 +186,16 @@ void merge_wavg(const MergePlan& plan, effattn::detail::identity_t<ConstView<T, 
     effattn::detail::check_no_alias(x_out, "x_out", size, "size", op);
     effattn::detail::check_no_alias(size_out, "size_out", size, "size", op);
   }
+  if (size_out.empty()) return;  // no rows (x_out is then empty too)
   auto sz = [&](index_t b, index_t t) { return has_size ? size(b, t) : T(1); };
-  const index_t xs = x.stride(2), os = x_out.stride(2);
+  const bool unit = C > 0 && x.stride(2) == 1 && x_out.stride(2) == 1;
   detail::for_rows(ex, B, nout, C, [&](index_t b, index_t g0, index_t g1) {
     for (index_t g = g0; g < g1; ++g) {
       const index_t* m0 = plan.group_begin(b, g);
       const index_t* m1 = plan.group_end(b, g);
       T s = sz(b, m0[0]);
       for (const index_t* t = m0 + 1; t < m1; ++t) s += sz(b, *t);
-      if (xs == 1 && os == 1) {  // contiguous rows
+      if (unit) {  // contiguous rows
         T* o = &x_out(b, g, 0);
         const T* a0 = &x(b, m0[0], 0);
         const T w0 = sz(b, m0[0]);
@@ -193,15 +221,16 @@ void merge_wavg(const MergePlan& plan, effattn::detail::identity_t<ConstView<T, 
 
 /// Source tracking, dense (official `merge_source`): source' = merge(source, amax).
 ///   source [B, N, N0] 0/1 (row g marks the original tokens in group g) or an
-///   empty view for the identity eye(N) (then N0 = N); out [B, N - r, N0].
+///   absent view ({}) for the identity eye(N) (then N0 = N); out [B, N - r, N0].
 /// This is [N, N0] per sequence; merge_source_map() is the compact O(N0) form.
 template <class T>
 void merge_source(const MergePlan& plan, effattn::detail::identity_t<ConstView<T, 3>> source, View<T, 3> out,
                   const Executor& ex = {}) {
   const char* op = "tome::merge_source";
+  effattn::detail::check_executor(ex, op);
   detail::check_plan(plan, op);
   const index_t B = plan.batch, nout = plan.out_tokens();
-  if (source.data() != nullptr) {
+  if (!detail::is_absent(source)) {
     detail::check_tokens(plan, source, op, "source", false);
     detail::check_out(out, B, nout, source.dim(2), op, "out");
     effattn::detail::check_no_alias(out, "out", source, "source", op);
@@ -209,6 +238,7 @@ void merge_source(const MergePlan& plan, effattn::detail::identity_t<ConstView<T
     return;
   }
   detail::check_out(out, B, nout, plan.tokens, op, "out");
+  if (out.empty()) return;
   detail::for_rows(ex, B, nout, plan.tokens, [&](index_t b, index_t g0, index_t g1) {
     for (index_t g = g0; g < g1; ++g) {
       for (index_t c = 0; c < plan.tokens; ++c) out(b, g, c) = T(0);
@@ -219,32 +249,35 @@ void merge_source(const MergePlan& plan, effattn::detail::identity_t<ConstView<T
 
 /// Compact source tracking: map [B, N0] gives, for every original token, the
 /// row of the current tokens that holds it (the column-wise argmax of the dense
-/// source matrix). map_in [B, N0] with values in [0, N), or an empty view for
-/// the identity (N0 = N); map_out [B, N0] gets plan.row_of[map_in]. map_out may
-/// be map_in (in place).
+/// source matrix). map_in [B, N0] with values in [0, N), or an absent view
+/// ({}) for the identity (N0 = N); map_out [B, N0] gets plan.row_of[map_in].
+/// map_out may be map_in (in place, with the same strides).
 inline void merge_source_map(const MergePlan& plan, ConstView<index_t, 2> map_in, View<index_t, 2> map_out) {
   const char* op = "tome::merge_source_map";
   detail::check_plan(plan, op);
   const index_t B = plan.batch, N = plan.tokens;
-  const bool has_in = map_in.data() != nullptr;
+  const bool has_in = !detail::is_absent(map_in);
   index_t N0 = N;
   if (has_in) {
     effattn::detail::check_view(map_in, op, "map_in", false);
     effattn::detail::check_shape(map_in, op, "map_in", "[plan.batch,N0]", {B, map_in.dim(1)});
     N0 = map_in.dim(1);
-    for (index_t b = 0; b < B; ++b)
-      for (index_t t = 0; t < N0; ++t)
-        require(map_in(b, t) >= 0 && map_in(b, t) < N, op, "map_in", "values must be rows in [0, N=", N, "), got ",
-                map_in(b, t), " at [", b, ",", t, "]");
+    if (!map_in.empty())
+      for (index_t b = 0; b < B; ++b)
+        for (index_t t = 0; t < N0; ++t)
+          require(map_in(b, t) >= 0 && map_in(b, t) < N, op, "map_in", "values must be rows in [0, N=", N,
+                  "), got ", map_in(b, t), " at [", b, ",", t, "]");
   }
   effattn::detail::check_view(map_out, op, "map_out", true);
   effattn::detail::check_shape(map_out, op, "map_out", "[B,N0]", {B, N0});
-  if (has_in && map_in.data() != map_out.data()) effattn::detail::check_no_alias(map_out, "map_out", map_in, "map_in", op);
-  if (has_in && map_in.data() == map_out.data() && map_in.strides() != map_out.strides())
+  if (map_out.empty()) return;  // nothing to write (map_in, if present, is empty too)
+  const bool in_place = has_in && map_in.data() == map_out.data();
+  if (has_in && !in_place) effattn::detail::check_no_alias(map_out, "map_out", map_in, "map_in", op);
+  if (in_place && map_in.strides() != map_out.strides())
     EFFATTN_THROW(shape_error(effattn::detail::concat(op, ": in-place map_out must have map_in's strides")));
   for (index_t b = 0; b < B; ++b)
     for (index_t t = 0; t < N0; ++t)
-      map_out(b, t) = plan.row_of[b * N + (has_in ? map_in(b, t) : t)];
+      map_out(b, t) = plan.row_of[static_cast<size_t>(b * N + (has_in ? map_in(b, t) : t))];
 }
 
 /// Restores the original token order: out[b, t] = y[b, map[b, t]] for every
@@ -255,18 +288,21 @@ template <class T>
 void restore_order(ConstView<index_t, 2> map, effattn::detail::identity_t<ConstView<T, 3>> y, View<T, 3> out,
                    const Executor& ex = {}) {
   const char* op = "tome::restore_order";
+  effattn::detail::check_executor(ex, op);
   effattn::detail::check_view(map, op, "map", false);
   effattn::detail::check_view(y, op, "y", false);
   const index_t B = y.dim(0), Np = y.dim(1), C = y.dim(2);
   effattn::detail::check_shape(map, op, "map", "[y.dim(0),N0]", {B, map.dim(1)});
   const index_t N0 = map.dim(1);
-  for (index_t b = 0; b < B; ++b)
-    for (index_t t = 0; t < N0; ++t)
-      require(map(b, t) >= 0 && map(b, t) < Np, op, "map", "values must be rows of y in [0, ", Np, "), got ",
-              map(b, t), " at [", b, ",", t, "]");
+  if (!map.empty())
+    for (index_t b = 0; b < B; ++b)
+      for (index_t t = 0; t < N0; ++t)
+        require(map(b, t) >= 0 && map(b, t) < Np, op, "map", "values must be rows of y in [0, ", Np, "), got ",
+                map(b, t), " at [", b, ",", t, "]");
   detail::check_out(out, B, N0, C, op, "out");
   effattn::detail::check_no_alias(out, "out", y, "y", op);
   effattn::detail::check_no_alias(out, "out", map, "map", op);
+  if (out.empty()) return;
   detail::for_rows(ex, B, N0, C, [&](index_t b, index_t t0, index_t t1) {
     for (index_t t = t0; t < t1; ++t)
       for (index_t c = 0; c < C; ++c) out(b, t, c) = y(b, map(b, t), c);
@@ -282,16 +318,18 @@ template <class T>
 void unmerge(const MergePlan& plan, effattn::detail::identity_t<ConstView<T, 3>> y, View<T, 3> out,
              const Executor& ex = {}) {
   const char* op = "tome::unmerge";
+  effattn::detail::check_executor(ex, op);
   detail::check_plan(plan, op);
   effattn::detail::check_view(y, op, "y", false);
   effattn::detail::check_shape(y, op, "y", "[B,N',C]", {plan.batch, plan.out_tokens(), y.dim(2)});
   detail::check_out(out, plan.batch, plan.tokens, y.dim(2), op, "out");
   effattn::detail::check_no_alias(out, "out", y, "y", op);
+  if (out.empty()) return;
   const index_t C = y.dim(2), N = plan.tokens;
   const bool unit = y.stride(2) == 1 && out.stride(2) == 1;
   detail::for_rows(ex, plan.batch, N, C, [&](index_t b, index_t t0, index_t t1) {
     for (index_t t = t0; t < t1; ++t) {
-      const index_t g = plan.row_of[b * N + t];
+      const index_t g = plan.row_of[static_cast<size_t>(b * N + t)];
       if (unit) {
         const T* src = &y(b, g, 0);
         T* dst = &out(b, t, 0);

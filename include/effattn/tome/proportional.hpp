@@ -13,22 +13,28 @@
 #include "../attention/engine.hpp"
 #include "../core/error.hpp"
 #include "../core/view.hpp"
+#include "matching.hpp"
 
 EFFATTN_NAMESPACE_BEGIN
 namespace tome {
 
 /// log_size[b, j] = log(size[b, j]). size [B, N] (a [B, N, 1] tensor viewed
-/// as rank 2) must be finite and > 0 (parameter_error); log_size [B, N].
+/// as rank 2) must be finite and > 0 (parameter_error); log_size [B, N]. In
+/// place (log_size over size's memory) only with size's own strides.
 inline void log_size(ConstView<float, 2> size, View<float, 2> out) {
   const char* op = "tome::log_size";
   effattn::detail::check_view(size, op, "size", false);
   effattn::detail::check_view(out, op, "log_size", true);
   effattn::detail::check_shape(out, op, "log_size", "[B,N]", {size.dim(0), size.dim(1)});
+  if (size.empty()) return;  // nothing to check or write, whatever the other extent
   for (index_t b = 0; b < size.dim(0); ++b)
     for (index_t j = 0; j < size.dim(1); ++j)
       require(std::isfinite(size(b, j)) && size(b, j) > 0.0f, op, "size", "must be finite and > 0, got ",
               size(b, j), " at [", b, ",", j, "]");
-  if (out.data() != size.data()) effattn::detail::check_no_alias(out, "log_size", size, "size", op);
+  if (out.data() != size.data())
+    effattn::detail::check_no_alias(out, "log_size", size, "size", op);
+  else if (out.strides() != size.strides())
+    EFFATTN_THROW(shape_error(effattn::detail::concat(op, ": in-place log_size must have size's strides")));
   for (index_t b = 0; b < size.dim(0); ++b)
     for (index_t j = 0; j < size.dim(1); ++j) out(b, j) = std::log(size(b, j));
 }
@@ -36,21 +42,25 @@ inline void log_size(ConstView<float, 2> size, View<float, 2> out) {
 /// Proportional attention with any mask policy:
 ///   out[b,h,i] = sum_j softmax_j(scale <q_i, k_j> + log size[b, j]) v_j.
 /// q [B,H,Nq,D], k [B,Hkv,Nk,D], v [B,Hkv,Nk,Dv], out [B,H,Nq,Dv] (as
-/// effattn::attention), size [B, Nk] token sizes (> 0), or an empty view for
-/// plain attention (the official size=None). Throws before writing anything.
+/// effattn::attention), size [B, Nk] token sizes (> 0), or an absent view
+/// ({}) for plain attention (the official size=None). Throws before writing
+/// anything (a negative executor thread count first of all).
 template <class Mask = NoMask>
 void proportional_attention(ConstView<float, 4> q, ConstView<float, 4> k, ConstView<float, 4> v, View<float, 4> out,
                             ConstView<float, 2> size, const Mask& mask = {}, const AttentionOptions& opt = {},
                             const Executor& ex = {}) {
   const char* op = "tome::proportional_attention";
-  if (size.data() == nullptr) {
+  effattn::detail::check_executor(ex, op);
+  if (detail::is_absent(size)) {
     attention<float>(q, k, v, out, mask, NoScore{}, opt, ex);
     return;
   }
   effattn::detail::check_view(size, op, "size", false);
   effattn::detail::check_view(k, op, "k", false);
   effattn::detail::check_shape(size, op, "size", "[B,Nk]", {k.dim(0), k.dim(2)});
-  std::vector<float> lg(static_cast<size_t>(size.dim(0) * size.dim(1)));
+  // size passed check_view, so its element count fits; an empty size gives an
+  // empty (null) lg whose pointer KeyBiasScore never offsets.
+  std::vector<float> lg(static_cast<size_t>(size.size()));
   log_size(size, make_view(lg.data(), size.dim(0), size.dim(1)));
   KeyBiasScore score{make_view<const float>(lg.data(), size.dim(0), size.dim(1))};
   attention<float>(q, k, v, out, mask, score, opt, ex);

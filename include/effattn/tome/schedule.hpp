@@ -10,6 +10,22 @@
 EFFATTN_NAMESPACE_BEGIN
 namespace tome {
 
+/// The most layers a schedule may have (one entry per transformer block): a
+/// larger count is a caller error (parameter_error), never an allocation of
+/// that size.
+constexpr index_t kMaxScheduleLayers = index_t(1) << 20;
+
+/// The largest r of an (r, inflect) schedule: the official formula runs in
+/// double precision, exact up to 2^53.
+constexpr index_t kMaxScheduleR = index_t(1) << 53;
+
+namespace detail {
+inline void check_layers(index_t num_layers, index_t min_layers, const char* op) {
+  require(num_layers >= min_layers && num_layers <= kMaxScheduleLayers, op, "num_layers", "must be in [", min_layers,
+          ", ", kMaxScheduleLayers, "], got ", num_layers);
+}
+}  // namespace detail
+
 /// The official (r, inflection) schedule: r tokens per layer on average, the
 /// per-layer amount trending up (inflect = +1), down (-1, the paper's
 /// "decreasing schedule") or constant (0):
@@ -18,14 +34,15 @@ namespace tome {
 ///   out[i] = int(min + step * i)            (truncation toward zero).
 /// A constant r is inflect = 0. The official code divides by zero for
 /// num_layers == 1; this port throws parameter_error instead (use a list, or
-/// schedule_constant, for a single layer). Requires num_layers >= 2, r >= 0 and
-/// a finite inflect in [-1, 1].
+/// schedule_constant, for a single layer). Requires 2 <= num_layers <=
+/// kMaxScheduleLayers, 0 <= r <= kMaxScheduleR and a finite inflect in [-1, 1].
 inline std::vector<index_t> parse_r(index_t num_layers, index_t r, double inflect = 0.0) {
   const char* op = "tome::parse_r";
   require(num_layers >= 2, op, "num_layers",
           "must be >= 2 for an (r, inflect) schedule (the official code divides by num_layers - 1 = 0); got ",
           num_layers, ". Use schedule_constant() or an explicit list for one layer");
-  require(r >= 0, op, "r", "must be >= 0, got ", r);
+  detail::check_layers(num_layers, 2, op);
+  require(r >= 0 && r <= kMaxScheduleR, op, "r", "must be in [0, 2^53], got ", r);
   require(std::isfinite(inflect) && inflect >= -1.0 && inflect <= 1.0, op, "inflect", "must be in [-1, 1], got ",
           inflect);
   const index_t min_val = static_cast<index_t>(static_cast<double>(r) * (1.0 - inflect));
@@ -40,20 +57,20 @@ inline std::vector<index_t> parse_r(index_t num_layers, index_t r, double inflec
 /// An explicit per-layer list (official parse_r with a list): padded with zeros
 /// up to num_layers and, as in the official code, never truncated (a longer
 /// list is returned whole; the extra entries are never used by a model with
-/// num_layers blocks). Entries must be >= 0; num_layers >= 0.
+/// num_layers blocks). Entries must be >= 0; 0 <= num_layers <= kMaxScheduleLayers.
 inline std::vector<index_t> parse_r(index_t num_layers, const std::vector<index_t>& list) {
   const char* op = "tome::parse_r";
-  require(num_layers >= 0, op, "num_layers", "must be >= 0, got ", num_layers);
+  detail::check_layers(num_layers, 0, op);
   for (size_t i = 0; i < list.size(); ++i) require(list[i] >= 0, op, "list", "entries must be >= 0, got ", list[i], " at ", i);
   std::vector<index_t> out = list;
   if (static_cast<index_t>(out.size()) < num_layers) out.resize(static_cast<size_t>(num_layers), 0);
   return out;
 }
 
-/// Constant r for every layer (valid for any num_layers >= 0, including 1).
+/// Constant r for every layer (valid for any 0 <= num_layers <= kMaxScheduleLayers, including 1).
 inline std::vector<index_t> schedule_constant(index_t num_layers, index_t r) {
   const char* op = "tome::schedule_constant";
-  require(num_layers >= 0, op, "num_layers", "must be >= 0, got ", num_layers);
+  detail::check_layers(num_layers, 0, op);
   require(r >= 0, op, "r", "must be >= 0, got ", r);
   return std::vector<index_t>(static_cast<size_t>(num_layers), r);
 }

@@ -87,7 +87,12 @@ struct ToMeState {
   std::vector<index_t> source_map;  ///< [batch, original tokens]: current row of each original token
 
   /// Start of a forward pass: tokens per sequence, no sizes, identity sources.
+  /// Throws (and changes nothing) for a negative extent or, when tracing, a
+  /// batch * tokens that overflows.
   void reset(index_t batch_, index_t tokens_, bool trace = false) {
+    const char* op = "tome::ToMeState::reset";
+    require(batch_ >= 0 && tokens_ >= 0, op, "batch/tokens", "must be >= 0, got batch=", batch_, " tokens=", tokens_);
+    if (trace) effattn::detail::checked_mul(batch_, tokens_, op, "source map batch * tokens");
     batch = batch_;
     tokens = tokens_;
     size.clear();
@@ -187,31 +192,54 @@ inline void check_block(const ViTBlock& blk, const char* op) {
   require(std::isfinite(blk.eps) && blk.eps > 0, op, "eps", "must be finite and > 0, got ", blk.eps);
 }
 
+/// The state and activations a block starts from: x [B*N, C], sizes [B, N]
+/// finite and > 0 (or none), the source map [B, N0] with rows in [0, N) when
+/// tracing; match options valid. Everything a block (or an encoder) would
+/// otherwise only find out after it has changed x.
+inline void check_block_state(const nn::Matrix& x, const ToMeState& st, index_t C, const ToMeBlockOptions& opt,
+                              const char* op) {
+  const index_t B = st.batch, N = st.tokens;
+  require(B >= 1 && N >= 1, op, "state", "must have batch >= 1 and tokens >= 1, got batch=", B, " tokens=", N);
+  const index_t rows = effattn::detail::checked_mul(B, N, op, "state batch * tokens");
+  if (x.rows() != rows || x.cols() != C)
+    EFFATTN_THROW(shape_error(effattn::detail::concat(op, ": x must be [B*N,C]=[", rows, ",", C, "], got [",
+                                                      x.rows(), ",", x.cols(), "]")));
+  require(st.size.empty() || static_cast<index_t>(st.size.size()) == rows, op, "state.size",
+          "must be empty or [B,N]=[", B, ",", N, "], got ", st.size.size(), " values");
+  for (size_t i = 0; i < st.size.size(); ++i)
+    require(std::isfinite(st.size[i]) && st.size[i] > 0.0f, op, "state.size", "must be finite and > 0, got ",
+            st.size[i], " at ", i);
+  if (st.trace_source) {
+    require(!st.source_map.empty() && static_cast<index_t>(st.source_map.size()) % B == 0, op, "state.source_map",
+            "must be [B,N0] when tracing (call ToMeState::reset)");
+    for (size_t i = 0; i < st.source_map.size(); ++i)
+      require(st.source_map[i] >= 0 && st.source_map[i] < N, op, "state.source_map", "values must be rows in [0, N=",
+              N, "), got ", st.source_map[i], " at ", i);
+  }
+  check_match_options(opt.match, op);
+  require(opt.attention_backend == Backend::tiled || opt.attention_backend == Backend::reference, op,
+          "attention_backend", "must be tiled or reference");
+}
+
 }  // namespace detail
 
 /// One ViT block with ToMe. x [B*N, C] (B = st.batch, N = st.tokens) is
 /// replaced by the block output [B*N', C], N' = N - r_eff; st.tokens, st.size
 /// and (when tracing) st.source_map are updated. r >= 0 (r == 0: a plain
 /// block). trace (optional) receives x_attn, the metric, the plan and x_merged.
-/// Throws before touching x or st on bad shapes or parameters. (A non-finite
-/// metric, i.e. overflowed activations, is only detected by the matching, after
-/// the attention step has updated x.)
+/// Throws before touching x or st on bad shapes or parameters (a negative
+/// executor thread count first). (A non-finite metric, i.e. overflowed
+/// activations, is only detected by the matching, after the attention step has
+/// updated x.)
 inline void tome_block_forward(const ViTBlock& blk, nn::Matrix& x, ToMeState& st, index_t r,
                                const ToMeBlockOptions& opt, ViTWorkspace& ws, const Executor& ex = {},
                                ToMeBlockTrace* trace = nullptr) {
   const char* op = "tome::tome_block_forward";
+  effattn::detail::check_executor(ex, op);
   detail::check_block(blk, op);
-  const index_t B = st.batch, N = st.tokens, C = blk.width(), H = blk.heads, hd = C / H;
+  detail::check_block_state(x, st, blk.width(), opt, op);
   require(r >= 0, op, "r", "must be >= 0, got ", r);
-  require(B >= 1 && N >= 1, op, "state", "must have batch >= 1 and tokens >= 1, got batch=", B, " tokens=", N);
-  if (x.rows() != B * N || x.cols() != C)
-    EFFATTN_THROW(shape_error(effattn::detail::concat(op, ": x must be [B*N,C]=[", B * N, ",", C, "], got [",
-                                                      x.rows(), ",", x.cols(), "]")));
-  require(st.size.empty() || static_cast<index_t>(st.size.size()) == B * N, op, "state.size",
-          "must be empty or [B,N]=[", B, ",", N, "], got ", st.size.size(), " values");
-  require(!st.trace_source || (!st.source_map.empty() && static_cast<index_t>(st.source_map.size()) % B == 0), op,
-          "state.source_map", "must be [B,N0] when tracing (call ToMeState::reset)");
-  detail::check_match_options(opt.match, op);
+  const index_t B = st.batch, N = st.tokens, C = blk.width(), H = blk.heads, hd = C / H;
 
   // Attention with proportional attention.
   nn::layer_norm(x, blk.norm1_weight, blk.norm1_bias, blk.eps, ws.h, ex);
@@ -315,10 +343,27 @@ struct ViTEncoder {
                const ToMeBlockOptions& opt, ViTWorkspace& ws, const Executor& ex = {},
                std::vector<index_t>* tokens_after = nullptr) const {
     const char* op = "tome::ViTEncoder::forward";
+    effattn::detail::check_executor(ex, op);
     require(batch >= 1 && x.rows() % batch == 0, op, "batch", "must divide the rows of x, got batch=", batch,
             " rows=", x.rows());
     for (index_t r : schedule) require(r >= 0, op, "schedule", "entries must be >= 0, got ", r);
-    st.reset(batch, x.rows() / batch, st.trace_source);
+    // Everything the blocks and the final norm would check, checked before x
+    // or st change: a throwing call leaves both as they were.
+    const index_t C = x.cols();
+    for (const ViTBlock& blk : blocks) {
+      detail::check_block(blk, op);
+      if (blk.width() != C)
+        EFFATTN_THROW(shape_error(effattn::detail::concat(op, ": every block must have the width of x, ", C,
+                                                          ", got ", blk.width())));
+    }
+    if (norm_weight.size() != C || norm_bias.size() != C)
+      EFFATTN_THROW(shape_error(effattn::detail::concat(op, ": norm weight and bias must be [C]=[", C, "], got [",
+                                                        norm_weight.size(), "] and [", norm_bias.size(), "]")));
+    require(std::isfinite(eps) && eps > 0, op, "eps", "must be finite and > 0, got ", eps);
+    ToMeState fresh;
+    fresh.reset(batch, x.rows() / batch, st.trace_source);
+    if (!blocks.empty()) detail::check_block_state(x, fresh, C, opt, op);
+    st = std::move(fresh);
     if (tokens_after) tokens_after->clear();
     for (size_t i = 0; i < blocks.size(); ++i) {
       const index_t r = i < schedule.size() ? schedule[i] : 0;
