@@ -32,21 +32,29 @@ void check_common(const char* op, const ConstView<T, 4>& q, const ConstView<KV, 
                                                       effattn::detail::shape_str(v.shape()))));
 }
 
+/// Every check of cross_attention (the engine's included), before anything is
+/// allocated or written.
 template <class T, class KV>
 void check_cross(const char* op, const ConstView<T, 4>& q, const ConstView<KV, 4>& k, const ConstView<KV, 4>& v,
-                 const ConstView<index_t, 1>& valid_length) {
+                 const View<T, 4>& out, const ConstView<index_t, 1>& valid_length, const AttentionOptions& opt,
+                 const View<acc_t<T>, 3>& lse, index_t tile_quantum) {
   check_common(op, q, k, v);
   const index_t M = q.dim(2), N = k.dim(2);
   require(M >= 1, op, "M", "(q.dim(2), the number of latents) must be >= 1, got q ",
           effattn::detail::shape_str(q.shape()));
   require(M <= N, op, "M", "(q.dim(2), the number of latents) must be <= N=k.dim(2)=", N, ", got q ",
           effattn::detail::shape_str(q.shape()), " k ", effattn::detail::shape_str(k.shape()));
+  effattn::detail::check_attention_args(op, q, k, v, out, lse, opt, tile_quantum);
+  // The key limits are [B, M] (even when no head makes the output empty).
+  effattn::detail::checked_mul(q.dim(0), M, op, "key limits B * M");
   check_valid_length(valid_length, q.dim(0), N, op);
 }
 
+/// Every check of latent_attention (the engine's included).
 template <class T>
 void check_latent(const char* op, const ConstView<T, 4>& q, const ConstView<T, 4>& k, const ConstView<T, 4>& v,
-                  const ConstView<index_t, 1>& valid_length) {
+                  const View<T, 4>& out, const ConstView<index_t, 1>& valid_length, const AttentionOptions& opt,
+                  const View<acc_t<T>, 3>& lse, index_t tile_quantum) {
   check_common(op, q, k, v);
   const index_t M = q.dim(2);
   require(M >= 1, op, "M", "(q.dim(2), the number of latents) must be >= 1, got q ",
@@ -55,19 +63,27 @@ void check_latent(const char* op, const ConstView<T, 4>& q, const ConstView<T, 4
     EFFATTN_THROW(shape_error(effattn::detail::concat(op, ": k must hold the same M=", M,
                                                       " latents as q, got q ", effattn::detail::shape_str(q.shape()),
                                                       " k ", effattn::detail::shape_str(k.shape()))));
+  effattn::detail::check_attention_args(op, q, k, v, out, lse, opt, tile_quantum);
+  // The latents are [B, M] (even when no head makes the output empty).
+  effattn::detail::checked_mul(q.dim(0), M, op, "latents B * M");
   check_valid_length(valid_length, q.dim(0), -1, op);  // any L >= M makes every latent valid
 }
 
-}  // namespace detail
-
-namespace detail {
+/// True when the output has no element (B, H or M is 0): nothing to compute,
+/// nothing to allocate (B or M may then be huge).
+template <class T>
+bool no_output(const View<T, 4>& out) {
+  return out.empty();
+}
 
 template <class T, class KV>
 void cross_attention_impl(const ConstView<T, 4>& q, const ConstView<KV, 4>& k, const ConstView<KV, 4>& v,
                           const View<T, 4>& out, const ConstView<index_t, 1>& valid_length,
                           const AttentionOptions& opt, const Executor& ex, const View<acc_t<T>, 3>& lse) {
   const char* op = "perceiver_ar::cross_attention";
-  check_cross(op, q, k, v, valid_length);
+  effattn::detail::check_executor(ex, op);
+  check_cross(op, q, k, v, out, valid_length, opt, lse, attention_query_tile_quantum());
+  if (no_output(out)) return;
   const index_t B = q.dim(0), M = q.dim(2), N = k.dim(2);
   bool all_full = true;
   if (has_valid_length(valid_length))
@@ -76,7 +92,8 @@ void cross_attention_impl(const ConstView<T, 4>& q, const ConstView<KV, 4>& k, c
     attention<T>(q, k, v, out, CausalMask{}, NoScore{}, opt, ex, lse);
     return;
   }
-  std::vector<index_t> lim(static_cast<size_t>(B * M));
+  // B * M limits: no more than the output's B * H * M * Dv elements.
+  std::vector<index_t> lim(static_cast<size_t>(B * M));  // B * M checked by check_cross
   cross_key_limits(valid_length, N, make_view(lim.data(), B, M));
   attention<T>(q, k, v, out, KeyLimitMask{make_view<const index_t>(lim.data(), B, M)}, NoScore{}, opt, ex, lse);
 }
@@ -86,8 +103,10 @@ void cross_attention_reference_impl(const ConstView<T, 4>& q, const ConstView<KV
                                     const View<T, 4>& out, const ConstView<index_t, 1>& valid_length,
                                     const AttentionOptions& opt, const View<acc_t<T>, 3>& lse) {
   const char* op = "perceiver_ar::cross_attention_reference";
-  check_cross(op, q, k, v, valid_length);
+  check_cross(op, q, k, v, out, valid_length, opt, lse, 1);
+  if (no_output(out)) return;
   const index_t B = q.dim(0), M = q.dim(2), N = k.dim(2);
+  effattn::detail::checked_product(op, "dense masks B * M * N", B, M, N);
   std::vector<std::vector<std::uint8_t>> masks(static_cast<size_t>(B));
   for (index_t b = 0; b < B; ++b)
     masks[b] = encoder_mask_reference(has_valid_length(valid_length) ? valid_length(b) : N, N, M);
@@ -132,8 +151,9 @@ using enable_half_kv_t = std::enable_if_t<is_half_storage<KA>::value &&
 /// memory and, when decoding, about half the time.
 ///
 /// Work: the allowed pairs only, sum_m (p_m + 1) <= M * N per (b, h); memory:
-/// the engine's per-thread tiles plus B * M limits, never M x N.
-/// Throws shape_error / parameter_error before writing anything.
+/// the engine's per-thread tiles plus B * M limits (none when the output is
+/// empty), never M x N. Throws shape_error / parameter_error (a negative
+/// executor thread count first) before allocating or writing anything.
 template <class T>
 void cross_attention(effattn::detail::identity_t<ConstView<T, 4>> q, effattn::detail::identity_t<ConstView<T, 4>> k,
                      effattn::detail::identity_t<ConstView<T, 4>> v, View<T, 4> out,
@@ -191,15 +211,20 @@ void latent_attention(effattn::detail::identity_t<ConstView<T, 4>> q, effattn::d
                       ConstView<index_t, 1> valid_length = {}, const AttentionOptions& opt = {},
                       const Executor& ex = {}, effattn::detail::identity_t<View<acc_t<T>, 3>> lse = {}) {
   const char* op = "perceiver_ar::latent_attention";
-  detail::check_latent(op, q, k, v, valid_length);
+  effattn::detail::check_executor(ex, op);
+  detail::check_latent(op, q, k, v, out, valid_length, opt, lse, attention_query_tile_quantum());
+  if (detail::no_output(out)) return;
   const index_t B = q.dim(0), M = q.dim(2);
-  std::vector<index_t> inv(static_cast<size_t>(B), 0);
+  // B invalid-latent counts, only with valid lengths (B <= the output's elements).
+  std::vector<index_t> inv;
   bool any_invalid = false;
-  if (detail::has_valid_length(valid_length))
+  if (detail::has_valid_length(valid_length)) {
+    inv.assign(static_cast<size_t>(B), 0);
     for (index_t b = 0; b < B; ++b) {
       inv[b] = invalid_latents(valid_length(b), M);
       any_invalid = any_invalid || inv[b] > 0;
     }
+  }
   if (!any_invalid) {
     attention<T>(q, k, v, out, CausalMask{}, NoScore{}, opt, ex, lse);
     return;
@@ -216,8 +241,10 @@ void latent_attention_reference(effattn::detail::identity_t<ConstView<T, 4>> q,
                                 ConstView<index_t, 1> valid_length = {}, const AttentionOptions& opt = {},
                                 effattn::detail::identity_t<View<acc_t<T>, 3>> lse = {}) {
   const char* op = "perceiver_ar::latent_attention_reference";
-  detail::check_latent(op, q, k, v, valid_length);
+  detail::check_latent(op, q, k, v, out, valid_length, opt, lse, 1);
+  if (detail::no_output(out)) return;
   const index_t B = q.dim(0), M = q.dim(2);
+  effattn::detail::checked_product(op, "dense masks B * M * M", B, M, M);
   std::vector<std::vector<std::uint8_t>> masks(static_cast<size_t>(B));
   for (index_t b = 0; b < B; ++b)
     masks[b] = processor_mask_reference(detail::has_valid_length(valid_length) ? valid_length(b) : M, M);

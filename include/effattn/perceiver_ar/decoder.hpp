@@ -64,7 +64,14 @@ class Decoder {
             ", got ", max_context);
     Model::check_storage(storage_, op);
     const index_t W = model.width();
-    const size_t n = static_cast<size_t>(B_ * cap_ * W);
+    // Every buffer's size in bytes fits the index type (else shape_error, never a wrapped size).
+    const index_t L = static_cast<index_t>(model.latent.size());
+    const size_t n = static_cast<size_t>(
+        effattn::detail::checked_product(op, "context cache bytes batch * max_context * width * 4", B_, cap_, W,
+                                         index_t(sizeof(float))) /
+        index_t(sizeof(float)));
+    effattn::detail::checked_product(op, "latent cache bytes batch * layers * max_latents * width * 4", B_,
+                                     L > 0 ? L : index_t(1), max_lat_, W, index_t(sizeof(float)));
     detail::with_storage(storage_, [&](auto kv) {
       using KV = decltype(kv);
       cache<KV>(kc_).assign(n, KV(0.0f));
@@ -110,6 +117,7 @@ class Decoder {
   /// parameter_error before changing any state.
   void append(ConstView<std::int32_t, 2> tokens, nn::Matrix& logits, const Executor& ex = {}) {
     const char* op = "perceiver_ar::Decoder::append";
+    effattn::detail::check_executor(ex, op);
     effattn::detail::check_view(tokens, op, "tokens", false);
     const index_t n = tokens.dim(1);
     if (tokens.dim(0) != B_)

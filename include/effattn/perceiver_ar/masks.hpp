@@ -46,7 +46,9 @@ inline void check_valid_length(const ConstView<index_t, 1>& valid_length, index_
   if (valid_length.data() == nullptr && valid_length.dim(0) == 0) return;
   effattn::detail::check_view(valid_length, op, "valid_length", false);
   effattn::detail::check_shape(valid_length, op, "valid_length", "[B]", {B});
-  for (index_t b = 0; b < B; ++b) {
+  // A broadcast view (stride 0) holds one value, however large B is.
+  const index_t distinct = valid_length.stride(0) == 0 && B > 0 ? 1 : B;
+  for (index_t b = 0; b < distinct; ++b) {
     const index_t L = valid_length(b);
     if (L < 0 || (N >= 0 && L > N))
       EFFATTN_THROW(parameter_error(N >= 0 ? effattn::detail::concat(op, ": valid_length[", b, "]=", L,
@@ -147,7 +149,9 @@ struct LatentCausalMask {
 /// Dense encoder mask, literally (p_m >= j) * (j < L): mask [M * N] row-major,
 /// 1 = allowed. The oracle for tests (allocates M x N).
 inline std::vector<std::uint8_t> encoder_mask_reference(index_t L, index_t N, index_t M) {
-  std::vector<std::uint8_t> mask(static_cast<size_t>(M * N));
+  const char* op = "perceiver_ar::encoder_mask_reference";
+  require(N >= 0 && M >= 0, op, "N, M", "must be >= 0, got N=", N, " M=", M);
+  std::vector<std::uint8_t> mask(static_cast<size_t>(effattn::detail::checked_mul(M, N, op, "M * N")));
   for (index_t m = 0; m < M; ++m) {
     const index_t p = latent_position(L, M, m);
     for (index_t j = 0; j < N; ++j) mask[m * N + j] = (p >= j && j < L) ? 1 : 0;
@@ -158,7 +162,9 @@ inline std::vector<std::uint8_t> encoder_mask_reference(index_t L, index_t N, in
 /// Dense processor mask, literally ((p_i >= p_j) and p_j >= 0) or i == j:
 /// mask [M * M] row-major, 1 = allowed. The oracle for tests.
 inline std::vector<std::uint8_t> processor_mask_reference(index_t L, index_t M) {
-  std::vector<std::uint8_t> mask(static_cast<size_t>(M * M));
+  const char* op = "perceiver_ar::processor_mask_reference";
+  require(M >= 0, op, "M", "must be >= 0, got ", M);
+  std::vector<std::uint8_t> mask(static_cast<size_t>(effattn::detail::checked_mul(M, M, op, "M * M")));
   for (index_t i = 0; i < M; ++i)
     for (index_t j = 0; j < M; ++j) {
       const index_t pi = latent_position(L, M, i), pj = latent_position(L, M, j);

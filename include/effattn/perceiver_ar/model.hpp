@@ -203,6 +203,9 @@ struct Model {
   /// rows, so it never holds more than a chunk of activations besides K and V.
   template <class Tok, class Pos, class Store>
   void input_keys_values(index_t rows, Tok tok, Pos pos, Store store, const Executor& ex = {}) const {
+    const char* op = "perceiver_ar::Model::input_keys_values";
+    effattn::detail::check_executor(ex, op);
+    require(rows >= 0, op, "rows", "must be >= 0, got ", rows);
     const index_t W = config.width;
     constexpr index_t kChunk = 1024;
     nn::Matrix x, y, kc, vc;
@@ -220,6 +223,10 @@ struct Model {
   /// z [B*M, W] += Wo attn_out [B*M, W]; then z += Mlp(LN(z)).
   void residual_and_mlp(nn::Matrix& z, const nn::Matrix& attn_out, const AttentionWeights& a,
                         const LayerNormWeights& ln_mlp, const nn::Mlp& mlp, const Executor& ex = {}) const {
+    const char* op = "perceiver_ar::Model::residual_and_mlp";
+    effattn::detail::check_executor(ex, op);
+    check_rows(z, z.rows(), op, "z");
+    check_rows(attn_out, z.rows(), op, "attn_out");
     nn::Matrix t, y;
     a.o.forward(attn_out, t);
     z += t;
@@ -235,7 +242,18 @@ struct Model {
   template <class KV>
   void cross_block(nn::Matrix& z, index_t B, index_t M, ConstView<KV, 4> K, ConstView<KV, 4> V,
                    ConstView<index_t, 1> valid_length, const Executor& ex) const {
+    const char* op = "perceiver_ar::Model::cross_block";
+    effattn::detail::check_executor(ex, op);
     const index_t W = config.width, H = config.heads;
+    check_latent_rows(z, B, M, op);
+    // The attention's checks of K, V and valid_length, before anything is written.
+    effattn::detail::check_view(K, op, "K", false);
+    effattn::detail::check_view(V, op, "V", false);
+    const index_t N = K.dim(2);
+    effattn::detail::check_shape(K, op, "K", "[B,H,N,W/H]", {B, H, N, W / H});
+    effattn::detail::check_shape(V, op, "V", "[B,H,N,W/H]", {B, H, N, W / H});
+    require(M <= N, op, "M", "(the number of latents) must be <= N=", N, ", got ", M);
+    detail::check_valid_length(valid_length, B, N, op);
     nn::Matrix y, q, o(B * M, W);
     cross.ln_q.forward(z, y, config.ln_eps, ex);
     cross.attn.q.forward(y, q);
@@ -253,6 +271,10 @@ struct Model {
   template <class Sink>
   void latent_stack(nn::Matrix& z, index_t B, index_t M, ConstView<index_t, 1> valid_length, const Executor& ex,
                     Sink&& sink) const {
+    const char* op = "perceiver_ar::Model::latent_stack";
+    effattn::detail::check_executor(ex, op);
+    check_latent_rows(z, B, M, op);
+    detail::check_valid_length(valid_length, B, -1, op);
     const index_t W = config.width, H = config.heads, hd = W / H;
     nn::Matrix y, q, k, v, o(B * M, W);
     std::vector<float> kh(static_cast<size_t>(B * M * W)), vh(kh.size());
@@ -279,16 +301,35 @@ struct Model {
 
   /// logits [rows, vocab] = Head(LN_f(z)).
   void output_logits(const nn::Matrix& z, nn::Matrix& logits, const Executor& ex = {}) const {
+    const char* op = "perceiver_ar::Model::output_logits";
+    effattn::detail::check_executor(ex, op);
+    check_rows(z, z.rows(), op, "z");
     nn::Matrix y;
     ln_final.forward(z, y, config.ln_eps, ex);
     head.forward(y, logits);
   }
 
+  /// Checks that x is [rows, width].
+  void check_rows(const nn::Matrix& x, index_t rows, const char* op, const char* name) const {
+    if (x.rows() != rows || x.cols() != config.width)
+      EFFATTN_THROW(shape_error(effattn::detail::concat(op, ": ", name, " must be [rows,width]=[", rows, ",",
+                                                        config.width, "], got [", x.rows(), ",", x.cols(), "]")));
+  }
+  /// Checks B >= 0, M >= 1 and z [B*M, width].
+  void check_latent_rows(const nn::Matrix& z, index_t B, index_t M, const char* op) const {
+    require(B >= 0, op, "B", "must be >= 0, got ", B);
+    require(M >= 1, op, "M", "(the number of latents) must be >= 1, got ", M);
+    check_rows(z, effattn::detail::checked_mul(B, M, op, "latent rows B * M"), op, "z");
+  }
+
   /// Checks tokens [B, N] (every id in [0, vocab)).
   void check_tokens(const ConstView<std::int32_t, 2>& tokens, const char* op) const {
     effattn::detail::check_view(tokens, op, "tokens", false);
-    for (index_t b = 0; b < tokens.dim(0); ++b)
-      for (index_t j = 0; j < tokens.dim(1); ++j) {
+    // A broadcast dimension (stride 0) holds one distinct row or column.
+    const index_t nb = tokens.stride(0) == 0 && tokens.dim(0) > 0 ? 1 : tokens.dim(0);
+    const index_t nj = tokens.stride(1) == 0 && tokens.dim(1) > 0 ? 1 : tokens.dim(1);
+    for (index_t b = 0; b < nb; ++b)
+      for (index_t j = 0; j < nj; ++j) {
         const std::int32_t t = tokens(b, j);
         if (t < 0 || t >= config.vocab)
           EFFATTN_THROW(parameter_error(effattn::detail::concat(op, ": tokens[", b, ",", j, "]=", t,
@@ -309,6 +350,7 @@ struct Model {
   void forward(ConstView<std::int32_t, 2> tokens, ConstView<index_t, 1> valid_length, index_t M, nn::Matrix& logits,
                index_t position_offset = 0, const Executor& ex = {}) const {
     const char* op = "perceiver_ar::Model::forward";
+    effattn::detail::check_executor(ex, op);
     check_storage(config.context_kv, op);
     detail::with_storage(config.context_kv, [&](auto kv) {
       forward_impl<decltype(kv)>(tokens, valid_length, M, logits, position_offset, ex, op);
@@ -325,12 +367,15 @@ struct Model {
     require(M <= N, op, "M", "(the number of latents) must be <= N=", N, ", got ", M);
     require(position_offset >= 0, op, "position_offset", "must be >= 0, got ", position_offset);
     detail::check_valid_length(valid_length, B, N, op);
+    const index_t kv_elems = effattn::detail::checked_product(op, "input keys B * N * width", B, N, W);
+    effattn::detail::checked_product(op, "logits B * M * vocab", B, M, config.vocab);
+    effattn::detail::checked_product(op, "latents B * M * width", B, M, W);
     if (B == 0) {
       logits.resize(0, config.vocab);
       return;
     }
     // Keys and values of every input, head-major [B, H, N, W/H].
-    std::vector<KV> K(static_cast<size_t>(B * N * W)), V(K.size());
+    std::vector<KV> K(static_cast<size_t>(kv_elems)), V(K.size());
     input_keys_values(
         B * N, [&](index_t r) { return tokens(r / N, r % N); }, [&](index_t r) { return position_offset + r % N; },
         [&](index_t r, const float* k, const float* v) {
