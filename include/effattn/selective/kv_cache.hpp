@@ -84,6 +84,19 @@ class SelectiveKVCache {
     sel_ = detail::selection_heads(opt_, H_, op);
     ng_ = static_cast<index_t>(sel_.size());
     scale_ = opt_.scale == 0 ? 1.0 / std::sqrt(static_cast<double>(D_)) : opt_.scale;
+    // The storage of one slot across the batch must fit the index type in
+    // bytes (each growth checks its own size again, see check_capacity()).
+    slot_bytes_ = detail::checked_add(
+        detail::checked_add(detail::checked_product(op, "key bytes per slot B * Hkv * D", B_, Hkv_, D_, index_t(sizeof(T))),
+                            detail::checked_product(op, "value bytes per slot B * Hkv * Dv", B_, Hkv_, Dv_,
+                                                    index_t(sizeof(T))),
+                            op, "bytes per slot"),
+        detail::checked_product(op, "F, bias and position bytes per slot", B_,
+                                detail::checked_add(detail::checked_mul(ng_, index_t(sizeof(double) + sizeof(S)), op,
+                                                                        "F bytes per slot"),
+                                                    index_t(sizeof(index_t)), op, "bytes per slot")),
+        op, "bytes per slot");
+    detail::checked_product(op, "bookkeeping bytes B * sizeof(vector)", B_, index_t(sizeof(std::vector<index_t>)));
     evicted_.resize(static_cast<size_t>(B_));
     qsel_.resize(static_cast<size_t>(D_));
   }
@@ -139,14 +152,22 @@ class SelectiveKVCache {
                detail::identity_t<ConstView<T, 4>> v, View<T, 4> out, const Executor& ex = {},
                detail::identity_t<View<S, 3>> lse = {}) {
     const char* op = "SelectiveKVCache::prefill";
+    detail::check_executor(ex, op);
     check_inputs(op, q, k, v, out, lse, q.dim(2));
+    {  // the prefill's own options (tile sizes), checked before anything is written
+      std::vector<index_t> sel;
+      detail::check_selective_args(op, q, k, v, out, lse, opt_, attention_query_tile_quantum(), sel);
+    }
     require(seen_ == 0, op, "cache", "must be empty (tokens_seen()=", seen_, "); use step() to continue");
     const index_t P = q.dim(2);
     if (P == 0) return;  // an empty prompt changes nothing
-    std::vector<double> fn(static_cast<size_t>(B_ * ng_ * P));
-    selective_attention<T>(q, k, v, out, opt_, ex, lse, View<double, 3>(fn.data(), {B_, ng_, P}));
     const index_t keep = std::min(P, budget_);
-    reserve(keep);
+    check_capacity(keep, op);
+    std::vector<double> fn(static_cast<size_t>(detail::checked_product(op, "F rows B * G * P", B_, ng_, P)));
+    Storage grown;
+    if (keep > cap_) grown = grow(keep);  // allocated before anything is written; taken after
+    selective_attention<T>(q, k, v, out, opt_, ex, lse, View<double, 3>(fn.data(), {B_, ng_, P}));
+    if (keep > cap_) commit(grown);
     for (auto& e : evicted_) e.clear();
     std::vector<index_t> order(static_cast<size_t>(P));
     for (index_t b = 0; b < B_; ++b) {
@@ -180,12 +201,21 @@ class SelectiveKVCache {
             detail::identity_t<ConstView<T, 4>> v, View<T, 4> out, const Executor& ex = {},
             detail::identity_t<View<S, 3>> lse = {}) {
     const char* op = "SelectiveKVCache::step";
+    detail::check_executor(ex, op);
     check_inputs(op, q, k, v, out, lse, 1);
     const index_t t = seen_;
-    for (auto& e : evicted_) e.clear();
     index_t slot_all = n_;
-    if (n_ == budget_) slot_all = -1;  // evict: per-sequence slot
-    else reserve(n_ + 1);
+    if (n_ == budget_) {
+      slot_all = -1;  // evict: per-sequence slot
+    } else {
+      check_capacity(n_ + 1, op);
+      if (n_ + 1 > cap_) {
+        Storage grown = grow(n_ + 1);  // may throw bad_alloc: the cache is still unchanged
+        commit(grown);
+      }
+    }
+    // Nothing below throws: the state changes from here on.
+    for (auto& e : evicted_) e.clear();
     for (index_t b = 0; b < B_; ++b) {
       index_t slot = slot_all;
       if (slot < 0) {
@@ -289,32 +319,57 @@ class SelectiveKVCache {
     pos_[static_cast<size_t>(b * cap_ + s)] = pos;
   }
 
-  /// Grows the slot capacity to at least n (doubling, at most budget),
-  /// moving the cached tokens.
-  void reserve(index_t n) {
-    if (n <= cap_) return;
-    const index_t cap = std::min(budget_, std::max(n, 2 * cap_));
-    std::vector<T> k(static_cast<size_t>(B_ * Hkv_ * cap * D_)), v(static_cast<size_t>(B_ * Hkv_ * cap * Dv_));
-    std::vector<double> f(static_cast<size_t>(B_ * ng_ * cap));
-    std::vector<S> bias(f.size());
-    std::vector<index_t> pos(static_cast<size_t>(B_ * cap));
+  /// The capacity grow(n) makes.
+  index_t grown_capacity(index_t n) const {
+    if (n <= cap_) return cap_;
+    return std::min(budget_, std::max(n, cap_ > budget_ / 2 ? budget_ : 2 * cap_));
+  }
+  /// Throws shape_error when the storage for grow(n) overflows the index type.
+  void check_capacity(index_t n, const char* op) const {
+    detail::checked_mul(slot_bytes_, grown_capacity(n), op, "cache bytes per slot * slots");
+  }
+
+  /// The cache's storage at some capacity.
+  struct Storage {
+    index_t cap = 0;
+    std::vector<T> k, v;
+    std::vector<double> f;
+    std::vector<S> bias;
+    std::vector<index_t> pos;
+  };
+
+  /// New storage of capacity grown_capacity(n) (doubling, at most budget)
+  /// holding copies of the cached tokens; the cache itself is not touched, so
+  /// a failed allocation leaves it as it was. Call check_capacity(n) first.
+  Storage grow(index_t n) const {
+    Storage st;
+    const index_t cap = st.cap = grown_capacity(n);
+    st.k.resize(static_cast<size_t>(B_ * Hkv_ * cap * D_));
+    st.v.resize(static_cast<size_t>(B_ * Hkv_ * cap * Dv_));
+    st.f.resize(static_cast<size_t>(B_ * ng_ * cap));
+    st.bias.resize(st.f.size());
+    st.pos.resize(static_cast<size_t>(B_ * cap));
     for (index_t b = 0; b < B_; ++b) {
       for (index_t h = 0; h < Hkv_; ++h) {
-        std::copy_n(k_.data() + (b * Hkv_ + h) * cap_ * D_, n_ * D_, k.data() + (b * Hkv_ + h) * cap * D_);
-        std::copy_n(v_.data() + (b * Hkv_ + h) * cap_ * Dv_, n_ * Dv_, v.data() + (b * Hkv_ + h) * cap * Dv_);
+        std::copy_n(k_.data() + (b * Hkv_ + h) * cap_ * D_, n_ * D_, st.k.data() + (b * Hkv_ + h) * cap * D_);
+        std::copy_n(v_.data() + (b * Hkv_ + h) * cap_ * Dv_, n_ * Dv_, st.v.data() + (b * Hkv_ + h) * cap * Dv_);
       }
       for (index_t g = 0; g < ng_; ++g) {
-        std::copy_n(f_.data() + (b * ng_ + g) * cap_, n_, f.data() + (b * ng_ + g) * cap);
-        std::copy_n(bias_.data() + (b * ng_ + g) * cap_, n_, bias.data() + (b * ng_ + g) * cap);
+        std::copy_n(f_.data() + (b * ng_ + g) * cap_, n_, st.f.data() + (b * ng_ + g) * cap);
+        std::copy_n(bias_.data() + (b * ng_ + g) * cap_, n_, st.bias.data() + (b * ng_ + g) * cap);
       }
-      std::copy_n(pos_.data() + b * cap_, n_, pos.data() + b * cap);
+      std::copy_n(pos_.data() + b * cap_, n_, st.pos.data() + b * cap);
     }
-    k_.swap(k);
-    v_.swap(v);
-    f_.swap(f);
-    bias_.swap(bias);
-    pos_.swap(pos);
-    cap_ = cap;
+    return st;
+  }
+  /// Takes storage made by grow() (never throws).
+  void commit(Storage& st) noexcept {
+    k_.swap(st.k);
+    v_.swap(st.v);
+    f_.swap(st.f);
+    bias_.swap(st.bias);
+    pos_.swap(st.pos);
+    cap_ = st.cap;
   }
 
   index_t B_, H_, Hkv_, D_, Dv_, budget_;
@@ -322,6 +377,7 @@ class SelectiveKVCache {
   std::vector<index_t> sel_;
   index_t ng_ = 1;
   double scale_ = 1;
+  index_t slot_bytes_ = 0;        // bytes of one slot across the batch (K, V, F, bias, position)
   index_t cap_ = 0, n_ = 0, seen_ = 0;
   std::vector<T> k_, v_;          // [B][Hkv][cap][D], [B][Hkv][cap][Dv]
   std::vector<double> f_;         // [B][G][cap] running F per slot

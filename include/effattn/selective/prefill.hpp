@@ -168,6 +168,7 @@ void selective_attention(detail::identity_t<ConstView<T, 4>> q, detail::identity
                 "effattn::selective_attention supports float and double");
   using S = acc_t<T>;
   const char* op = "selective_attention";
+  detail::check_executor(ex, op);
   std::vector<index_t> sel;
   const auto d = detail::check_selective_args(op, q, k, v, out, lse, opt, attention_query_tile_quantum(), sel);
   const index_t ng = static_cast<index_t>(sel.size()), N = d.Nq;
@@ -180,7 +181,6 @@ void selective_attention(detail::identity_t<ConstView<T, 4>> q, detail::identity
     detail::check_no_alias(f_next, "f_next", out, "out", op);
     if (lse.data()) detail::check_no_alias(f_next, "f_next", lse, "lse", op);
   }
-  detail::check_executor(ex, op);
   if (d.B * d.H * N == 0) {
     if (f_next.data() != nullptr)
       for (index_t b = 0; b < d.B; ++b)
@@ -193,11 +193,14 @@ void selective_attention(detail::identity_t<ConstView<T, 4>> q, detail::identity
   const index_t bq = opt.block_q > 0 ? opt.block_q : detail::kDefaultBlockQ;
   const index_t bk = opt.block_k > 0 ? opt.block_k : detail::kDefaultBlockK;
   const index_t nqt = detail::ceil_div(N, bq), hpg = d.H / ng, BG = d.B * ng;
-  const index_t ldf = detail::round_up(N, detail::kSelectiveKeyChunk);
+  const index_t ldf =
+      detail::checked_add(N, detail::kSelectiveKeyChunk - 1, op, "F row length") / detail::kSelectiveKeyChunk *
+      detail::kSelectiveKeyChunk;
 
   // F tiles are key-major: [ldf keys][bq rows].
   const index_t ftile_ld = bq;
-  const index_t tile_elems = BG * bq * ldf;
+  const index_t tile_elems = detail::checked_product(op, "F tile elements B * G * block_q * N", BG, bq, ldf);
+  detail::checked_mul(tile_elems, index_t(2 * sizeof(S)), op, "F tile bytes");
   std::vector<double> frun(static_cast<size_t>(BG * ldf), 0.0);  // running F per (b, g), F[i0, :]
   // Two F-tile buffers: tile t uses buffer t % 2, so the selection of tile t+1
   // can run while the heads of tile t are still reading theirs.

@@ -22,6 +22,7 @@
 #pragma once
 
 #include <cmath>
+#include <initializer_list>
 #include <limits>
 #include <vector>
 
@@ -127,9 +128,24 @@ void selective_attention_reference(detail::identity_t<ConstView<T, 4>> q, detail
   check_nn(F, "F");
   if (S.data() && F.data()) detail::check_no_alias(S, "S", F, "F", op);
 
+  if (d.B * d.H * N == 0) {
+    // No query head (or no token, or no sequence): there is no selection head
+    // to read, so S = F = 0, and out and lse are empty. S and F, when given,
+    // are real [B,G,N,N] outputs (B * G * N * N elements of caller memory).
+    for (View<double, 4>* x : {&S, &F})
+      if (x->data() != nullptr && !x->empty())
+        for (index_t b = 0; b < d.B; ++b)
+          for (index_t g = 0; g < ng; ++g)
+            for (index_t i = 0; i < N; ++i)
+              for (index_t j = 0; j < N; ++j) (*x)(b, g, i, j) = 0.0;
+    return;
+  }
+
   // Dense S and F in double, [B][G][N][N].
-  const size_t nn = static_cast<size_t>(N) * static_cast<size_t>(N);
-  std::vector<double> Sd(static_cast<size_t>(d.B * ng) * nn, 0.0), Fd(Sd.size(), 0.0);
+  const size_t nn = static_cast<size_t>(detail::checked_mul(N, N, op, "dense F N * N"));
+  std::vector<double> Sd(static_cast<size_t>(detail::checked_product(op, "dense S and F B * G * N * N", d.B, ng, N, N)),
+                         0.0),
+      Fd(Sd.size(), 0.0);
   for (index_t b = 0; b < d.B; ++b)
     for (index_t g = 0; g < ng; ++g) {
       double* s = Sd.data() + static_cast<size_t>(b * ng + g) * nn;
@@ -198,7 +214,8 @@ void selective_memory_profile(detail::identity_t<ConstView<T, 4>> q, detail::ide
   detail::check_view(m, op, "m", true);
   const index_t B = q.dim(0), H = q.dim(1), N = q.dim(2), D = q.dim(3), Hkv = k.dim(1);
   if (D < 1) EFFATTN_THROW(shape_error(detail::concat(op, ": q must have head_dim D >= 1, got q ", detail::shape_str(q.shape()))));
-  if (Hkv < 1 || H % Hkv != 0)
+  // As in attention: k may have no head only when q has none.
+  if ((Hkv < 1 && H > 0) || (Hkv > 0 && H % Hkv != 0))
     EFFATTN_THROW(shape_error(detail::concat(op, ": k heads Hkv must divide q heads H; q ", detail::shape_str(q.shape()),
                                              ", k ", detail::shape_str(k.shape()))));
   detail::check_shape(k, op, "k", "[B,Hkv,N,D]", {B, Hkv, N, D});
@@ -209,9 +226,17 @@ void selective_memory_profile(detail::identity_t<ConstView<T, 4>> q, detail::ide
           opt.scale);
   require(std::isfinite(tau) && tau > 0, op, "tau", "must be finite and > 0, got ", tau);
   const std::vector<index_t> sel = detail::selection_heads(opt, H, op);
-  const index_t ng = static_cast<index_t>(sel.size()), G = H / Hkv;
+  const index_t ng = static_cast<index_t>(sel.size()), G = Hkv > 0 ? H / Hkv : 1;
   const double scale = opt.scale == 0 ? 1.0 / std::sqrt(static_cast<double>(D)) : opt.scale;
-  std::vector<double> f(static_cast<size_t>(ng * N));
+  if (B == 0 || N == 0) return;  // m is empty (B or N may then be huge: nothing is allocated)
+  if (H == 0) {
+    // No query head, so no selection head: F = 0 and every query needs its
+    // whole context.
+    for (index_t b = 0; b < B; ++b)
+      for (index_t i = 0; i < N; ++i) m(b, i) = static_cast<double>(i + 1);
+    return;
+  }
+  std::vector<double> f(static_cast<size_t>(detail::checked_mul(ng, N, op, "F rows G * N")));
   for (index_t b = 0; b < B; ++b) {
     std::fill(f.begin(), f.end(), 0.0);
     for (index_t i = 0; i < N; ++i) {
