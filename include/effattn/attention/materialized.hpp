@@ -27,6 +27,20 @@ void attention_materialized(detail::identity_t<ConstView<T, 4>> q, detail::ident
   const auto d = detail::check_attention_args(op, q, k, v, out, lse, opt, 1);
   mask.check(op, d.B, d.H, d.Nq, d.Nk);
   score.check(op, d.B, d.H, d.Nq, d.Nk);
+  detail::check_executor(ex, op);
+  // The score matrix of one (b, h) is Nq x Nk per thread: its size must be
+  // representable before anything is allocated.
+  (void)detail::checked_mul(d.Nq, d.Nk, op, "score matrix Nq * Nk");
+  if (d.B * d.H * d.Nq == 0) return;
+  if (d.Nk == 0) {  // no key at all: every query is fully masked
+    for (index_t b = 0; b < d.B; ++b)
+      for (index_t h = 0; h < d.H; ++h)
+        for (index_t i = 0; i < d.Nq; ++i) {
+          for (index_t e = 0; e < d.Dv; ++e) out(b, h, i, e) = T(0);
+          if (d.has_lse) lse(b, h, i) = -std::numeric_limits<acc_t<T>>::infinity();
+        }
+    return;
+  }
   using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   using CMap = Eigen::Map<const Mat, 0, Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>>;
   using OMap = Eigen::Map<Mat, 0, Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>>;
@@ -45,8 +59,9 @@ void attention_materialized(detail::identity_t<ConstView<T, 4>> q, detail::ident
     const auto bs = score.bind(b, h);
     for (index_t i = 0; i < d.Nq; ++i) {
       T* row = s.data() + i * d.Nk;
-      bm.apply(i, 0, d.Nk, row, 1);
+      // Score, then mask (which overwrites a NaN score of a masked key).
       if (Score::active) bs.apply(i, 0, d.Nk, row, 1);
+      bm.apply(i, 0, d.Nk, row, 1);
       auto r = s.row(i).array();
       const T mx = d.Nk > 0 ? r.maxCoeff() : ninf;
       T sum = 0;
@@ -59,7 +74,19 @@ void attention_materialized(detail::identity_t<ConstView<T, 4>> q, detail::ident
       }
       if (d.has_lse) lse(b, h, i) = sum > 0 ? static_cast<acc_t<T>>(mx + std::log(sum)) : -std::numeric_limits<acc_t<T>>::infinity();
     }
-    O.noalias() = s * V;
+    // A masked key has probability exactly 0, but 0 * inf = NaN inside the
+    // GEMM: when V holds a non-finite value, skip the zero probabilities.
+    if (V.allFinite()) {
+      O.noalias() = s * V;
+    } else {
+      for (index_t i = 0; i < d.Nq; ++i)
+        for (index_t e = 0; e < d.Dv; ++e) {
+          T acc = 0;
+          for (index_t j = 0; j < d.Nk; ++j)
+            if (s(i, j) != T(0)) acc += s(i, j) * V(j, e);
+          O(i, e) = acc;
+        }
+    }
   });
 }
 

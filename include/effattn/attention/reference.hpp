@@ -25,7 +25,9 @@ EFFATTN_NAMESPACE_BEGIN
 ///
 /// A fully masked row (no allowed key) gives out = 0 and lse = -inf, never NaN:
 /// there is nothing to average, and 0 is what a caller summing partial results
-/// with lse weights expects.
+/// with lse weights expects. A NaN logit of an allowed key makes its row NaN.
+/// (The engine guarantees only the first: for a non-finite logit of an
+/// allowed key its result is unspecified.)
 ///
 /// Memory: one row of Nk doubles, never Nq x Nk.
 ///
@@ -63,7 +65,9 @@ void attention_reference(detail::identity_t<ConstView<T, 4>> q, const View<KA, 4
           for (index_t e = 0; e < d.D; ++e) s += static_cast<double>(q(b, h, i, e)) * static_cast<double>(k(b, hk, j, e));
           s = s * d.scale + sc.score(i, j);
           logit[j] = s;
-          if (s > mx) mx = s;
+          // A NaN logit of an allowed key makes the row NaN (it is not a
+          // masked key): keep it as the maximum so that it propagates.
+          if (!std::isnan(mx) && (std::isnan(s) || s > mx)) mx = s;
         }
         for (auto& a : acc) a = 0;
         double sum = 0;
@@ -75,9 +79,12 @@ void attention_reference(detail::identity_t<ConstView<T, 4>> q, const View<KA, 4
             for (index_t e = 0; e < d.Dv; ++e) acc[e] += p * static_cast<double>(v(b, hk, j, e));
           }
         }
-        for (index_t e = 0; e < d.Dv; ++e) out(b, h, i, e) = static_cast<T>(sum > 0 ? acc[e] / sum : 0.0);
+        // No allowed key (or only -inf logits): out = 0, lse = -inf. Otherwise
+        // sum >= 1 (the maximum contributes exp(0)), or NaN, which propagates.
+        const bool none = mx == -std::numeric_limits<double>::infinity();
+        for (index_t e = 0; e < d.Dv; ++e) out(b, h, i, e) = static_cast<T>(none ? 0.0 : acc[e] / sum);
         if (d.has_lse)
-          lse(b, h, i) = static_cast<acc_t<T>>(sum > 0 ? mx + std::log(sum) : -std::numeric_limits<double>::infinity());
+          lse(b, h, i) = static_cast<acc_t<T>>(none ? -std::numeric_limits<double>::infinity() : mx + std::log(sum));
       }
     }
 }
