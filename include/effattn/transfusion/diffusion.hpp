@@ -37,11 +37,14 @@ struct CosineSchedule {
   std::vector<double> beta;       ///< [T+1], beta[0] = 0
   std::vector<double> alpha_bar;  ///< [T+1], alpha_bar[0] = 1
 
-  /// Throws parameter_error unless T >= 1, s > 0 and 0 < max_beta < 1.
+  /// The most steps a schedule tabulates (2^20; the paper uses 1000).
+  static constexpr index_t max_steps = index_t(1) << 20;
+
+  /// Throws parameter_error unless 1 <= T <= max_steps, s > 0 and 0 < max_beta < 1.
   explicit CosineSchedule(index_t steps = 1000, double offset = 0.008, double beta_cap = 0.999)
       : T(steps), s(offset), max_beta(beta_cap) {
     const char* op = "transfusion::CosineSchedule";
-    require(T >= 1, op, "T", "must be >= 1, got ", T);
+    require(T >= 1 && T <= max_steps, op, "T", "must be in [1, max_steps=", max_steps, "], got ", T);
     require(std::isfinite(s) && s > 0, op, "s", "must be finite and > 0, got ", s);
     require(max_beta > 0 && max_beta < 1, op, "max_beta", "must be in (0, 1), got ", max_beta);
     const double pi = 3.14159265358979323846;
@@ -62,6 +65,10 @@ struct CosineSchedule {
  private:
   index_t checked(index_t t, index_t lo) const {
     require(t >= lo && t <= T, "transfusion::CosineSchedule", "t", "must be in [", lo, ", ", T, "], got ", t);
+    // The members are public: a T edited without its tables is caught here.
+    require(static_cast<size_t>(t) < beta.size() && static_cast<size_t>(t) < alpha_bar.size(),
+            "transfusion::CosineSchedule", "T", "=", T, " does not match its tables (", beta.size(), " betas, ",
+            alpha_bar.size(), " alpha_bars)");
     return t;
   }
 };
@@ -83,6 +90,7 @@ inline std::vector<index_t> sample_timesteps(const Layout& layout, const CosineS
   const char* op = "transfusion::sample_timesteps";
   require(cap >= 1 && cap <= sched.T, op, "cap", "must be in [1, T=", sched.T, "], got ", cap);
   require(cap_probability >= 0 && cap_probability <= 1, op, "cap_probability", "must be in [0, 1], got ", cap_probability);
+  detail::check_layout(layout, op);
   std::vector<index_t> t(static_cast<size_t>(layout.num_images()));
   std::uniform_real_distribution<double> coin(0.0, 1.0);
   for (index_t k = 0; k < layout.num_images(); ++k) {
@@ -109,6 +117,7 @@ void add_noise(const CosineSchedule& sched, ::effattn::detail::identity_t<ConstV
   ::effattn::detail::check_no_alias(xt, "xt", x0, "x0", op);
   ::effattn::detail::check_no_alias(xt, "xt", eps, "eps", op);
   require(t >= 0 && t <= sched.T, op, "t", "must be in [0, T=", sched.T, "], got ", t);
+  if (x0.empty()) return;  // [M, 0] or [0, D]: nothing to write, however large the other extent
   const double a = std::sqrt(sched.abar(t)), b = std::sqrt(1.0 - sched.abar(t));
   for (index_t m = 0; m < x0.dim(0); ++m)
     for (index_t d = 0; d < x0.dim(1); ++d)
@@ -125,6 +134,7 @@ void add_noise_per_image(const CosineSchedule& sched, const Layout& layout,
                          ::effattn::detail::identity_t<ConstView<T, 2>> eps, const std::vector<index_t>& timesteps,
                          ::effattn::detail::identity_t<View<T, 2>> xt) {
   const char* op = "transfusion::add_noise_per_image";
+  detail::check_layout(layout, op);
   ::effattn::detail::check_view(x0, op, "x0", false);
   ::effattn::detail::check_shape(x0, op, "x0", "[P,D]", {layout.num_patches(), x0.dim(1)});
   require(static_cast<index_t>(timesteps.size()) == layout.num_images(), op, "timesteps",
@@ -138,6 +148,9 @@ void add_noise_per_image(const CosineSchedule& sched, const Layout& layout,
   ::effattn::detail::check_shape(xt, op, "xt", "[P,D]", {x0.dim(0), x0.dim(1)});
   ::effattn::detail::check_no_alias(xt, "xt", x0, "x0", op);
   ::effattn::detail::check_no_alias(xt, "xt", eps, "eps", op);
+  // Empty (P = 0 or D = 0): nothing to write, and no pointer to offset (an
+  // empty view's data may be null).
+  if (x0.empty()) return;
   index_t row = 0;
   for (index_t k = 0; k < layout.num_images(); ++k) {
     const index_t M = layout.images[static_cast<size_t>(k)].length, D = x0.dim(1);
@@ -161,7 +174,8 @@ enum class DdpmVariance {
 ///   x_{t-1} = (x_t - beta_t / sqrt(1 - abar_t) * eps_hat) / sqrt(alpha_t) + sigma_t z
 ///
 /// Shapes: x_t, eps_hat, z, x_prev [M, D]. `z` is standard normal noise; pass
-/// an empty view ({}) for the mean only. t in [1, T]. x_prev may not alias the
+/// an absent view ({}: null data and an empty shape) for the mean only (a null
+/// z with a non-empty shape is a shape_error). t in [1, T]. x_prev may not alias the
 /// inputs. Throws shape_error / parameter_error before writing.
 template <class T>
 void ddpm_step(const CosineSchedule& sched, ::effattn::detail::identity_t<ConstView<T, 2>> x_t,
@@ -174,7 +188,7 @@ void ddpm_step(const CosineSchedule& sched, ::effattn::detail::identity_t<ConstV
   ::effattn::detail::check_view(x_prev, op, "x_prev", true);
   ::effattn::detail::check_shape(eps_hat, op, "eps_hat", "[M,D]", {x_t.dim(0), x_t.dim(1)});
   ::effattn::detail::check_shape(x_prev, op, "x_prev", "[M,D]", {x_t.dim(0), x_t.dim(1)});
-  const bool noise = z.data() != nullptr;
+  const bool noise = !(z.data() == nullptr && z.empty());
   if (noise) {
     ::effattn::detail::check_view(z, op, "z", false);
     ::effattn::detail::check_shape(z, op, "z", "[M,D]", {x_t.dim(0), x_t.dim(1)});
@@ -184,6 +198,7 @@ void ddpm_step(const CosineSchedule& sched, ::effattn::detail::identity_t<ConstV
   ::effattn::detail::check_no_alias(x_prev, "x_prev", eps_hat, "eps_hat", op);
   require(t >= 1 && t <= sched.T, op, "t", "must be in [1, T=", sched.T, "], got ", t);
   require(variance == DdpmVariance::posterior || variance == DdpmVariance::beta, op, "variance", "is unknown");
+  if (x_t.empty()) return;  // nothing to write, however large the other extent
   const double beta = sched.beta_at(t), abar = sched.abar(t), abar_prev = sched.abar(t - 1);
   const double c_eps = beta / std::sqrt(1.0 - abar), inv_sqrt_alpha = 1.0 / std::sqrt(1.0 - beta);
   double var = variance == DdpmVariance::posterior ? (1.0 - abar_prev) / (1.0 - abar) * beta : (t > 1 ? beta : 0.0);
@@ -211,6 +226,7 @@ void predict_x0(const CosineSchedule& sched, ::effattn::detail::identity_t<Const
   ::effattn::detail::check_no_alias(x0, "x0", x_t, "x_t", op);
   ::effattn::detail::check_no_alias(x0, "x0", eps_hat, "eps_hat", op);
   require(t >= 0 && t <= sched.T, op, "t", "must be in [0, T=", sched.T, "], got ", t);
+  if (x_t.empty()) return;  // nothing to write, however large the other extent
   const double a = std::sqrt(sched.abar(t)), b = std::sqrt(1.0 - sched.abar(t));
   for (index_t m = 0; m < x_t.dim(0); ++m)
     for (index_t d = 0; d < x_t.dim(1); ++d)

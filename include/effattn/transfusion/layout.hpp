@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "../core/error.hpp"
@@ -37,6 +38,11 @@ enum class PositionMode {
   /// position(i) = i - (number of non-first patches at indices <= i).
   shared_per_image,
 };
+
+/// The longest sequence a layout may describe: 2^31 - 1 tokens (far beyond
+/// what attention over one sequence can run). A longer one is a corrupt size:
+/// every constructor rejects it with parameter_error before allocating.
+inline constexpr index_t max_sequence_length = (index_t(1) << 31) - 1;
 
 /// One image of a layout. BOI sits at `start - 1`, the patches at
 /// [start, start + length), EOI at `start + length`.
@@ -170,34 +176,104 @@ inline void fill_layout(Layout& L, index_t N, PositionMode mode) {
   }
 }
 
+/// Validates a layout that may have been built or edited by hand, in O(N):
+/// every per-token array has N = type.size() <= max_sequence_length entries;
+/// the images are in order, disjoint, in range, with grid_h * grid_w patches
+/// and their markers; each patch carries its image's id and every other token
+/// is text with id -1 (what the constructors produce). Consumers of a Layout
+/// call this before reading it, so an inconsistent one throws parameter_error
+/// instead of being read out of bounds. `which`/`index` name the argument.
+inline void check_layout(const Layout& L, const char* op, const char* which = "layout", size_t index = size_t(-1)) {
+  const std::string name = index == size_t(-1) ? std::string(which) : ::effattn::detail::concat(which, "[", index, "]");
+  const char* nm = name.c_str();
+  require(L.type.size() <= static_cast<size_t>(max_sequence_length), op, nm, "has ", L.type.size(),
+          " tokens, more than max_sequence_length=", max_sequence_length);
+  const index_t N = L.length();
+  const size_t n = static_cast<size_t>(N);
+  require(L.image_id.size() == n && L.patch_row.size() == n && L.patch_col.size() == n && L.position.size() == n, op,
+          nm, "per-token arrays must all have N=", N, " entries, got image_id ", L.image_id.size(), ", patch_row ",
+          L.patch_row.size(), ", patch_col ", L.patch_col.size(), ", position ", L.position.size());
+  index_t prev_eoi = -1, patches = 0;
+  for (size_t k = 0; k < L.images.size(); ++k) {
+    const ImageSpan& im = L.images[k];
+    require(im.grid_h >= 1 && im.grid_w >= 1 && im.start >= 1 && im.start - 1 > prev_eoi && im.start < N &&
+                im.length >= 1 && im.length < N - im.start && im.length / im.grid_w == im.grid_h &&
+                im.length % im.grid_w == 0,
+            op, nm, "image ", k, " {start=", im.start, ", length=", im.length, ", grid ", im.grid_h, " x ", im.grid_w,
+            "} is not a span of grid_h * grid_w patches inside [1, N-1) after the previous image (EOI at ", prev_eoi,
+            "), N=", N);
+    prev_eoi = im.eoi();
+    require(L.type[static_cast<size_t>(im.boi())] == TokenType::boi && L.type[static_cast<size_t>(im.eoi())] == TokenType::eoi,
+            op, nm, "image ", k, " is not bracketed by BOI at ", im.boi(), " and EOI at ", im.eoi());
+    patches += im.length;
+  }
+  // Each image's markers were found in place above, and each patch lies in its
+  // own image's span below; equal counts mean no stray marker or text token
+  // sits inside a span, and no marker outside one.
+  index_t markers = 0, found = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const index_t id = L.image_id[i];
+    const TokenType t = L.type[i];
+    if (id == -1) {
+      require(t == TokenType::text || t == TokenType::boi || t == TokenType::eoi, op, nm, "token ", i,
+              " has image_id -1 but type ", static_cast<int>(t), " (not text, BOI or EOI)");
+      markers += t != TokenType::text;
+      continue;
+    }
+    require(id >= 0 && id < L.num_images() && t == TokenType::patch, op, nm, "token ", i, " has image_id ", id,
+            " and type ", static_cast<int>(t), " (a patch of one of the ", L.num_images(), " images expected)");
+    const ImageSpan& im = L.images[static_cast<size_t>(id)];
+    require(static_cast<index_t>(i) >= im.start && static_cast<index_t>(i) < im.end(), op, nm, "token ", i,
+            " claims image ", id, " but lies outside its patches [", im.start, ", ", im.end(), ")");
+    ++found;
+  }
+  require(markers == 2 * L.num_images() && found == patches, op, nm, "has ", markers, " BOI / EOI and ", found,
+          " patch tokens, but its ", L.num_images(), " images need ", 2 * L.num_images(), " and ", patches);
+}
+
 }  // namespace detail
 
 /// Builds a layout from segments in order: text runs as they are, each image
 /// as BOI, grid_h * grid_w patches in raster order, EOI.
-/// Throws parameter_error for a text run of length < 1 or an image with a
-/// grid dimension < 1.
+/// Throws parameter_error for a text run of length < 1, an image with a
+/// grid dimension < 1, or more than max_sequence_length tokens in all
+/// (shape_error when a size overflows the index type), before allocating.
 inline Layout make_layout(const std::vector<Segment>& segments, PositionMode mode = PositionMode::sequential) {
   const char* op = "transfusion::make_layout";
-  Layout L;
+  // Every size is checked (and the whole length known) before anything is allocated.
   index_t N = 0;
   for (size_t s = 0; s < segments.size(); ++s) {
     const Segment& g = segments[s];
+    index_t add = 0;
     if (g.kind == Segment::Kind::text) {
       require(g.length >= 1, op, "segments", "[", s, "] is a text run of length ", g.length, " (must be >= 1)");
-      N += g.length;
+      add = g.length;
     } else if (g.kind == Segment::Kind::image) {
       require(g.grid_h >= 1 && g.grid_w >= 1, op, "segments", "[", s, "] is an image of ", g.grid_h, " x ", g.grid_w,
               " patches (zero-size image; both must be >= 1)");
-      ImageSpan im;
-      im.start = N + 1;
-      im.grid_h = g.grid_h;
-      im.grid_w = g.grid_w;
-      im.length = g.grid_h * g.grid_w;
-      L.images.push_back(im);
-      N += im.length + 2;
+      add = ::effattn::detail::checked_add(::effattn::detail::checked_mul(g.grid_h, g.grid_w, op, "grid_h * grid_w"),
+                                           index_t(2), op, "image length with markers");
     } else {
       require(false, op, "segments", "[", s, "] has an unknown kind ", static_cast<int>(g.kind));
     }
+    N = ::effattn::detail::checked_add(N, add, op, "sequence length");
+    require(N <= max_sequence_length, op, "segments", "describe more than max_sequence_length=", max_sequence_length,
+            " tokens (", N, " through segments[", s, "])");
+  }
+  Layout L;
+  index_t start = 0;
+  for (const Segment& g : segments) {
+    if (g.kind == Segment::Kind::text) {
+      start += g.length;
+      continue;
+    }
+    ImageSpan im;
+    im.start = start + 1;
+    im.grid_h = g.grid_h;
+    im.grid_w = g.grid_w;
+    im.length = g.grid_h * g.grid_w;  // checked above
+    L.images.push_back(im);
+    start += im.length + 2;
   }
   detail::fill_layout(L, N, mode);
   return L;
@@ -219,23 +295,33 @@ struct ImagePlacement {
 inline Layout layout_from_spans(index_t N, const std::vector<ImagePlacement>& placements,
                                 PositionMode mode = PositionMode::sequential) {
   const char* op = "transfusion::layout_from_spans";
-  require(N >= 0, op, "N", "must be >= 0, got ", N);
-  Layout L;
+  require(N >= 0 && N <= max_sequence_length, op, "N", "must be in [0, max_sequence_length=", max_sequence_length,
+          "], got ", N);
+  // Every span is checked before anything is allocated.
   index_t prev_eoi = -1;
   for (size_t k = 0; k < placements.size(); ++k) {
     const ImagePlacement& p = placements[k];
     require(p.grid_h >= 1 && p.grid_w >= 1, op, "images", "[", k, "] has a ", p.grid_h, " x ", p.grid_w,
             " patch grid (zero-size image; both must be >= 1)");
+    require(p.start >= 1 && p.start < N, op, "images", "[", k, "] starts at ", p.start,
+            ": out of range for a sequence of N=", N, " tokens (its BOI sits at start - 1 >= 0)");
+    const index_t len = ::effattn::detail::checked_mul(p.grid_h, p.grid_w, op, "grid_h * grid_w");
+    // start < N <= max_sequence_length, so start + len only overflows for a
+    // len that is out of range anyway.
+    require(len < N - p.start, op, "images", "[", k, "] = BOI at ", p.start - 1, ", ", len, " patches from ", p.start,
+            ", EOI at ", p.start, " + ", len, " is out of range for a sequence of N=", N, " tokens");
+    require(p.start - 1 > prev_eoi, op, "images", "[", k, "] (BOI at ", p.start - 1,
+            ") overlaps or precedes the previous image (EOI at ", prev_eoi, "); spans must be disjoint and in sequence order");
+    prev_eoi = p.start + len;
+  }
+  Layout L;
+  L.images.reserve(placements.size());
+  for (const ImagePlacement& p : placements) {
     ImageSpan im;
     im.start = p.start;
     im.grid_h = p.grid_h;
     im.grid_w = p.grid_w;
-    im.length = p.grid_h * p.grid_w;
-    require(im.boi() >= 0 && im.eoi() < N, op, "images", "[", k, "] = BOI at ", im.boi(), ", patches [", im.start, ", ",
-            im.end(), "), EOI at ", im.eoi(), " is out of range for a sequence of N=", N, " tokens");
-    require(im.boi() > prev_eoi, op, "images", "[", k, "] (BOI at ", im.boi(), ") overlaps or precedes the previous image (EOI at ",
-            prev_eoi, "); spans must be disjoint and in sequence order");
-    prev_eoi = im.eoi();
+    im.length = p.grid_h * p.grid_w;  // checked above
     L.images.push_back(im);
   }
   detail::fill_layout(L, N, mode);
@@ -255,6 +341,9 @@ inline Layout layout_from_tokens(ConstView<std::int64_t, 1> type, ConstView<std:
   ::effattn::detail::check_view(image_id, op, "image_id", false);
   const index_t N = type.dim(0);
   ::effattn::detail::check_shape(image_id, op, "image_id", "[N]", {N});
+  // A broadcast (stride 0) view may have any extent: bound it before the scan.
+  require(N <= max_sequence_length, op, "type", "has N=", N, " tokens, more than max_sequence_length=",
+          max_sequence_length);
   std::vector<ImagePlacement> pl;
   for (index_t i = 0; i < N;) {
     const std::int64_t t = type(i), id = image_id(i);
@@ -306,12 +395,17 @@ struct BatchLayout {
 
 /// Pads layouts of different lengths into one batch of length
 /// max(pad_to, longest). Throws parameter_error if pad_to > 0 is shorter than
-/// the longest layout.
+/// the longest layout, pad_to is outside [0, max_sequence_length], or a layout
+/// is inconsistent (detail::check_layout).
 inline BatchLayout make_batch(std::vector<Layout> layouts, index_t pad_to = 0) {
   const char* op = "transfusion::make_batch";
+  require(pad_to >= 0 && pad_to <= max_sequence_length, op, "pad_to", "must be in [0, max_sequence_length=",
+          max_sequence_length, "], got ", pad_to);
   index_t longest = 0;
-  for (const auto& L : layouts) longest = std::max(longest, L.length());
-  require(pad_to >= 0, op, "pad_to", "must be >= 0, got ", pad_to);
+  for (size_t b = 0; b < layouts.size(); ++b) {
+    detail::check_layout(layouts[b], op, "layouts", b);
+    longest = std::max(longest, layouts[b].length());
+  }
   require(pad_to == 0 || pad_to >= longest, op, "pad_to", "=", pad_to, " is shorter than the longest layout (", longest,
           " tokens)");
   BatchLayout b;

@@ -119,6 +119,29 @@ struct TinyTransfusion {
     return m;
   }
 
+  /// The most parameters random() creates (2^31): this is a demonstration
+  /// model, and a larger count is a corrupt size, rejected before allocating.
+  static constexpr index_t max_parameters = index_t(1) << 31;
+
+  /// Number of parameters of a model with these sizes (shape_error on overflow).
+  static index_t parameter_count(const ModelConfig& c, const char* op = "transfusion::TinyTransfusion") {
+    using ::effattn::detail::checked_add;
+    using ::effattn::detail::checked_product;
+    const index_t d = c.dim;
+    const char* w = "parameter count";
+    index_t layer = checked_product(op, w, index_t(4), d);                                      // two LayerNorms
+    layer = checked_add(layer, checked_product(op, w, index_t(3), d, checked_add(d, index_t(1), op, w)), op, w);  // qkv
+    layer = checked_add(layer, checked_product(op, w, d, checked_add(d, index_t(1), op, w)), op, w);  // proj
+    layer = checked_add(layer, checked_product(op, w, c.mlp_hidden, checked_add(d, index_t(1), op, w)), op, w);  // fc1
+    layer = checked_add(layer, checked_product(op, w, d, checked_add(c.mlp_hidden, index_t(1), op, w)), op, w);  // fc2
+    index_t n = checked_product(op, w, c.layers, layer);
+    n = checked_add(n, checked_product(op, w, d, checked_add(c.patch_dim, index_t(1), op, w)), op, w);  // patch_in
+    n = checked_add(n, checked_product(op, w, d, checked_add(d, index_t(1), op, w)), op, w);            // time_in
+    n = checked_add(n, checked_product(op, w, index_t(4), d), op, w);                                    // boi, eoi, lnf
+    n = checked_add(n, checked_product(op, w, c.patch_dim, checked_add(d, index_t(1), op, w)), op, w);  // patch_out
+    return n;
+  }
+
   static void check_config(const ModelConfig& c) {
     const char* op = "transfusion::TinyTransfusion";
     require(c.dim >= 2 && c.dim % 2 == 0, op, "dim", "must be even and >= 2, got ", c.dim);
@@ -128,10 +151,52 @@ struct TinyTransfusion {
     require(c.mlp_hidden >= 1, op, "mlp_hidden", "must be >= 1, got ", c.mlp_hidden);
     require(c.patch_dim >= 1, op, "patch_dim", "must be >= 1, got ", c.patch_dim);
     require(std::isfinite(c.rope_base) && c.rope_base > 1, op, "rope_base", "must be > 1, got ", c.rope_base);
+    require(std::isfinite(c.ln_eps) && c.ln_eps > 0, op, "ln_eps", "must be finite and > 0, got ", c.ln_eps);
+    const index_t n = parameter_count(c, op);
+    require(n <= max_parameters, op, "config", "has ", n, " parameters, more than max_parameters=", max_parameters);
+  }
+
+  /// Checks the config and that every weight has the shape it implies (the
+  /// members are public, so a model may have been edited): parameter_error /
+  /// shape_error naming `op`. O(layers); every entry point calls it first.
+  void check_model(const char* op) const {
+    check_config(cfg);
+    const index_t d = cfg.dim;
+    auto linear = [&](const nn::Linear& l, index_t in, index_t out, const char* name) {
+      if (l.weight.rows() != out || l.weight.cols() != in || (l.bias.size() != 0 && l.bias.size() != out))
+        EFFATTN_THROW(shape_error(::effattn::detail::concat(op, ": model weight ", name, " must be [out,in]=[", out, ",",
+                                                            in, "] with bias [out] or none, got [", l.weight.rows(), ",",
+                                                            l.weight.cols(), "] and bias [", l.bias.size(), "]")));
+    };
+    auto vector = [&](const nn::Vector& v, const char* name) {
+      if (v.size() != d)
+        EFFATTN_THROW(shape_error(::effattn::detail::concat(op, ": model vector ", name, " must be [dim]=[", d,
+                                                            "], got [", v.size(), "]")));
+    };
+    linear(patch_in, cfg.patch_dim, d, "patch_in");
+    linear(time_in, d, d, "time_in");
+    linear(patch_out, d, cfg.patch_dim, "patch_out");
+    vector(boi, "boi");
+    vector(eoi, "eoi");
+    vector(lnf_w, "lnf_w");
+    vector(lnf_b, "lnf_b");
+    require(static_cast<index_t>(blocks.size()) == cfg.layers, op, "blocks", "must hold cfg.layers=", cfg.layers,
+            " blocks, got ", blocks.size());
+    for (const Block& b : blocks) {
+      vector(b.ln1_w, "ln1_w");
+      vector(b.ln1_b, "ln1_b");
+      vector(b.ln2_w, "ln2_w");
+      vector(b.ln2_b, "ln2_b");
+      linear(b.qkv, d, 3 * d, "qkv");
+      linear(b.proj, d, d, "proj");
+      linear(b.mlp.fc1, d, cfg.mlp_hidden, "mlp.fc1");
+      linear(b.mlp.fc2, cfg.mlp_hidden, d, "mlp.fc2");
+    }
   }
 
   /// time_in(sinusoid(t)): [dim] (features cos(t f_i), sin(t f_i), f_i = 10000^(-i/(dim/2))).
   nn::Vector time_embedding(index_t t) const {
+    check_model("transfusion::TinyTransfusion::time_embedding");
     const index_t half = cfg.dim / 2;
     nn::Matrix f(1, cfg.dim), y;
     for (index_t i = 0; i < half; ++i) {
@@ -146,6 +211,8 @@ struct TinyTransfusion {
   /// Patch rows: patch_in(tokens) + time_embedding(t). tokens [M, patch_dim] -> x [M, dim].
   void embed_patches(const nn::Matrix& tokens, index_t t, nn::Matrix& x) const {
     const char* op = "transfusion::TinyTransfusion::embed_patches";
+    check_model(op);
+    if (&tokens == &x) EFFATTN_THROW(shape_error(::effattn::detail::concat(op, ": x must not be tokens")));
     if (tokens.cols() != cfg.patch_dim)
       EFFATTN_THROW(shape_error(::effattn::detail::concat(op, ": tokens must be [M,patch_dim]=[", tokens.rows(), ",",
                                                           cfg.patch_dim, "], got [", tokens.rows(), ",", tokens.cols(), "]")));
@@ -159,6 +226,10 @@ struct TinyTransfusion {
   void embed(const Layout& layout, const nn::Matrix& text, const nn::Matrix& patches,
              const std::vector<index_t>& timesteps, nn::Matrix& x) const {
     const char* op = "transfusion::TinyTransfusion::embed";
+    check_model(op);
+    detail::check_layout(layout, op);
+    if (&x == &text || &x == &patches)
+      EFFATTN_THROW(shape_error(::effattn::detail::concat(op, ": x must be neither text nor patches")));
     if (text.rows() != layout.num_text() || (text.rows() > 0 && text.cols() != cfg.dim))
       EFFATTN_THROW(shape_error(::effattn::detail::concat(op, ": text must be [num_text,dim]=[", layout.num_text(), ",",
                                                           cfg.dim, "], got [", text.rows(), ",", text.cols(), "]")));
@@ -194,12 +265,37 @@ struct TinyTransfusion {
   /// the prefix) under the key limits `limit` [n] (absolute, non-decreasing,
   /// <= r0 + n). `pos` [n] are the rotary positions. `kv` holds every layer,
   /// or (only with r0 = 0) one layer that each layer overwrites in turn.
+  /// Every size, the limits and the executor (first) are checked before x or
+  /// kv is written: parameter_error / shape_error.
   void run_rows(nn::Matrix& x, index_t r0, const std::vector<index_t>& pos, const std::vector<index_t>& limit,
                 KVStore& kv, const Executor& ex) const {
-    const index_t n = x.rows(), H = cfg.heads, hd = cfg.head_dim(), C = cfg.dim, nk = r0 + n;
-    EFFATTN_ASSERT(nk <= kv.capacity && static_cast<index_t>(pos.size()) == n, "run_rows: bad sizes");
-    EFFATTN_ASSERT(static_cast<index_t>(limit.size()) == n, "run_rows: bad limits");
-    EFFATTN_ASSERT(kv.layers == cfg.layers || (kv.layers == 1 && r0 == 0), "run_rows: bad KVStore layers");
+    const char* op = "transfusion::TinyTransfusion::run_rows";
+    ::effattn::detail::check_executor(ex, op);
+    check_model(op);
+    const index_t n = x.rows(), H = cfg.heads, hd = cfg.head_dim(), C = cfg.dim;
+    if (x.cols() != C)
+      EFFATTN_THROW(shape_error(::effattn::detail::concat(op, ": x must be [n,dim]=[", n, ",", C, "], got [", n, ",",
+                                                          x.cols(), "]")));
+    require(r0 >= 0, op, "r0", "must be >= 0, got ", r0);
+    const index_t nk = ::effattn::detail::checked_add(r0, n, op, "r0 + n");
+    require(static_cast<index_t>(pos.size()) == n, op, "pos", "must have n=", n, " entries, got ", pos.size());
+    require(static_cast<index_t>(limit.size()) == n, op, "limit", "must have n=", n, " entries, got ", limit.size());
+    for (size_t r = 0; r < limit.size(); ++r)
+      require(limit[r] >= 0 && limit[r] <= nk && (r == 0 || limit[r] >= limit[r - 1]), op, "limit", "[", r, "]=",
+              limit[r], " must be in [0, r0 + n=", nk, "] and non-decreasing");
+    require(kv.heads == H && kv.head_dim == hd && kv.capacity >= 0, op, "kv", "must have heads=", H, " head_dim=", hd,
+            ", got heads=", kv.heads, " head_dim=", kv.head_dim, " capacity=", kv.capacity);
+    require(kv.layers == cfg.layers || (kv.layers == 1 && r0 == 0), op, "kv", "must hold every layer (", cfg.layers,
+            "), or one reused layer with r0 = 0; got ", kv.layers, " layers with r0=", r0);
+    require(nk <= kv.capacity, op, "kv", "capacity ", kv.capacity, " is less than r0 + n=", nk);
+    const index_t per_layer = ::effattn::detail::checked_product(op, "kv size", H, kv.capacity, hd);
+    require(static_cast<index_t>(kv.k.size()) == kv.layers && static_cast<index_t>(kv.v.size()) == kv.layers, op,
+            "kv", "must hold ", kv.layers, " key and value buffers, got ", kv.k.size(), " and ", kv.v.size());
+    for (index_t l = 0; l < kv.layers; ++l)
+      require(static_cast<index_t>(kv.k[static_cast<size_t>(l)].size()) == per_layer &&
+                  static_cast<index_t>(kv.v[static_cast<size_t>(l)].size()) == per_layer,
+              op, "kv", "layer ", l, " buffers must hold heads * capacity * head_dim = ", per_layer, " floats");
+    if (n == 0) return;
     std::vector<float> q(static_cast<size_t>(H * n * hd)), o(static_cast<size_t>(H * n * hd));
     // Rotary tables for these rows.
     const index_t half = hd / 2;
@@ -250,6 +346,11 @@ struct TinyTransfusion {
 
   /// eps_hat = patch_out(LNf(rows)) for final hidden rows [M, dim] -> [M, patch_dim].
   void head(const nn::Matrix& rows, nn::Matrix& eps) const {
+    const char* op = "transfusion::TinyTransfusion::head";
+    check_model(op);
+    if (rows.cols() != cfg.dim)
+      EFFATTN_THROW(shape_error(::effattn::detail::concat(op, ": rows must be [M,dim]=[", rows.rows(), ",", cfg.dim,
+                                                          "], got [", rows.rows(), ",", rows.cols(), "]")));
     nn::Matrix h;
     nn::layer_norm(rows, lnf_w, lnf_b, cfg.ln_eps, h);
     patch_out.forward(h, eps);
@@ -259,6 +360,9 @@ struct TinyTransfusion {
   /// attention (in place: x becomes the final hidden states, before LNf).
   void forward(const Layout& layout, nn::Matrix& x, const Executor& ex = {}) const {
     const char* op = "transfusion::TinyTransfusion::forward";
+    ::effattn::detail::check_executor(ex, op);
+    check_model(op);
+    detail::check_layout(layout, op);
     if (x.rows() != layout.length() || x.cols() != cfg.dim)
       EFFATTN_THROW(shape_error(::effattn::detail::concat(op, ": x must be [N,dim]=[", layout.length(), ",", cfg.dim,
                                                           "], got [", x.rows(), ",", x.cols(), "]")));
@@ -276,8 +380,14 @@ struct TinyTransfusion {
   /// image's rows. eps [M_k, patch_dim].
   void predict_noise(const Layout& layout, const nn::Matrix& x, index_t k, nn::Matrix& eps,
                      const Executor& ex = {}) const {
-    require(k >= 0 && k < layout.num_images(), "transfusion::TinyTransfusion::predict_noise", "k", "must be in [0, ",
-            layout.num_images(), "), got ", k);
+    const char* op = "transfusion::TinyTransfusion::predict_noise";
+    ::effattn::detail::check_executor(ex, op);
+    check_model(op);
+    detail::check_layout(layout, op);
+    require(k >= 0 && k < layout.num_images(), op, "k", "must be in [0, ", layout.num_images(), "), got ", k);
+    if (x.rows() != layout.length() || x.cols() != cfg.dim)
+      EFFATTN_THROW(shape_error(::effattn::detail::concat(op, ": x must be [N,dim]=[", layout.length(), ",", cfg.dim,
+                                                          "], got [", x.rows(), ",", x.cols(), "]")));
     nn::Matrix hx = x;
     forward(layout, hx, ex);
     const ImageSpan& im = layout.images[static_cast<size_t>(k)];
@@ -301,6 +411,9 @@ class DenoisingCache {
                  const Executor& ex = {})
       : model_(&model) {
     const char* op = "transfusion::DenoisingCache";
+    ::effattn::detail::check_executor(ex, op);
+    model.check_model(op);
+    detail::check_layout(layout, op);
     require(k >= 0 && k < layout.num_images(), op, "k", "must be in [0, ", layout.num_images(), "), got ", k);
     const ImageSpan& im = layout.images[static_cast<size_t>(k)];
     prefix_ = im.start;
@@ -324,6 +437,8 @@ class DenoisingCache {
   /// eps_hat [M, patch_dim] for the image's current tokens [M, patch_dim] at timestep t.
   void predict_noise(const nn::Matrix& tokens, index_t t, nn::Matrix& eps, const Executor& ex = {}) {
     const char* op = "transfusion::DenoisingCache::predict_noise";
+    ::effattn::detail::check_executor(ex, op);
+    model_->check_model(op);
     if (tokens.rows() != M_ || tokens.cols() != model_->cfg.patch_dim)
       EFFATTN_THROW(shape_error(::effattn::detail::concat(op, ": tokens must be [M,patch_dim]=[", M_, ",",
                                                           model_->cfg.patch_dim, "], got [", tokens.rows(), ",",
