@@ -39,6 +39,7 @@ struct Linear {
     if (bias.size() != 0 && bias.size() != weight.rows())
       EFFATTN_THROW(shape_error(detail::concat(op, ": bias must be [out]=[", weight.rows(), "], got [", bias.size(), "]")));
     if (&x == &y) EFFATTN_THROW(shape_error(detail::concat(op, ": y must not be x")));
+    detail::checked_mul(x.rows(), weight.rows(), op, "y size rows * out");  // x may be [huge, 0]
     y.resize(x.rows(), weight.rows());
     constexpr index_t kGemvRows = 4;
     if (x.rows() <= kGemvRows) {
@@ -52,7 +53,9 @@ struct Linear {
   /// Weights ~ U(-scale, scale) (scale 0: 1/sqrt(in), torch's default bound), bias likewise.
   template <class Rng>
   static Linear random(index_t in, index_t out, Rng& rng, float scale = 0, bool with_bias = true) {
-    require(in > 0 && out > 0, "nn::Linear::random", "in/out", "must be > 0, got in=", in, " out=", out);
+    const char* op = "nn::Linear::random";
+    require(in > 0 && out > 0, op, "in/out", "must be > 0, got in=", in, " out=", out);
+    detail::checked_mul(in, out, op, "in * out");
     const float s = scale > 0 ? scale : 1.0f / std::sqrt(static_cast<float>(in));
     std::uniform_real_distribution<float> u(-s, s);
     Linear l;
@@ -69,16 +72,20 @@ struct Linear {
 /// y = (x - mean) / sqrt(var + eps) * w + b per row, biased variance (torch's
 /// LayerNorm, statistics in double). x [rows, C], w and b [C]. y may be x.
 /// Rows run in parallel chunks on `ex`; each row's arithmetic is fixed, so
-/// the result is bit-identical for any thread count.
+/// the result is bit-identical for any thread count. Throws (before writing
+/// y) parameter_error for an executor with num_threads < 0 (checked first) or
+/// a bad eps, shape_error for w or b not [C].
 inline void layer_norm(const Matrix& x, const Vector& w, const Vector& b, float eps, Matrix& y,
                        const Executor& ex = {}) {
   const char* op = "nn::layer_norm";
+  detail::check_executor(ex, op);
   if (w.size() != x.cols() || b.size() != x.cols())
     EFFATTN_THROW(shape_error(detail::concat(op, ": weight and bias must be [C]=[", x.cols(), "], got [", w.size(),
                                              "] and [", b.size(), "]")));
   require(std::isfinite(eps) && eps > 0, op, "eps", "must be finite and > 0, got ", eps);
   if (&y != &x) y.resize(x.rows(), x.cols());
   const index_t C = x.cols(), R = x.rows();
+  if (R == 0 || C == 0) return;  // nothing to normalise, however many empty rows
   constexpr index_t kChunk = 16;
   detail::parallel_items(executor_for(ex, 4.0 * R * C), (R + kChunk - 1) / kChunk, [] { return 0; },
                          [&](index_t item, int&) {
@@ -101,8 +108,10 @@ inline void layer_norm(const Matrix& x, const Vector& w, const Vector& b, float 
 }
 
 /// Exact GELU, x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)), in place, in
-/// parallel chunks on `ex`.
+/// parallel chunks on `ex`. Throws parameter_error (before touching x) for an
+/// executor with num_threads < 0.
 inline void gelu_erf(Matrix& x, const Executor& ex = {}) {
+  detail::check_executor(ex, "nn::gelu_erf");
   const index_t n = x.size();
   constexpr index_t kChunk = 16384;
   float* p = x.data();
@@ -113,10 +122,24 @@ inline void gelu_erf(Matrix& x, const Executor& ex = {}) {
                          });
 }
 
-/// y = fc2(gelu(fc1(x))); the GELU runs on `ex`.
+/// y = fc2(gelu(fc1(x))); the GELU runs on `ex`. Every shape and the
+/// executor are checked before y is written.
 struct Mlp {
   Linear fc1, fc2;
   void forward(const Matrix& x, Matrix& y, const Executor& ex = {}) const {
+    const char* op = "nn::Mlp::forward";
+    detail::check_executor(ex, op);
+    if (x.cols() != fc1.weight.cols())
+      EFFATTN_THROW(shape_error(detail::concat(op, ": x must be [rows,in]=[", x.rows(), ",", fc1.weight.cols(),
+                                               "], got [", x.rows(), ",", x.cols(), "]")));
+    if (fc2.weight.cols() != fc1.weight.rows())
+      EFFATTN_THROW(shape_error(detail::concat(op, ": fc2 must take fc1's ", fc1.weight.rows(), " outputs, got in=",
+                                               fc2.weight.cols())));
+    if ((fc1.bias.size() != 0 && fc1.bias.size() != fc1.weight.rows()) ||
+        (fc2.bias.size() != 0 && fc2.bias.size() != fc2.weight.rows()))
+      EFFATTN_THROW(shape_error(detail::concat(op, ": biases must be [out] or empty, got fc1 ", fc1.bias.size(),
+                                               " for ", fc1.weight.rows(), " outputs and fc2 ", fc2.bias.size(), " for ",
+                                               fc2.weight.rows())));
     Matrix h;
     fc1.forward(x, h);
     gelu_erf(h, ex);
@@ -140,7 +163,9 @@ inline void split_heads(const Matrix& x, index_t H, float* dst) {
 
 /// The inverse of split_heads: src [H, N, hd] into y [N, H*hd].
 inline void merge_heads(const float* src, index_t H, index_t N, index_t hd, Matrix& y) {
-  require(H > 0 && N >= 0 && hd > 0, "nn::merge_heads", "shape", "must be positive, got H=", H, " N=", N, " hd=", hd);
+  const char* op = "nn::merge_heads";
+  require(H > 0 && N >= 0 && hd > 0, op, "shape", "must be positive, got H=", H, " N=", N, " hd=", hd);
+  detail::checked_product(op, "N * H * hd", N, H, hd);
   y.resize(N, H * hd);
   for (index_t h = 0; h < H; ++h)
     for (index_t n = 0; n < N; ++n)
