@@ -117,6 +117,17 @@ TEST(TransfusionFuzzRegressions, LayoutFromTokensEmptyNullViews) {
   EXPECT_TRUE(tf::block_causal_dense_mask(L).empty());
 }
 
+TEST(TransfusionFuzzRegressions, LayoutFromTokensEoiWithImageIdThrows) {
+  // An EOI carrying an image id (not -1) was accepted and silently dropped.
+  const std::vector<std::int64_t> type = {0, 1, 3, 3, 2, 0}, id = {-1, -1, 0, 0, 0, -1};
+  expect_throw_with<effattn::parameter_error>(
+      [&] {
+        tf::layout_from_tokens(effattn::make_view<const std::int64_t>(type.data(), 6),
+                               effattn::make_view<const std::int64_t>(id.data(), 6));
+      },
+      "must be -1 for the EOI of image 0");
+}
+
 TEST(TransfusionFuzzRegressions, MakeBatchHugePadToThrows) {
   expect_throw_with<effattn::parameter_error>([] { tf::make_batch({}, index_t(1) << 40); }, "pad_to");
   expect_throw_with<effattn::parameter_error>([] { tf::make_batch({}, kMax); }, "pad_to");

@@ -362,6 +362,7 @@ inline Layout layout_from_tokens(ConstView<std::int64_t, 1> type, ConstView<std:
     index_t e = i;
     while (e < N && type(e) == 3 && image_id(e) == id) ++e;
     require(e < N && type(e) == 2, op, "type", "image ", k, " (patches [", i, ", ", e, ")) is not followed by an EOI");
+    require(image_id(e) == -1, op, "image_id", "[", e, "]=", image_id(e), " must be -1 for the EOI of image ", k);
     pl.push_back(ImagePlacement{i, 1, e - i});
     i = e + 1;
   }
