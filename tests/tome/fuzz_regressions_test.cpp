@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <cmath>
 #include <cstdint>
 #include <effattn/tome/tome.hpp>
 #include <functional>
@@ -350,4 +351,17 @@ TEST(TomeFuzzRegressions, InconsistentPlansAreRejected) {
     EXPECT_EQ(p.row_of, before);
   }
   EXPECT_THROW(tome::MergePlan::identity(-1, 3), effattn::parameter_error);
+}
+
+// Fuzz finding: a metric row whose L2 norm exceeds FLT_MAX (finite values
+// near it) was divided by float(norm) = inf and became the zero vector
+// (cosine 0 with everything) instead of a unit vector.
+TEST(TomeFuzzRegressions, MetricRowNormBeyondFloatMaxIsStillAUnitVector) {
+  // A = tokens 0, 2; B = tokens 1, 3. Token 0 = (3e38, 3e38) points along (1, 1).
+  std::vector<float> m = {3e38f, 3e38f, 1.f, 1.f, 1.f, 0.f, 0.f, 1.f};
+  auto p = tome::bipartite_soft_matching(make_view<const float>(m.data(), 1, 4, 2), 1);
+  EXPECT_NEAR(p.node_max[0], 1.0f, 1e-6f);
+  EXPECT_NEAR(p.node_max[1], std::sqrt(0.5f), 1e-6f);
+  EXPECT_EQ(p.src_idx, std::vector<index_t>{0});
+  EXPECT_EQ(p.dst_idx, std::vector<index_t>{0});
 }

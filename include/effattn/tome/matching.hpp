@@ -287,11 +287,15 @@ inline void gather_normalized(const ConstView<float, 3>& metric, index_t b, cons
     double ss = 0;
     for (index_t c = 0; c < C; ++c) ss += static_cast<double>(row[c]) * row[c];
     const double nrm = std::sqrt(ss);
-    if (nrm > 0) {
+    const float n32 = static_cast<float>(nrm);
+    if (nrm > 0 && std::isfinite(n32)) {
       // Divide (as the official code) rather than multiply by the inverse, so
       // the normalised values are the correctly rounded quotients.
-      const float n32 = static_cast<float>(nrm);
       for (index_t c = 0; c < C; ++c) row[c] /= n32;
+    } else if (nrm > 0) {
+      // A norm beyond FLT_MAX (finite values near it): divide in double, so
+      // the row is still a unit vector (dividing by float(inf) would give 0).
+      for (index_t c = 0; c < C; ++c) row[c] = static_cast<float>(row[c] / nrm);
     } else {
       for (index_t c = 0; c < C; ++c) row[c] = 0.0f;
     }
