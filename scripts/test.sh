@@ -1,24 +1,43 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
-# Builds effattn (Release, host ISA) with its tests, benchmarks and examples and
-# runs the whole test suite with CTest. With CI=true (or EFFATTN_SANITIZE=1) it
-# then builds and runs the test suite again under AddressSanitizer +
-# UndefinedBehaviorSanitizer. Installs missing Debian packages first.
+# Builds effattn (Release, host ISA, GCC) with its tests, benchmarks and
+# examples and runs the whole test suite with CTest. With CI=true (or
+# EFFATTN_SANITIZE=1) it then builds the test suite again with clang + libomp
+# under AddressSanitizer + UndefinedBehaviorSanitizer, together with the
+# libFuzzer targets of tests/fuzz, and runs both: the unit tests, then each
+# fuzz target for a fixed, seeded number of executions (EFFATTN_FUZZ_RUNS per
+# target, 40000 by default). Installs missing Debian packages first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/deps.sh build-essential cmake libeigen3-dev libgtest-dev nlohmann-json3-dev libbenchmark-dev
+sanitize=0
+if [ "${CI:-}" = "true" ] || [ "${EFFATTN_SANITIZE:-0}" = "1" ]; then sanitize=1; fi
+pkgs=(build-essential cmake libeigen3-dev libgtest-dev nlohmann-json3-dev libbenchmark-dev)
+if [ "$sanitize" = 1 ]; then pkgs+=(clang libomp-dev libclang-rt-dev); fi
+bash scripts/deps.sh "${pkgs[@]}"
 jobs=$(nproc 2>/dev/null || echo 2)
+start=$(date +%s)
+stamp() { echo "effattn: $1 ($(( $(date +%s) - start )) s)"; }
 
 cmake -S . -B build/test -DCMAKE_BUILD_TYPE=Release -DEFFATTN_BUILD_TESTS=ON -DEFFATTN_BUILD_BENCHMARKS=ON \
       -DEFFATTN_BUILD_EXAMPLES=ON
 cmake --build build/test -j "$jobs"
+stamp "GCC Release build done"
 (cd build/test && ctest --output-on-failure -j "$jobs")
+stamp "GCC Release tests passed"
 
-if [ "${CI:-}" = "true" ] || [ "${EFFATTN_SANITIZE:-0}" = "1" ]; then
-  echo "effattn: test suite under AddressSanitizer + UndefinedBehaviorSanitizer"
-  cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEFFATTN_SANITIZE=ON -DEFFATTN_BUILD_TESTS=ON \
+if [ "$sanitize" = 1 ]; then
+  echo "effattn: test suite and fuzz targets with clang + libomp under AddressSanitizer + UndefinedBehaviorSanitizer"
+  CC=clang CXX=clang++ cmake -S . -B build/clang-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEFFATTN_SANITIZE=ON \
+        -DEFFATTN_BUILD_TESTS=ON -DEFFATTN_BUILD_FUZZERS=ON -DEFFATTN_FUZZ_RUNS="${EFFATTN_FUZZ_RUNS:-40000}" \
         -DEFFATTN_BUILD_BENCHMARKS=OFF -DEFFATTN_BUILD_EXAMPLES=OFF
-  cmake --build build/asan -j "$jobs"
-  (cd build/asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-     ctest --output-on-failure -j "$jobs" -E '^package\.')
+  cmake --build build/clang-asan -j "$jobs"
+  stamp "clang sanitizer build done"
+  (cd build/clang-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j "$jobs" -E '^(package|fuzz)\.')
+  stamp "clang sanitizer tests passed"
+  (cd build/clang-asan && ctest --output-on-failure -j "$jobs" -R '^fuzz\.')
+  for log in build/clang-asan/tests/fuzz/work/*/fuzz.log; do
+    echo "effattn: fuzz $(basename "$(dirname "$log")"): $(grep -E '^Done [0-9]+ runs' "$log" || echo '?')"
+  done
+  stamp "fuzz runs passed"
 fi

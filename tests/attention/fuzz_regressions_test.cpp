@@ -214,6 +214,19 @@ TEST(EngineFuzzRegressions, MaterializedBaselineKeepsTheSameContract) {
   EXPECT_THROW(attention_materialized<float>(Q, K, V, make_view(out.data(), B, H, N, D), NoMask{}, NoScore{}, {},
                                              Executor(-1)),
                parameter_error);
+  // Found by fuzz_engine: in double, Eigen's vectorised exp gives exp(-inf) a
+  // tiny positive value, so an infinite value of a masked key reached the
+  // queries (bottom-right causal with Nq > Nk: queries 0..3 see no key).
+  const index_t Nq = 17, Nk = 13;
+  auto qd = ramp<double>(Nq * D, 0.02), kd = ramp<double>(Nk * D, 0.03), vd = ramp<double>(Nk * D, 0.01);
+  for (index_t e = 0; e < D; ++e) vd[10 * D + e] = e % 2 ? kInf : -kInf;  // key 10: seen by queries >= 14 only
+  std::vector<double> od(Nq * D), rd(Nq * D);
+  const auto Qd = make_view<const double>(qd.data(), B, H, Nq, D), Kd = make_view<const double>(kd.data(), B, H, Nk, D),
+             Vd = make_view<const double>(vd.data(), B, H, Nk, D);
+  attention_materialized<double>(Qd, Kd, Vd, make_view(od.data(), B, H, Nq, D), CausalMask{});
+  attention_reference<double>(Qd, Kd, Vd, make_view(rd.data(), B, H, Nq, D), CausalMask{});
+  for (index_t i = 0; i < 14; ++i)
+    for (index_t e = 0; e < D; ++e) ASSERT_NEAR(od[i * D + e], rd[i * D + e], 1e-12) << "query " << i;
 }
 
 // --- 3. Integer overflows in shape arithmetic --------------------------------

@@ -68,7 +68,9 @@ void attention_materialized(detail::identity_t<ConstView<T, 4>> q, detail::ident
       if (mx == ninf) {
         r.setZero();
       } else {
-        r = (r - mx).exp();
+        // Eigen's vectorised exp clamps its argument, so exp(-inf) is a tiny
+        // positive number, not 0: a masked key must weigh exactly 0.
+        r = (r == ninf).select(T(0), (r - mx).exp());
         sum = r.sum();
         r /= sum;
       }
