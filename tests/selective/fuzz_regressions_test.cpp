@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <cmath>
 #include <cstring>
 #include <effattn/effattn.hpp>
 #include <effattn/selective/selective.hpp>
@@ -244,6 +245,51 @@ TEST(SelectiveFuzzRegressions, CacheHugeSizesThrowShapeError) {
   for (index_t t = 0; t < 3; ++t) unlimited.step(tk.q_at(t), tk.k_at(t), tk.v_at(t), make_view(out.data(), 1, 2, 1, 4));
   EXPECT_EQ(unlimited.size(), 3);
   EXPECT_LE(unlimited.kv_bytes(), 2u * 4 * 4 * sizeof(float) * 2);
+}
+
+}  // namespace
+
+namespace {
+
+// A NaN selection logit (0 * inf) masks nothing: ReLU(NaN) = 0 in the
+// reference and in the cache, and now in the tiled prefill too (it used to
+// carry NaN into F, and from there into every head of the group).
+TEST(SelectiveFuzzRegressions, NaNSelectionLogitMasksNothingInPrefill) {
+  const index_t B = 1, H = 2, Hkv = 2, N = 5, D = 2;
+  std::vector<float> q = testing_util::random_vector(static_cast<size_t>(B * H * N * D), 21);
+  std::vector<float> k = testing_util::random_vector(static_cast<size_t>(B * Hkv * N * D), 22);
+  std::vector<float> v = testing_util::random_vector(static_cast<size_t>(B * Hkv * N * D), 23);
+  for (index_t i = 0; i < N; ++i) q[static_cast<size_t>(i * D)] = 0.0f;       // head 0, component 0
+  k[static_cast<size_t>(1 * D)] = std::numeric_limits<float>::infinity();     // head 0, key 1: 0 * inf = NaN
+  const auto Q = make_view<const float>(q.data(), B, H, N, D), K = make_view<const float>(k.data(), B, Hkv, N, D),
+             V = make_view<const float>(v.data(), B, Hkv, N, D);
+  std::vector<float> out(q.size()), ref(q.size());
+  std::vector<double> fn(static_cast<size_t>(N)), S(static_cast<size_t>(N * N)), F(S.size());
+  selective_attention<float>(Q, K, V, make_view(out.data(), B, H, N, D), {}, Executor(1), {}, make_view(fn.data(), B, 1, N));
+  selective_attention_reference<float>(Q, K, V, make_view(ref.data(), B, H, N, D), {}, {}, make_view(S.data(), B, 1, N, N),
+                                       make_view(F.data(), B, 1, N, N));
+  for (index_t j = 0; j < N; ++j) {
+    EXPECT_FALSE(std::isnan(fn[static_cast<size_t>(j)])) << "f_next[" << j << "]";
+    EXPECT_NEAR(fn[static_cast<size_t>(j)], F[static_cast<size_t>((N - 1) * N + j)] + S[static_cast<size_t>((N - 1) * N + j)],
+                1e-5);
+  }
+  // Head 1 (finite inputs) subtracts F, which must stay finite.
+  for (index_t i = 0; i < N; ++i)
+    for (index_t e = 0; e < D; ++e) {
+      const size_t o = static_cast<size_t>(((1 * N) + i) * D + e);
+      EXPECT_TRUE(std::isfinite(out[o])) << "head 1, query " << i;
+      EXPECT_NEAR(out[o], ref[o], 1e-4) << "head 1, query " << i;
+    }
+  // The cache, step by step, agrees.
+  SelectiveKVCache<float> cache(B, H, Hkv, D, D, N);
+  std::vector<float> so(static_cast<size_t>(H * D));
+  for (index_t t = 0; t < N; ++t) {
+    auto at = [&](const std::vector<float>& x, index_t h) {
+      return ConstView<float, 4>(x.data() + t * D, {B, h, 1, D}, {h * N * D, N * D, D, 1});
+    };
+    cache.step(at(q, H), at(k, Hkv), at(v, Hkv), make_view(so.data(), B, H, 1, D));
+    for (index_t e = 0; e < D; ++e) EXPECT_NEAR(so[static_cast<size_t>(D + e)], ref[static_cast<size_t>((N + t) * D + e)], 1e-4);
+  }
 }
 
 }  // namespace

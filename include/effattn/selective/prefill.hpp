@@ -90,11 +90,13 @@ void selection_chunk(const Problem<T>& p, index_t b, index_t hs, index_t i0, ind
     for (index_t c = 0; c < nq; ++c)
       for (index_t d = 0; d < D; ++d) qt[d * bq + c] = qb[c * p.qs[2] + d * p.qs[3]] * p.scale;
     tile_gemm<S, false>(kcn, nqp, kb + c0 * p.ks[2], p.ks[2], p.ks[3], qt, bq, D, sb, bq);
-    // S = ReLU(Sel), branch-free and vectorised; then zero what the rules
-    // exclude: key 0, and the keys j >= i (diagonal and above) of each row.
+    // S = ReLU(Sel), branch-free and vectorised, with ReLU(NaN) = 0 as in the
+    // reference and the cache (a NaN logit, e.g. 0 * inf, masks nothing);
+    // then zero what the rules exclude: key 0, and the keys j >= i (diagonal
+    // and above) of each row.
     for (index_t jj = 0; jj < kcn; ++jj) {
       S* EFFATTN_RESTRICT sr = sb + jj * bq;
-      for (index_t c = 0; c < nq; ++c) sr[c] = std::max(sr[c], S(0));
+      for (index_t c = 0; c < nq; ++c) sr[c] = sr[c] > S(0) ? sr[c] : S(0);
       const index_t j = c0 + jj;
       const index_t cz = j == 0 ? nq : std::min(nq, std::max<index_t>(0, j - i0 + 1));  // rows c < cz: i <= j
       for (index_t c = 0; c < cz; ++c) sr[c] = S(0);
