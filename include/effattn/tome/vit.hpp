@@ -152,7 +152,8 @@ inline void linear(const nn::Linear& l, const nn::Matrix& x, nn::Matrix& y, cons
   const bool has_bias = l.bias.size() != 0;
   effattn::detail::parallel_items(
       executor_for(ex, double(M) * K * N), rch * cch,
-      [] { return std::vector<float>(static_cast<size_t>(kLinearRows * kLinearCols)); },
+      // One tile's scratch: at most kLinearRows x kLinearCols (less for a small layer).
+      [&] { return std::vector<float>(static_cast<size_t>(std::min(kLinearRows, M) * std::min(kLinearCols, N))); },
       [&](index_t item, std::vector<float>& buf) {
         const index_t r0 = (item / cch) * kLinearRows, c0 = (item % cch) * kLinearCols;
         const index_t m = std::min(kLinearRows, M - r0), n = std::min(kLinearCols, N - c0);
