@@ -9,10 +9,15 @@
 //   3    proportional_attention (NoMask / CausalMask, sizes absent or given);
 //   4    parse_r (both forms), schedule_constant, tokens_after_layers,
 //        ratio_to_r, with huge and invalid arguments;
-//   5    empty tensors with a huge extent ([2^62, 0, C], [0, 2^62, C], ...) and
-//        huge grids: the library must return at once or reject;
-//   6    a bad view (negative extent or stride, null data, an offset that
-//        overflows, an overlapping or aliasing output): must be rejected.
+//   5    empty tensors with a huge extent ([2^62, 0, C], [0, 2^62, C], ...):
+//        the library must return at once or reject;
+//   6    huge grids alone (random2d_draw, random2d_partition, matching);
+//   7    a bad view (negative extent or stride, null data, an offset that
+//        overflows, an overlapping or aliasing output): must be rejected;
+//   8    bipartite_soft_matching_partition with fuzzed (sometimes broken)
+//        token lists, then the merge family as for 0-2;
+//   9    a tiny ViT block / ViTEncoder (invariants, thread bit-identity, x
+//        unchanged when a call is rejected).
 // Shapes are small (or 0, or huge only where rejection is required or next to
 // a zero extent), strides contiguous / permuted / padded / broadcast (inputs),
 // the thread count -1, 0, 1 or 2, values sometimes non-finite. Every accepted
@@ -26,6 +31,7 @@
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -1184,11 +1190,132 @@ void fuzz_bad_views(FuzzInput& in, int threads) {
   fuzz_check(std::equal(xbuf.begin(), xbuf.end(), xg.data()) && xg.guards_intact(), "bad view: the input changed");
 }
 
+// ------------------------------------------------------ explicit partition --
+
+void fuzz_partition(FuzzInput& in, int threads) {
+  const index_t B = in.range(0, 3), N = in.range(0, 16), C = in.range(0, 4);
+  const std::uint8_t rb = in.byte();
+  const index_t r = rb < 240 ? in.range(0, 14) : (rb < 248 ? -1 : in.huge());
+  const bool sort_unm = in.flag();
+  std::vector<index_t> a, b;
+  for (index_t t = 0; t < N; ++t) (in.flag() ? b : a).push_back(t);
+  for (auto* l : {&a, &b})
+    for (size_t i = 1; i < l->size(); ++i) std::swap((*l)[i], (*l)[in.byte() % (i + 1)]);  // any order
+  bool lists_ok = true;
+  const std::uint8_t corrupt = in.byte();
+  if (corrupt >= 240) {
+    lists_ok = false;
+    auto& l = (corrupt % 2 || b.empty()) ? a : b;
+    switch ((corrupt / 2) % 4) {
+      case 0: l.push_back(N); break;                            // out of range
+      case 1: l.push_back(-1); break;
+      case 2: if (!l.empty()) l.push_back(l[0]); else l.push_back(0); break;  // twice (or extra)
+      default: if (!l.empty()) l.pop_back(); else lists_ok = true; break;     // a token missing
+    }
+  }
+  const MetricRef M = make_metric(in, B, N, C);
+  const bool valid = lists_ok && r >= 0 && C >= 1 && M.finite;
+  tome::MergePlan plan;
+  const char* what = "tome::bipartite_soft_matching_partition";
+  const bool ok = run_matching(
+      threads, [&](const Executor& ex) { return tome::bipartite_soft_matching_partition(M.m.view(), a, b, r, sort_unm, ex); },
+      plan, what);
+  if (threads < 0) return;
+  fuzz_check(ok == valid, std::string(what) + (ok ? ": invalid input accepted" : ": valid input rejected"));
+  if (!ok) return;
+  const index_t r_want = b.empty() ? 0 : std::min<index_t>(r, static_cast<index_t>(a.size()));
+  check_plan(plan, M, a, b, r_want, false, false, sort_unm, false, what);
+  apply_plan(in, plan, pick_threads(in));
+}
+
+// ------------------------------------------------------------ the ViT block --
+
+/// A tiny ViT block / encoder: invariants (token counts as the official caps,
+/// sizes adding up, source rows in range, finite output), bit identity over
+/// thread counts, and nothing changed by a rejected call.
+void fuzz_vit(FuzzInput& in, int threads) {
+  const index_t heads = in.range(1, 2), hd = in.range(1, 3), C = heads * hd, hidden = in.range(1, 8);
+  const index_t B = in.range(1, 2), N = in.range(1, 9), depth = in.range(1, 2);
+  std::mt19937 rng(in.u16());
+  auto enc = tome::ViTEncoder::random(rng, depth, C, heads, hidden);
+  tome::ToMeBlockOptions opt;
+  opt.prop_attn = in.flag();
+  opt.match.class_token = in.flag();
+  opt.match.distill_token = in.byte() < 16;
+  const bool trace = in.flag();
+  std::vector<index_t> schedule(static_cast<size_t>(depth));
+  for (auto& r : schedule) r = in.byte() < 248 ? in.range(0, 5) : -1;
+  const int bad = in.byte() % 16;  // 1: a zero size, 2: a source row out of range, 3: a wrong block width
+  nn::Matrix x0(B * N, C);
+  for (index_t i = 0; i < x0.size(); ++i) x0.data()[i] = static_cast<float>(static_cast<std::int8_t>(in.byte())) / 64.0f;
+  if (bad == 3 && C > 1) enc.blocks.back() = tome::ViTBlock::random(C + heads, heads, hidden, rng);
+  const bool use_block = in.flag();
+  const bool bad_width = bad == 3 && C > 1 && (!use_block || depth == 1);  // the block that runs is broken
+  bool valid = !(opt.match.distill_token && !opt.match.class_token) && !bad_width;
+  for (size_t i = 0; i < (use_block ? 1 : schedule.size()); ++i) valid = valid && schedule[i] >= 0;
+  struct Res {
+    nn::Matrix x;
+    tome::ToMeState st;
+    std::vector<index_t> counts;
+  };
+  auto make_state = [&](tome::ToMeState& st) {
+    st.reset(B, N, trace);
+    if (bad == 1) st.size.assign(static_cast<size_t>(B * N), 1.0f), st.size[0] = 0.0f;
+    if (bad == 2 && trace) st.source_map[0] = N;
+  };
+  if (use_block) valid = valid && bad != 1 && !(bad == 2 && trace);
+  auto run = [&](const Executor& ex, Res& res) {
+    res.x = x0;
+    make_state(res.st);
+    tome::ViTWorkspace ws;
+    if (use_block)
+      tome::tome_block_forward(enc.blocks[0], res.x, res.st, schedule[0], opt, ws, ex);
+    else
+      enc.forward(res.x, B, schedule, res.st, opt, ws, ex, &res.counts);
+  };
+  Res r1;
+  const char* what = use_block ? "tome::tome_block_forward" : "tome::ViTEncoder::forward";
+  const bool ok = fuzz::accepted([&] { run(Executor(threads < 0 ? -1 : 1), r1); }, what);
+  if (!ok) {
+    fuzz_check(threads < 0 || !valid, std::string(what) + ": a valid call was rejected");
+    fuzz_check(r1.x == x0, std::string(what) + ": a rejected call changed x");
+    return;
+  }
+  if (!(threads >= 0 && valid))
+    fuzz_fail(std::string(what) + ": an invalid call was accepted (threads " + std::to_string(threads) + ", bad " +
+              std::to_string(bad) + ", trace " + std::to_string(trace) + ", r0 " + std::to_string(schedule[0]) +
+              ", depth " + std::to_string(depth) + ", C " + std::to_string(C) + ", cls/dist " +
+              std::to_string(opt.match.class_token) + std::to_string(opt.match.distill_token) + ")");
+  // Invariants.
+  const index_t prot = (opt.match.class_token ? 1 : 0) + (opt.match.distill_token ? 1 : 0);
+  const std::vector<index_t> sched = use_block ? std::vector<index_t>{schedule[0]} : schedule;
+  const auto want = tome::tokens_after_layers(N, sched, prot);
+  const index_t Nf = want.back();
+  fuzz_check(r1.st.tokens == Nf && r1.x.rows() == B * Nf && r1.x.cols() == C, std::string(what) + ": token count");
+  if (!use_block) fuzz_check(r1.counts == want, std::string(what) + ": tokens after each block");
+  fuzz_check(r1.x.allFinite(), std::string(what) + ": non-finite output");
+  if (!r1.st.size.empty()) {
+    for (index_t b = 0; b < B; ++b) {
+      double tot = 0;
+      for (index_t t = 0; t < Nf; ++t) tot += r1.st.size[static_cast<size_t>(b * Nf + t)];
+      check_value(tot, static_cast<double>(N), N, 1e-5, std::string(what) + ": sizes do not add up");
+    }
+  }
+  if (trace)
+    for (index_t v : r1.st.source_map) fuzz_check(v >= 0 && v < Nf, std::string(what) + ": source row out of range");
+  for (int t : other_threads(threads)) {
+    Res r2;
+    fuzz_check(fuzz::accepted([&] { run(Executor(t), r2); }, what), std::string(what) + ": rejected with 2 threads");
+    fuzz_check(r1.x == r2.x && r1.st.size == r2.st.size && r1.st.source_map == r2.st.source_map,
+               std::string(what) + ": 1 and 2 threads differ");
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, size_t size) {
   FuzzInput in(data, size);
-  const int op = in.byte() % 8;
+  const int op = in.byte() % 10;
   const int threads = pick_threads(in);
   switch (op) {
     case 0: fuzz_tome_matching(in, threads, false); break;
@@ -1198,7 +1325,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, size_t size) {
     case 4: fuzz_schedules(in); break;
     case 5: fuzz_huge_empty(in, threads); break;
     case 6: fuzz_huge_grid(in); break;
-    default: fuzz_bad_views(in, threads); break;
+    case 7: fuzz_bad_views(in, threads); break;
+    case 8: fuzz_partition(in, threads); break;
+    default: fuzz_vit(in, threads); break;
   }
   return 0;
 }
