@@ -195,8 +195,8 @@ TEST(TomeFuzzRegressions, NegativeExecutorRejectedForSmallAndBigInputs) {
   const effattn::Executor bad(-1);
   // {N, C metric, Cx features}: small, and above executor_for's cut-off for
   // the matching (B * N/2 * N/2 * C >= 4e6) and for the merges (B * N * Cx >= 4e6).
-  for (auto [N, C, Cx] : std::vector<std::array<index_t, 3>>{{12, 4, 3}, {577, 64, 8192}}) {
-    const index_t B = 1;
+  for (const auto& shape : std::vector<std::array<index_t, 3>>{{12, 4, 3}, {577, 64, 8192}}) {
+    const index_t B = 1, N = shape[0], C = shape[1], Cx = shape[2];  // (no structured bindings: lambdas capture them)
     auto metric = testing_util::random_vector(B * N * C, 3);
     const auto mv = make_view<const float>(metric.data(), B, N, C);
     auto expect_bad = [&](const char* op, auto&& f) {
