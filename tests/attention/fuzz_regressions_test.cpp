@@ -229,6 +229,28 @@ TEST(EngineFuzzRegressions, MaterializedBaselineKeepsTheSameContract) {
     for (index_t e = 0; e < D; ++e) ASSERT_NEAR(od[i * D + e], rd[i * D + e], 1e-12) << "query " << i;
 }
 
+TEST(EngineFuzzRegressions, QueryWhoseOnlyLogitIsMinusInfGetsZero) {
+  // Found by fuzz_perceiver_ar: query 0's only allowed key has logit -inf
+  // (k = -inf) and value -inf; with one-key tiles the accumulator held
+  // 0 * inf = NaN and the engine wrote NaN * 0. Out is 0 (no key
+  // contributed), as the oracle says, on every tile size.
+  std::vector<float> q(8, 0.825f), k(8, 0.5f), v(8, 1.0f), out(8), ref(8), lse(8);
+  k[0] = -kInf;
+  v[0] = -kInf;
+  const auto Q = make_view<const float>(q.data(), 1, 1, 8, 1), K = make_view<const float>(k.data(), 1, 1, 8, 1),
+             V = make_view<const float>(v.data(), 1, 1, 8, 1);
+  attention_reference<float>(Q, K, V, make_view(ref.data(), 1, 1, 8, 1), CausalMask{});
+  ASSERT_EQ(ref[0], 0.f);
+  for (index_t bk : {1, 2, 0}) {
+    AttentionOptions o;
+    o.block_k = bk;
+    attention<float>(Q, K, V, make_view(out.data(), 1, 1, 8, 1), CausalMask{}, NoScore{}, o, Executor(1),
+                     make_view(lse.data(), 1, 1, 8));
+    EXPECT_EQ(out[0], 0.f) << "block_k " << bk;
+    EXPECT_EQ(lse[0], -kInf) << "block_k " << bk;
+  }
+}
+
 // --- 3. Integer overflows in shape arithmetic --------------------------------
 
 TEST(EngineFuzzRegressions, OffsetCausalMaskHugeOffsetSeesEveryKey) {

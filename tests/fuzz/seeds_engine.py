@@ -45,7 +45,7 @@ def case(name, B=1, Hkv=1, G=1, Nq=17, Nk=13, D=8, mask=0, score=0, offset=0, hu
         if not wild:
             return bytes([(i * 37 + 11) % 256])
         if w is None:
-            return bytes([0, 0, (i * 37 + 11) % 256])
+            return bytes([0, (i * 37 + 11) % 256])
         return bytes([special[w]])
 
     b += b"".join(bytes([(i * 29 + 3) % 256]) for i in range(B * H * Nq * D))  # q

@@ -74,8 +74,10 @@ Problem<T, KV> make_problem(const ConstView<T, 4>& q, const ConstView<KV, 4>& k,
 template <class T, class KV, class S>
 inline void finalize_row(const Problem<T, KV>& p, index_t b, index_t h, index_t i, const S* o, S m, S l) {
   T* orow = p.out + b * p.os[0] + h * p.os[1] + i * p.os[2];
+  // l = 0: no key contributed (every logit -inf): out = 0 exactly, even if
+  // an accumulator holds 0 * inf from an infinite value.
   const S inv = l > S(0) ? S(1) / l : S(0);
-  for (index_t e = 0; e < p.Dv; ++e) orow[e * p.os[3]] = static_cast<T>(o[e] * inv);
+  for (index_t e = 0; e < p.Dv; ++e) orow[e * p.os[3]] = l > S(0) ? static_cast<T>(o[e] * inv) : T(0);
   if (p.lse)
     p.lse[b * p.ls[0] + h * p.ls[1] + i * p.ls[2]] =
         l > S(0) ? static_cast<acc_t<T>>(m + std::log(l)) : -std::numeric_limits<acc_t<T>>::infinity();
@@ -89,7 +91,7 @@ inline void finalize_tile(const Problem<T, KV>& p, index_t b, index_t h, index_t
     const S l = w.l[c];
     const S inv = l > S(0) ? S(1) / l : S(0);
     T* orow = p.out + b * p.os[0] + h * p.os[1] + i * p.os[2];
-    for (index_t e = 0; e < p.Dv; ++e) orow[e * p.os[3]] = static_cast<T>(w.ot[e * w.ldo + c] * inv);
+    for (index_t e = 0; e < p.Dv; ++e) orow[e * p.os[3]] = l > S(0) ? static_cast<T>(w.ot[e * w.ldo + c] * inv) : T(0);
     if (p.lse)
       p.lse[b * p.ls[0] + h * p.ls[1] + i * p.ls[2]] =
           l > S(0) ? static_cast<acc_t<T>>(w.m[c] + std::log(l)) : -std::numeric_limits<acc_t<T>>::infinity();
@@ -202,7 +204,7 @@ void attention_dispatch(const ConstView<T, 4>& q, const ConstView<KV, 4>& k, con
     attention_reference<T>(q, k, v, out, mask, score, opt, lse);
     return;
   }
-  if (d.B * d.H * d.Nq == 0) return;
+  if (d.B == 0 || d.H == 0 || d.Nq == 0) return;  // (no product: it could overflow)
   run_tiled(make_problem<T, KV>(q, k, v, out, lse, d), mask, score, opt, ex);
 }
 

@@ -31,7 +31,7 @@ void attention_materialized(detail::identity_t<ConstView<T, 4>> q, detail::ident
   // The score matrix of one (b, h) is Nq x Nk per thread: its size must be
   // representable before anything is allocated.
   (void)detail::checked_mul(d.Nq, d.Nk, op, "score matrix Nq * Nk");
-  if (d.B * d.H * d.Nq == 0) return;
+  if (d.B == 0 || d.H == 0 || d.Nq == 0) return;  // (no product: it could overflow)
   if (d.Nk == 0) {  // no key at all: every query is fully masked
     for (index_t b = 0; b < d.B; ++b)
       for (index_t h = 0; h < d.H; ++h)

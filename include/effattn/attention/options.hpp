@@ -50,7 +50,7 @@ struct AttnDims {
 };
 
 /// Checks q [B,H,Nq,D], k [B,Hkv,Nk,D], v [B,Hkv,Nk,Dv], out [B,H,Nq,Dv],
-/// lse [B,H,Nq] (optional: a null data pointer means absent), the scale, the
+/// lse [B,H,Nq] (optional: a null, empty view means absent), the scale, the
 /// tile sizes and that the outputs neither overlap themselves nor any input.
 template <class T, class KV, class L>
 AttnDims check_attention_args(const char* op, const ConstView<T, 4>& q, const ConstView<KV, 4>& k,
@@ -82,7 +82,9 @@ AttnDims check_attention_args(const char* op, const ConstView<T, 4>& q, const Co
   check_no_alias(out, "out", q, "q", op);
   check_no_alias(out, "out", k, "k", op);
   check_no_alias(out, "out", v, "v", op);
-  d.has_lse = lse.data() != nullptr;
+  // Absent: a null, empty view (the default {}). A null pointer with a
+  // non-empty shape is a caller error (check_view says so), not "absent".
+  d.has_lse = !(lse.data() == nullptr && lse.empty());
   if (d.has_lse) {
     check_view(lse, op, "lse", true);
     check_shape(lse, op, "lse", "[B,H,Nq]", {d.B, d.H, d.Nq});

@@ -34,10 +34,12 @@ class View {
   View() = default;
   /// Contiguous row-major view.
   View(T* data, const extents_type& shape) : data_(data), shape_(shape) {
+    // A stride past the index type saturates (never wraps): check_view then
+    // rejects such a view, unless it is empty and its strides never matter.
     index_t s = 1;
     for (int d = Rank - 1; d >= 0; --d) {
       strides_[d] = s;
-      s *= shape_[d] > 0 ? shape_[d] : 1;
+      s = saturating_mul(s, shape_[d] > 0 ? shape_[d] : 1);
     }
   }
   /// Strided view (element strides).
@@ -70,12 +72,14 @@ class View {
     return false;
   }
 
-  /// True when the elements are packed row-major with no gaps.
+  /// True when the elements are packed row-major with no gaps (an empty
+  /// view holds no element: it is contiguous).
   bool is_contiguous() const {
+    if (empty()) return true;
     index_t s = 1;
     for (int d = Rank - 1; d >= 0; --d) {
       if (shape_[d] != 1 && strides_[d] != s) return false;
-      s *= shape_[d];
+      s = saturating_mul(s, shape_[d]);
     }
     return true;
   }
@@ -94,6 +98,9 @@ class View {
   }
 
  private:
+  static index_t saturating_mul(index_t a, index_t b) {
+    return b != 0 && a > std::numeric_limits<index_t>::max() / b ? std::numeric_limits<index_t>::max() : a * b;
+  }
   T* data_ = nullptr;
   extents_type shape_{};
   extents_type strides_{};
@@ -155,14 +162,16 @@ void check_view(const View<T, R>& v, const char* op, const char* name, bool writ
       EFFATTN_THROW(shape_error(concat(op, ": ", name, " has a negative stride: strides ", shape_str(v.strides()),
                                        " for shape ", shape_str(v.shape()))));
   }
-  // The element count itself must not overflow.
+  // An empty view holds no element: any pointer and any other extent will do
+  // (whatever the order of its extents). Otherwise the element count itself
+  // must not overflow.
+  if (v.empty()) return;
   index_t n = 1;
   for (int d = 0; d < R; ++d) {
-    if (v.dim(d) != 0 && n > std::numeric_limits<index_t>::max() / v.dim(d))
+    if (n > std::numeric_limits<index_t>::max() / v.dim(d))
       EFFATTN_THROW(shape_error(concat(op, ": ", name, " shape ", shape_str(v.shape()), " overflows the index type")));
     n *= v.dim(d);
   }
-  if (n == 0) return;
   if (v.data() == nullptr)
     EFFATTN_THROW(shape_error(concat(op, ": ", name, " is a null pointer with shape ", shape_str(v.shape()))));
   const index_t last = max_offset(v, op, name);

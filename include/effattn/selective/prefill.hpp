@@ -183,7 +183,7 @@ void selective_attention(detail::identity_t<ConstView<T, 4>> q, detail::identity
     detail::check_no_alias(f_next, "f_next", out, "out", op);
     if (lse.data()) detail::check_no_alias(f_next, "f_next", lse, "lse", op);
   }
-  if (d.B * d.H * N == 0) {
+  if (d.B == 0 || d.H == 0 || N == 0) {  // (no product: it could overflow)
     if (f_next.data() != nullptr)
       for (index_t b = 0; b < d.B; ++b)
         for (index_t g = 0; g < ng; ++g)

@@ -128,7 +128,7 @@ void selective_attention_reference(detail::identity_t<ConstView<T, 4>> q, detail
   check_nn(F, "F");
   if (S.data() && F.data()) detail::check_no_alias(S, "S", F, "F", op);
 
-  if (d.B * d.H * N == 0) {
+  if (d.B == 0 || d.H == 0 || N == 0) {  // (no product: it could overflow)
     // No query head (or no token, or no sequence): there is no selection head
     // to read, so S = F = 0, and out and lse are empty. S and F, when given,
     // are real [B,G,N,N] outputs (B * G * N * N elements of caller memory).
