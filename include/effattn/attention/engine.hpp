@@ -196,10 +196,10 @@ void attention_dispatch(const ConstView<T, 4>& q, const ConstView<KV, 4>& k, con
   static_assert(std::is_same<KV, T>::value || (std::is_same<T, float>::value && is_half_storage<KV>::value),
                 "effattn::attention: keys/values are T, or float16/bfloat16 with float queries");
   const char* op = "attention";
+  check_executor(ex, op);
   const auto d = check_attention_args(op, q, k, v, out, lse, opt, attention_query_tile_quantum());
   mask.check(op, d.B, d.H, d.Nq, d.Nk);
   score.check(op, d.B, d.H, d.Nq, d.Nk);
-  check_executor(ex, op);
   if (opt.backend == Backend::reference) {
     attention_reference<T>(q, k, v, out, mask, score, opt, lse);
     return;

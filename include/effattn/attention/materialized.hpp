@@ -24,10 +24,10 @@ void attention_materialized(detail::identity_t<ConstView<T, 4>> q, detail::ident
                             const Score& score = {}, const AttentionOptions& opt = {}, const Executor& ex = {},
                             detail::identity_t<View<acc_t<T>, 3>> lse = {}) {
   const char* op = "attention_materialized";
+  detail::check_executor(ex, op);
   const auto d = detail::check_attention_args(op, q, k, v, out, lse, opt, 1);
   mask.check(op, d.B, d.H, d.Nq, d.Nk);
   score.check(op, d.B, d.H, d.Nq, d.Nk);
-  detail::check_executor(ex, op);
   // The score matrix of one (b, h) is Nq x Nk per thread: its size must be
   // representable before anything is allocated.
   (void)detail::checked_mul(d.Nq, d.Nk, op, "score matrix Nq * Nk");
