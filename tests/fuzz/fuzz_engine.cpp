@@ -21,58 +21,11 @@
 using namespace effattn;
 using fuzz::FuzzInput;
 using fuzz::Guarded;
+using fuzz::Layout4;
+using fuzz::cast_value;
+using fuzz::make_layout;
 
 namespace {
-
-/// A 4-d layout over a buffer the harness owns.
-struct Layout4 {
-  std::array<index_t, 4> shape{}, strides{};
-  index_t span = 0;  // elements the buffer must hold
-};
-
-/// Contiguous, [B,N,H,D]-permuted, padded rows, or (inputs only) a batch or
-/// head broadcast with stride 0.
-Layout4 make_layout(FuzzInput& in, std::array<index_t, 4> s, bool input) {
-  Layout4 L;
-  L.shape = s;
-  const int kind = in.byte() % (input ? 4 : 3);
-  index_t pad = kind == 2 ? in.range(1, 3) : 0;
-  if (kind == 1) {  // [B, N, H, D] in memory
-    L.strides[3] = 1;
-    L.strides[1] = s[3] + pad;
-    L.strides[2] = s[1] * L.strides[1];
-    L.strides[0] = s[2] * L.strides[2];
-  } else {
-    L.strides[3] = 1;
-    L.strides[2] = s[3] + pad;
-    L.strides[1] = s[2] * L.strides[2];
-    L.strides[0] = s[1] * L.strides[1];
-    if (kind == 3) L.strides[in.flag() ? 0 : 1] = 0;  // broadcast
-  }
-  for (int d = 0; d < 4; ++d)
-    if (L.shape[d] <= 1) L.strides[d] = in.flag() ? (index_t(1) << 40) : L.strides[d];  // stride of a size-1 dim is free
-  index_t last = 0;
-  bool empty = false;
-  for (int d = 0; d < 4; ++d) {
-    if (L.shape[d] == 0) empty = true;
-    if (L.shape[d] > 1) last += (L.shape[d] - 1) * L.strides[d];
-  }
-  L.span = empty ? 0 : last + 1;
-  return L;
-}
-
-template <class T>
-T cast_value(float x) {
-  return static_cast<T>(x);
-}
-template <>
-float16 cast_value<float16>(float x) {
-  return float16(x);
-}
-template <>
-bfloat16 cast_value<bfloat16>(float x) {
-  return bfloat16(x);
-}
 
 struct Case {
   index_t B, H, Hkv, Nq, Nk, D, Dv;
@@ -119,10 +72,10 @@ void dispatch_policies(const Case& c, F&& f) {
 template <class T, class KV>
 void run_case(FuzzInput& in, Case& c) {
   // Operands, inside buffers this harness owns.
-  const Layout4 lq = make_layout(in, {c.B, c.H, c.Nq, c.D}, true);
-  const Layout4 lk = make_layout(in, {c.B, c.Hkv, c.Nk, c.D}, true);
-  const Layout4 lv = make_layout(in, {c.B, c.Hkv, c.Nk, c.Dv}, true);
-  const Layout4 lo = make_layout(in, {c.B, c.H, c.Nq, c.Dv}, false);
+  const Layout4 lq = make_layout(in, {c.B, c.H, c.Nq, c.D}, true, true);
+  const Layout4 lk = make_layout(in, {c.B, c.Hkv, c.Nk, c.D}, true, true);
+  const Layout4 lv = make_layout(in, {c.B, c.Hkv, c.Nk, c.Dv}, true, true);
+  const Layout4 lo = make_layout(in, {c.B, c.H, c.Nq, c.Dv}, false, true);
   const bool wild = in.byte() < 64;  // non-finite keys / values / bias somewhere
   std::vector<T> q(static_cast<size_t>(lq.span));
   std::vector<KV> k(static_cast<size_t>(lk.span)), v(static_cast<size_t>(lv.span));

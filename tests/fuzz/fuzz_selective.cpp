@@ -29,68 +29,15 @@
 using namespace effattn;
 using fuzz::FuzzInput;
 using fuzz::Guarded;
+using fuzz::Layout4;
+using fuzz::data_or_null;
+using fuzz::key_value;
+using fuzz::make_layout;
+using fuzz::small_value;
+using fuzz::value_value;
 
 namespace {
 
-struct Layout4 {
-  std::array<index_t, 4> shape{}, strides{};
-  index_t span = 0;
-};
-
-Layout4 make_layout(FuzzInput& in, std::array<index_t, 4> s, bool input) {
-  Layout4 L;
-  L.shape = s;
-  const int kind = in.byte() % (input ? 4 : 3);
-  const index_t pad = kind == 2 ? in.range(1, 3) : 0;
-  L.strides[3] = 1;
-  if (kind == 1) {
-    L.strides[1] = s[3];
-    L.strides[2] = s[1] * L.strides[1];
-    L.strides[0] = s[2] * L.strides[2];
-  } else {
-    L.strides[2] = s[3] + pad;
-    L.strides[1] = s[2] * L.strides[2];
-    L.strides[0] = s[1] * L.strides[1];
-    if (kind == 3) L.strides[in.flag() ? 0 : 1] = 0;
-  }
-  index_t last = 0;
-  bool empty = false;
-  for (int d = 0; d < 4; ++d) {
-    if (L.shape[d] == 0) empty = true;
-    if (L.shape[d] > 1) last += (L.shape[d] - 1) * L.strides[d];
-  }
-  L.span = empty ? 0 : last + 1;
-  return L;
-}
-
-float small_value(FuzzInput& in) { return static_cast<float>(static_cast<std::int8_t>(in.byte())) / 40.0f; }
-
-/// A key: small, or (wild) sometimes NaN / +-inf. Large finite keys are left
-/// out: their float dot products cancel catastrophically, which no tolerance
-/// against a float64 oracle can tell from a bug.
-float key_value(FuzzInput& in, bool wild) {
-  if (wild && in.byte() >= 235) {
-    static const float special[] = {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
-                                    -std::numeric_limits<float>::infinity()};
-    return special[in.byte() % 3];
-  }
-  return small_value(in);
-}
-/// A value: small, or (wild) sometimes NaN / +-inf / +-1e30 / 65504 (a float
-/// sum of a few hundred of them stays finite).
-float value_value(FuzzInput& in, bool wild) {
-  if (wild && in.byte() >= 225) {
-    static const float special[] = {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
-                                    -std::numeric_limits<float>::infinity(), 1e30f, -1e30f, 65504.0f};
-    return special[in.byte() % 6];
-  }
-  return small_value(in);
-}
-
-template <class T>
-T* data_or_null(std::vector<T>& v) {
-  return v.empty() ? nullptr : v.data();
-}
 
 /// Selection options: the default head, another head, groups, or bad ones.
 SelectiveOptions make_options(FuzzInput& in, index_t H, bool& bad, bool* bad_tile = nullptr) {

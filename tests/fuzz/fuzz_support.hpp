@@ -19,6 +19,7 @@
 
 #include <effattn/effattn.hpp>
 
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -152,6 +153,96 @@ class Guarded {
   size_t n_, off_;
   std::vector<T> buf_;
 };
+
+/// A 4-d layout over a buffer the harness owns: shape, element strides, and
+/// the number of elements the buffer must hold.
+struct Layout4 {
+  std::array<index_t, 4> shape{}, strides{};
+  index_t span = 0;
+};
+
+/// Contiguous, [B,N,H,D]-permuted, padded rows, or (inputs only) a batch or
+/// head broadcast with stride 0. With `free_unit_strides`, each dimension of
+/// extent <= 1 may also get a huge stride (2^40: its stride is never used),
+/// one more byte per such dimension.
+inline Layout4 make_layout(FuzzInput& in, std::array<index_t, 4> s, bool input, bool free_unit_strides = false) {
+  Layout4 L;
+  L.shape = s;
+  const int kind = in.byte() % (input ? 4 : 3);
+  const index_t pad = kind == 2 ? in.range(1, 3) : 0;
+  L.strides[3] = 1;
+  if (kind == 1) {  // [B, N, H, D] in memory
+    L.strides[1] = s[3] + pad;
+    L.strides[2] = s[1] * L.strides[1];
+    L.strides[0] = s[2] * L.strides[2];
+  } else {
+    L.strides[2] = s[3] + pad;
+    L.strides[1] = s[2] * L.strides[2];
+    L.strides[0] = s[1] * L.strides[1];
+    if (kind == 3) L.strides[in.flag() ? 0 : 1] = 0;  // broadcast
+  }
+  if (free_unit_strides)
+    for (int d = 0; d < 4; ++d)
+      if (L.shape[d] <= 1 && in.flag()) L.strides[d] = index_t(1) << 40;
+  index_t last = 0;
+  bool empty = false;
+  for (int d = 0; d < 4; ++d) {
+    if (L.shape[d] == 0) empty = true;
+    if (L.shape[d] > 1) last += (L.shape[d] - 1) * L.strides[d];
+  }
+  L.span = empty ? 0 : last + 1;
+  return L;
+}
+
+/// x stored as T (float, double, or the 16-bit storage types).
+template <class T>
+T cast_value(float x) {
+  return static_cast<T>(x);
+}
+template <>
+inline effattn::float16 cast_value<effattn::float16>(float x) {
+  return effattn::float16(x);
+}
+template <>
+inline effattn::bfloat16 cast_value<effattn::bfloat16>(float x) {
+  return effattn::bfloat16(x);
+}
+
+/// The data pointer of a vector, null when it is empty (as a caller's empty
+/// std::vector may give).
+template <class T>
+T* data_or_null(std::vector<T>& v) {
+  return v.empty() ? nullptr : v.data();
+}
+template <class T>
+const T* data_or_null(const std::vector<T>& v) {
+  return v.empty() ? nullptr : v.data();
+}
+
+/// A small value in [-3.2, 3.2].
+inline float small_value(FuzzInput& in) { return static_cast<float>(static_cast<std::int8_t>(in.byte())) / 40.0f; }
+
+/// A key: small, or (wild) sometimes NaN / +-inf. Large finite keys are left
+/// out: their float dot products cancel catastrophically, which no tolerance
+/// against a float64 oracle can tell from a bug.
+inline float key_value(FuzzInput& in, bool wild) {
+  if (wild && in.byte() >= 235) {
+    static const float special[] = {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                                    -std::numeric_limits<float>::infinity()};
+    return special[in.byte() % 3];
+  }
+  return small_value(in);
+}
+/// A value: small, or (wild) sometimes NaN / +-inf / +-1e30 / 65504 (a float
+/// sum of a few hundred of them stays finite).
+inline float value_value(FuzzInput& in, bool wild) {
+  if (wild && in.byte() >= 225) {
+    static const float special[] = {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                                    -std::numeric_limits<float>::infinity(), 1e30f, -1e30f, 65504.0f};
+    return special[in.byte() % 6];
+  }
+  return small_value(in);
+}
 
 /// Runs f; returns true if it returned, false if it threw an
 /// effattn::invalid_argument. Any other exception violates the contract
