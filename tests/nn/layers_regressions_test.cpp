@@ -21,17 +21,8 @@ using effattn::index_t;
 
 namespace {
 
-template <class E, class F>
-void expect_throw_with(F&& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "no exception; expected one mentioning '" << needle << "'";
-  } catch (const E& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "wrong exception type: " << e.what();
-  }
-}
+using testing_util::expect_throw_with;
+
 
 // Same shape and values (Eigen's == asserts on a shape mismatch).
 bool same(const nn::Matrix& a, const nn::Matrix& b) {

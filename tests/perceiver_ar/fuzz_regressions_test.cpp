@@ -14,6 +14,9 @@
 
 namespace {
 
+using testing_util::contains;
+using testing_util::message_of;
+
 using effattn::index_t;
 namespace pa = effattn::perceiver_ar;
 using effattn::ConstView;
@@ -22,17 +25,6 @@ using effattn::nn::Matrix;
 
 constexpr index_t kHuge = index_t(1) << 62;
 
-template <class F>
-std::string message_of(F&& f) {
-  try {
-    f();
-  } catch (const effattn::invalid_argument& e) {
-    return e.what();
-  }
-  return "(no exception)";
-}
-
-bool contains(const std::string& s, const char* frag) { return s.find(frag) != std::string::npos; }
 
 // q [B,0,M,D] is empty, so the view checks accept a huge B (no element is
 // addressed); the B x M key-limit buffer must never be sized from it. An

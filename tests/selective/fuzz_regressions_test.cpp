@@ -19,19 +19,11 @@ using namespace effattn;
 
 namespace {
 
+using testing_util::contains;
+using testing_util::message_of;
+
 constexpr index_t kHuge = index_t(1) << 62;
 
-template <class F>
-std::string message_of(F&& f) {
-  try {
-    f();
-  } catch (const effattn::invalid_argument& e) {
-    return e.what();
-  }
-  return "(no exception)";
-}
-
-bool contains(const std::string& s, const char* frag) { return s.find(frag) != std::string::npos; }
 
 /// One sequence of T tokens for a cache with B, H, Hkv, D = Dv.
 struct Tokens {

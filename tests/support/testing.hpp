@@ -6,7 +6,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <exception>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -52,5 +54,33 @@ double max_abs_diff(const A& a, const B& b) {
   for (size_t i = 0; i < a.size() && i < b.size(); ++i) m = std::fmax(m, std::fabs(double(a[i]) - double(b[i])));
   return m;
 }
+
+/// Runs f, which must throw E (an effattn error type) whose message contains
+/// `needle`; any other outcome is a test failure.
+template <class E, class F>
+void expect_throw_with(F&& f, const std::string& needle) {
+  try {
+    f();
+    ADD_FAILURE() << "no exception; expected one mentioning '" << needle << "'";
+  } catch (const E& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "wrong exception type: " << e.what();
+  }
+}
+
+/// The message of the std::invalid_argument (every effattn error) f throws,
+/// or "(no exception)".
+template <class F>
+std::string message_of(F&& f) {
+  try {
+    f();
+  } catch (const std::invalid_argument& e) {
+    return e.what();
+  }
+  return "(no exception)";
+}
+
+inline bool contains(const std::string& s, const char* frag) { return s.find(frag) != std::string::npos; }
 
 }  // namespace testing_util

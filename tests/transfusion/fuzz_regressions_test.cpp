@@ -24,21 +24,11 @@ using S = tf::Segment;
 
 namespace {
 
+using testing_util::expect_throw_with;
+
 constexpr index_t kMax = std::numeric_limits<index_t>::max();
 constexpr index_t kMin = std::numeric_limits<index_t>::min();
 
-// Runs f, which must throw E whose message contains `needle`.
-template <class E, class F>
-void expect_throw_with(F&& f, const std::string& needle) {
-  try {
-    f();
-    ADD_FAILURE() << "no exception; expected one mentioning '" << needle << "'";
-  } catch (const E& e) {
-    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "wrong exception type: " << e.what();
-  }
-}
 
 // Same shape and values (Eigen's == asserts on a shape mismatch).
 bool same(const nn::Matrix& a, const nn::Matrix& b) {
