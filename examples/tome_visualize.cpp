@@ -6,10 +6,11 @@
 // paints every merged group in its mean colour, with a dark line where two
 // neighbouring patches belong to different groups.
 //
-//   usage: tome_visualize [input.ppm] [output.png] [--patch P] [--steps S] [--r R]
+//   usage: tome_visualize [input] [output] [--patch P] [--steps S] [--r R]
 //   defaults: a generated test picture, tome_visualize.png, P = 16, S = 6,
-//   R = tokens / 8 per step. Convert other formats to PPM first, e.g.
-//   `convert photo.jpg photo.ppm` (ImageMagick).
+//   R = tokens / 8 per step. The input may be PNG, JPEG, binary PPM/PGM or
+//   anything else stb_image reads; the output is PNG, or JPEG for a .jpg name.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -72,7 +73,7 @@ int main(int argc, char** argv) {
   }
   image_io::Image im;
   try {
-    im = in.empty() ? test_picture(384, 256) : image_io::read_ppm(in);
+    im = in.empty() ? test_picture(384, 256) : image_io::read_image(in);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s\n", e.what());
     return 1;
@@ -144,12 +145,13 @@ int main(int argc, char** argv) {
       }
     }
   try {
-    image_io::write_png(out, W, H, rgb);
+    image_io::write_image(out, W, H, rgb);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s\n", e.what());
     return 1;
   }
-  std::printf("%ld patches of %ldx%ld merged into %ld groups; wrote %s (%dx%d)\n", long(N), long(P), long(P), long(n),
+  std::printf("read %s (%dx%d); %ld patches of %ldx%ld merged into %ld groups; wrote %s (%dx%d)\n",
+              in.empty() ? "the test picture" : in.c_str(), im.width, im.height, long(N), long(P), long(P), long(n),
               out.c_str(), W, H);
   return 0;
 }
