@@ -11,7 +11,7 @@
 #   EFFATTN_BENCH_QUICK=1  smallest shapes only (a smoke run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/deps.sh build-essential cmake libeigen3-dev libbenchmark-dev python3 python3-matplotlib
+bash scripts/deps.sh build-essential cmake libeigen3-dev libbenchmark-dev libstb-dev python3 python3-matplotlib
 jobs=$(nproc 2>/dev/null || echo 2)
 cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DEFFATTN_BUILD_TESTS=OFF -DEFFATTN_BUILD_BENCHMARKS=ON \
       -DEFFATTN_BUILD_EXAMPLES=ON
