@@ -72,14 +72,30 @@ inline int resolve_threads(const Executor& ex, index_t work_items) {
   return t < 1 ? 1 : t;
 }
 
+/// How parallel_items hands out its items.
+enum class ItemOrder {
+  any,        ///< any order, on any thread (a host pool hook may be used)
+  monotonic,  ///< each thread takes items in increasing order, and item k is
+              ///< handed out only after every item < k: an item may wait for
+              ///< smaller ones (a pipeline) without deadlock. No host hook.
+};
+
 /// Runs body(item, scratch) for every item in [0, n). `make_scratch()` is called
 /// once per thread (or once per range handed to a user hook). Exceptions thrown
 /// by the body are caught on the worker and the first is rethrown here.
-template <class MakeScratch, class Body>
+///
+/// With ItemOrder::monotonic the OpenMP loop is `schedule(monotonic: dynamic, 1)`
+/// (OpenMP 4.5; OpenMP 5 makes plain `dynamic` nonmonotonic, and a work-stealing
+/// runtime such as LLVM's libomp may then hand item k+1 out before item k), or
+/// `schedule(static, 1)` with an older OpenMP, which is also safe: each thread
+/// runs its items in increasing order, so the smallest unfinished item never
+/// waits for a larger one. A monotonic loop ignores ex.parallel_for (a host
+/// pool gives no order guarantee): the caller must use ItemOrder::any there.
+template <ItemOrder kOrder = ItemOrder::any, class MakeScratch, class Body>
 void parallel_items(const Executor& ex, index_t n, MakeScratch&& make_scratch, Body&& body) {
   if (n <= 0) return;
   check_executor(ex, "Executor");
-  if (ex.parallel_for) {
+  if (kOrder == ItemOrder::any && ex.parallel_for) {
     std::exception_ptr err;
     std::mutex mu;
     ex.parallel_for(n, [&](index_t begin, index_t end) {
@@ -114,15 +130,26 @@ void parallel_items(const Executor& ex, index_t n, MakeScratch&& make_scratch, B
 #  pragma omp critical(effattn_error)
       if (!err) err = std::current_exception();
     }
-#  pragma omp for schedule(dynamic, 1)
-    for (index_t i = 0; i < n; ++i) {
-      if (!scratch) continue;
+    auto run = [&](index_t i) {
+      if (!scratch) return;
       try {
         body(i, *scratch);
       } catch (...) {
 #  pragma omp critical(effattn_error)
         if (!err) err = std::current_exception();
       }
+    };
+    if (kOrder == ItemOrder::any) {
+#  pragma omp for schedule(dynamic, 1)
+      for (index_t i = 0; i < n; ++i) run(i);
+    } else {
+#  if _OPENMP >= 201511
+#    pragma omp for schedule(monotonic : dynamic, 1)
+      for (index_t i = 0; i < n; ++i) run(i);
+#  else
+#    pragma omp for schedule(static, 1)
+      for (index_t i = 0; i < n; ++i) run(i);
+#  endif
     }
   }
   if (err) std::rethrow_exception(err);

@@ -80,15 +80,12 @@ void selection_chunk(const Problem<T>& p, index_t b, index_t hs, index_t i0, ind
   constexpr int Q = Blocking<S>::Q;
   const index_t D = p.D, hk = hs / p.G, nq = i1 - i0, kcn = c1 - c0;
   const T* kb = p.k + b * p.ks[0] + hk * p.ks[1];
-  const T* qb = p.q + b * p.qs[0] + hs * p.qs[1] + i0 * p.qs[2];
   S* sb = w.s.data();
   {
     // Sel[jj][c] = <k[c0 + jj], scale * q[i0 + c]>, as the engine's St tile.
     const index_t nqp = round_up(nq, Q);
     S* qt = w.qt.data();
-    for (index_t d = 0; d < D; ++d) std::fill(qt + d * bq + nq, qt + d * bq + nqp, S(0));
-    for (index_t c = 0; c < nq; ++c)
-      for (index_t d = 0; d < D; ++d) qt[d * bq + c] = qb[c * p.qs[2] + d * p.qs[3]] * p.scale;
+    pack_query_tile(p, b, hs, i0, nq, bq, qt);
     tile_gemm<S, false>(kcn, nqp, kb + c0 * p.ks[2], p.ks[2], p.ks[3], qt, bq, D, sb, bq);
     // S = ReLU(Sel), branch-free and vectorised, with ReLU(NaN) = 0 as in the
     // reference and the cache (a NaN logit, e.g. 0 * inf, masks nothing);
@@ -241,9 +238,9 @@ void selective_attention(detail::identity_t<ConstView<T, 4>> q, detail::identity
     // One parallel loop over all tiles, items in dependency order:
     //   A(t, *) chunks of tile t, then B(t, *) heads of tile t, then A(t+1, *) ...
     // A(t) waits for A(t-1) (Frun) and for B(t-2) (its F buffer); B(t) waits for
-    // A(t). Every item waits only for items with smaller indices, which OpenMP's
-    // dynamic schedule has already handed out in increasing order (or a serial
-    // loop has finished), so the loop always progresses; no per-tile barrier.
+    // A(t). Every item waits only for items with smaller indices, which the
+    // core's monotonic driver has already handed out (or a serial loop has
+    // finished), so the loop always progresses; no per-tile barrier.
     std::vector<index_t> first(static_cast<size_t>(nqt + 1), 0);  // first item of tile t
     for (index_t t = 0; t < nqt; ++t) first[t + 1] = first[t] + BG * nchunks(t) + d.B * d.H;
     std::unique_ptr<std::atomic<index_t>[]> a_done(new std::atomic<index_t>[nqt]), b_done(new std::atomic<index_t>[nqt]);
@@ -263,7 +260,7 @@ void selective_attention(detail::identity_t<ConstView<T, 4>> q, detail::identity
       std::unique_ptr<detail::SelectionScratch<S>> a;
       std::unique_ptr<detail::TileScratch<S>> b;
     };
-    detail::parallel_items(ex, first[nqt], [] { return Scratch{}; }, [&](index_t item, Scratch& w) {
+    detail::parallel_items<detail::ItemOrder::monotonic>(ex, first[nqt], [] { return Scratch{}; }, [&](index_t item, Scratch& w) {
       const index_t t = static_cast<index_t>(std::upper_bound(first.begin(), first.end(), item) - first.begin()) - 1;
       const index_t local = item - first[t], na = BG * nchunks(t);
       std::atomic<index_t>& done = local < na ? a_done[t] : b_done[t];

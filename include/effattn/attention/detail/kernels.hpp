@@ -189,6 +189,20 @@ inline void widen_block(const KV* src, index_t rs, index_t cs, index_t rows, ind
   }
 }
 
+/// Packs queries [i0, i0 + nq) of (b, h) transposed and pre-scaled,
+/// qt[d * ld + c] = scale * q[i0 + c][d], zero padded to a multiple of the
+/// micro-tile width: the B operand of the QK micro-kernel.
+template <class T, class KV, class S>
+inline void pack_query_tile(const Problem<T, KV>& p, index_t b, index_t h, index_t i0, index_t nq, index_t ld, S* qt) {
+  const index_t D = p.D, nqp = round_up(nq, Blocking<S>::Q);
+  const T* qb = p.q + b * p.qs[0] + h * p.qs[1];
+  for (index_t d = 0; d < D; ++d) std::fill(qt + d * ld + nq, qt + d * ld + nqp, S(0));
+  for (index_t i = 0; i < nq; ++i) {
+    const T* row = qb + (i0 + i) * p.qs[2];
+    for (index_t d = 0; d < D; ++d) qt[d * ld + i] = row[d * p.qs[3]] * p.scale;
+  }
+}
+
 /// True when the rows x cols block (row stride rs, element stride cs) holds
 /// only finite values: x * 0 is 0 for finite x and NaN for inf or NaN.
 template <class S>
@@ -238,16 +252,7 @@ void attend_tile(const Problem<T, KV>& p, index_t b, index_t h, index_t i0, inde
   const S ninf = -std::numeric_limits<S>::infinity();
   const S lowest = std::numeric_limits<S>::lowest();
 
-  // Pack the query block transposed and pre-scaled: Qt[d][i], zero padded.
-  {
-    const T* qb = p.q + b * p.qs[0] + h * p.qs[1];
-    S* qt = w.qt.data();
-    for (index_t d = 0; d < D; ++d) std::fill(qt + d * ld + nq, qt + d * ld + nqp, S(0));
-    for (index_t i = 0; i < nq; ++i) {
-      const T* row = qb + (i0 + i) * p.qs[2];
-      for (index_t d = 0; d < D; ++d) qt[d * ld + i] = row[d * p.qs[3]] * p.scale;
-    }
-  }
+  pack_query_tile(p, b, h, i0, nq, ld, w.qt.data());
   for (index_t e = 0; e < Dv; ++e) std::fill(w.ot.data() + e * ld, w.ot.data() + e * ld + nqp, S(0));
   std::fill(w.m.data(), w.m.data() + nqp, ninf);
   std::fill(w.l.data(), w.l.data() + nqp, S(0));
