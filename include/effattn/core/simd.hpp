@@ -16,6 +16,14 @@
 #  include <immintrin.h>
 #endif
 
+// AVX-512 note: the plain forms of several AVX-512 intrinsics (max, min,
+// cvtph, cvtepu16, slli) pass an _mm512_undefined_* vector as the merge source
+// of a masked builtin, and GCC 12's avx512fintrin.h builds that vector as
+// `__m512 __Y = __Y;`, which -Wmaybe-uninitialized then reports at every
+// inlining site in effattn code. The kernels below call the masked forms with
+// an all-ones mask (kAll16) and a defined source instead: the same
+// instruction (the compiler drops the mask), and no warning.
+
 // The kernels are written on fixed-width vectors whose width follows the
 // instruction set the *user's* build targets (effattn never adds -march): 16
 // floats with AVX-512, 8 with AVX/AVX2, 4 otherwise. With GCC and Clang these
@@ -34,6 +42,9 @@ namespace simd {
 
 constexpr int kBytes = EFFATTN_VECTOR_BYTES;
 constexpr int kFloatLanes = kBytes / 4;
+#if defined(__AVX512F__)
+constexpr __mmask16 kAll16 = 0xFFFF;  // every lane of a 16-lane mask (see the note above)
+#endif
 /// Registers the ISA has; decides the register blocking of the micro-kernels.
 #if defined(__AVX512F__)
 constexpr int kRegisters = 32;
@@ -119,7 +130,7 @@ EFFATTN_ALWAYS_INLINE vf fmadd(vf a, vf b, vf c) {
 
 EFFATTN_ALWAYS_INLINE vf max(vf a, vf b) {
 #if defined(__AVX512F__) && EFFATTN_VECTOR_BYTES == 64
-  return _mm512_max_ps(a, b);
+  return _mm512_mask_max_ps(a, kAll16, a, b);
 #elif defined(__AVX__) && EFFATTN_VECTOR_BYTES == 32
   return _mm256_max_ps(a, b);
 #else
@@ -131,7 +142,7 @@ EFFATTN_ALWAYS_INLINE vf max(vf a, vf b) {
 
 EFFATTN_ALWAYS_INLINE vf min(vf a, vf b) {
 #if defined(__AVX512F__) && EFFATTN_VECTOR_BYTES == 64
-  return _mm512_min_ps(a, b);
+  return _mm512_mask_min_ps(a, kAll16, a, b);
 #elif defined(__AVX__) && EFFATTN_VECTOR_BYTES == 32
   return _mm256_min_ps(a, b);
 #else
@@ -283,7 +294,7 @@ EFFATTN_ALWAYS_INLINE vec<S> splat(S x) {
 // ---- 16-bit storage: load W elements and widen them to float lanes (exact).
 EFFATTN_ALWAYS_INLINE vf load_widen(const float16* p) {
 #if defined(__AVX512F__) && EFFATTN_VECTOR_BYTES == 64
-  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  return _mm512_maskz_cvtph_ps(kAll16, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
 #elif defined(__F16C__) && EFFATTN_VECTOR_BYTES == 32
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 #else
@@ -294,8 +305,9 @@ EFFATTN_ALWAYS_INLINE vf load_widen(const float16* p) {
 }
 EFFATTN_ALWAYS_INLINE vf load_widen(const bfloat16* p) {
 #if defined(__AVX512F__) && EFFATTN_VECTOR_BYTES == 64
-  return _mm512_castsi512_ps(
-      _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
+  return _mm512_castsi512_ps(_mm512_maskz_slli_epi32(
+      kAll16,
+      _mm512_maskz_cvtepu16_epi32(kAll16, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
 #elif defined(__AVX2__) && EFFATTN_VECTOR_BYTES == 32
   return _mm256_castsi256_ps(
       _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
