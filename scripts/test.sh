@@ -2,15 +2,20 @@
 # SPDX-License-Identifier: MIT
 # Builds effattn (Release, host ISA, GCC) with its tests, benchmarks and
 # examples and runs the whole test suite with CTest. With CI=true (or
-# EFFATTN_SANITIZE=1) it then builds the test suite again with clang + libomp
-# under AddressSanitizer + UndefinedBehaviorSanitizer, together with the
-# libFuzzer targets of tests/fuzz, and runs both: the unit tests, then each
-# fuzz target for a fixed, seeded number of executions (EFFATTN_FUZZ_RUNS per
-# target, 40000 by default). Installs missing Debian packages first.
+# EFFATTN_SANITIZE=1) it then builds and runs the test suite twice more: with
+# GCC for the portable instruction set users get from effattn::effattn
+# (EFFATTN_NATIVE=OFF, tests only), and with clang + libomp under
+# AddressSanitizer + UndefinedBehaviorSanitizer, together with the libFuzzer
+# targets of tests/fuzz: the unit tests, then each fuzz target for a fixed,
+# seeded number of executions (EFFATTN_FUZZ_RUNS per target, 40000 by
+# default). With CI=true every build treats warnings as errors
+# (EFFATTN_WERROR). Installs missing Debian packages first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sanitize=0
 if [ "${CI:-}" = "true" ] || [ "${EFFATTN_SANITIZE:-0}" = "1" ]; then sanitize=1; fi
+werror=OFF
+if [ "${CI:-}" = "true" ]; then werror=ON; fi
 pkgs=(build-essential cmake libeigen3-dev libgtest-dev nlohmann-json3-dev libbenchmark-dev libstb-dev)
 if [ "$sanitize" = 1 ]; then pkgs+=(clang libomp-dev libclang-rt-dev); fi
 bash scripts/deps.sh "${pkgs[@]}"
@@ -19,17 +24,26 @@ start=$(date +%s)
 stamp() { echo "effattn: $1 ($(( $(date +%s) - start )) s)"; }
 
 cmake -S . -B build/test -DCMAKE_BUILD_TYPE=Release -DEFFATTN_BUILD_TESTS=ON -DEFFATTN_BUILD_BENCHMARKS=ON \
-      -DEFFATTN_BUILD_EXAMPLES=ON
+      -DEFFATTN_BUILD_EXAMPLES=ON -DEFFATTN_WERROR="$werror"
 cmake --build build/test -j "$jobs"
 stamp "GCC Release build done"
 (cd build/test && ctest --output-on-failure -j "$jobs")
 stamp "GCC Release tests passed"
 
 if [ "$sanitize" = 1 ]; then
+  echo "effattn: test suite with GCC for the portable instruction set (EFFATTN_NATIVE=OFF, as effattn::effattn builds)"
+  cmake -S . -B build/portable -DCMAKE_BUILD_TYPE=Release -DEFFATTN_NATIVE=OFF -DEFFATTN_WERROR="$werror" \
+        -DEFFATTN_BUILD_TESTS=ON -DEFFATTN_BUILD_BENCHMARKS=OFF -DEFFATTN_BUILD_EXAMPLES=OFF
+  cmake --build build/portable -j "$jobs"
+  stamp "GCC portable build done"
+  # package.* builds consumers on effattn::effattn, already run above.
+  (cd build/portable && ctest --output-on-failure -j "$jobs" -E '^package\.')
+  stamp "GCC portable tests passed"
+
   echo "effattn: test suite and fuzz targets with clang + libomp under AddressSanitizer + UndefinedBehaviorSanitizer"
   CC=clang CXX=clang++ cmake -S . -B build/clang-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEFFATTN_SANITIZE=ON \
         -DEFFATTN_BUILD_TESTS=ON -DEFFATTN_BUILD_FUZZERS=ON -DEFFATTN_FUZZ_RUNS="${EFFATTN_FUZZ_RUNS:-40000}" \
-        -DEFFATTN_BUILD_BENCHMARKS=OFF -DEFFATTN_BUILD_EXAMPLES=OFF
+        -DEFFATTN_BUILD_BENCHMARKS=OFF -DEFFATTN_BUILD_EXAMPLES=OFF -DEFFATTN_WERROR="$werror"
   cmake --build build/clang-asan -j "$jobs"
   stamp "clang sanitizer build done"
   (cd build/clang-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \

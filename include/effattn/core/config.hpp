@@ -25,8 +25,16 @@
 #  endif
 #endif
 
-// EFFATTN_THROW raises a user-facing error. Builds without exceptions can
-// override it (for example with a logging abort).
+// effattn needs C++ exceptions: bad input is reported by throwing, and the
+// executor carries an exception from a worker thread back to the caller.
+// Say so up front rather than with a compiler error deep in a header.
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(__cpp_exceptions)
+#  error "effattn needs C++ exceptions (it reports bad input by throwing); do not build it with -fno-exceptions"
+#endif
+
+// EFFATTN_THROW raises a user-facing error (an effattn::invalid_argument).
+// It may be overridden, for example to log before throwing, but it must not
+// return: the caller's code after it assumes the input was rejected.
 #ifndef EFFATTN_THROW
 #  define EFFATTN_THROW(exc) throw exc
 #endif
