@@ -114,9 +114,12 @@ TEST(Errors, Parameters) {
                                   {"attention", "scale must be finite and > 0"});
   }
   AttentionOptions opt;
-  opt.block_q = attention_query_tile_quantum() + 1;
+  opt.block_q = 4097;
   expect_throw<parameter_error>(b, [&] { attention<float>(b.Q(), b.K(), b.V(), b.O(), NoMask{}, NoScore{}, opt); },
-                                {"block_q must be 0 or a multiple of"});
+                                {"block_q must be in [0, 4096]"});
+  opt.block_q = -1;
+  expect_throw<parameter_error>(b, [&] { attention<float>(b.Q(), b.K(), b.V(), b.O(), NoMask{}, NoScore{}, opt); },
+                                {"block_q must be in [0, 4096]"});
   opt = {};
   opt.block_k = -3;
   expect_throw<parameter_error>(b, [&] { attention<float>(b.Q(), b.K(), b.V(), b.O(), NoMask{}, NoScore{}, opt); },
@@ -161,5 +164,45 @@ TEST(Errors, ExceptionInsideParallelRegionIsRethrown) {
   });
   EXPECT_THROW(attention<float>(b.Q(), b.K(), b.V(), b.O(), NoMask{}, bad, {}, Executor{2}), std::runtime_error);
 }
+
+}  // namespace
+
+namespace {
+
+TEST(Options, BlockQIsRoundedUpToTheTileQuantum) {
+  // Any block_q in [1, 4096] works on every machine: it is rounded up to the
+  // micro-tile width, so quantum + 1 runs exactly as 2 * quantum does.
+  const index_t B = 1, H = 2, N = 300, D = 16, Q = attention_query_tile_quantum();
+  std::vector<float> q(B * H * N * D), k(q.size()), v(q.size());
+  for (size_t i = 0; i < q.size(); ++i) {
+    q[i] = static_cast<float>((i * 7) % 13) / 13.0f - 0.5f;
+    k[i] = static_cast<float>((i * 5) % 11) / 11.0f - 0.5f;
+    v[i] = static_cast<float>((i * 3) % 17) / 17.0f;
+  }
+  const auto Qv = make_view<const float>(q.data(), B, H, N, D), Kv = make_view<const float>(k.data(), B, H, N, D),
+             Vv = make_view<const float>(v.data(), B, H, N, D);
+  std::vector<float> odd(q.size()), even(q.size()), def(q.size());
+  AttentionOptions o;
+  o.block_q = Q + 1;
+  attention<float>(Qv, Kv, Vv, make_view(odd.data(), B, H, N, D), CausalMask{}, NoScore{}, o);
+  o.block_q = 2 * Q;
+  attention<float>(Qv, Kv, Vv, make_view(even.data(), B, H, N, D), CausalMask{}, NoScore{}, o);
+  EXPECT_EQ(odd, even);
+  o.block_q = 1;  // one micro-tile column
+  attention<float>(Qv, Kv, Vv, make_view(def.data(), B, H, N, D), CausalMask{}, NoScore{}, o);
+  o.block_q = Q;
+  attention<float>(Qv, Kv, Vv, make_view(even.data(), B, H, N, D), CausalMask{}, NoScore{}, o);
+  EXPECT_EQ(def, even);
+}
+
+// attention() static_asserts that its mask and score arguments are policies.
+static_assert(is_mask_policy<NoMask>::value && is_mask_policy<CausalMask>::value &&
+                  is_mask_policy<OffsetCausalMask>::value && is_mask_policy<KeyLimitMask>::value,
+              "the library's masks are mask policies");
+static_assert(is_score_policy<NoScore>::value && is_score_policy<KeyBiasScore>::value, "scores are score policies");
+static_assert(!is_mask_policy<int>::value && !is_mask_policy<NoScore>::value && !is_mask_policy<KeyBiasScore>::value,
+              "a score or a number is not a mask policy");
+static_assert(!is_score_policy<NoMask>::value && !is_score_policy<double>::value,
+              "a mask or a number is not a score policy");
 
 }  // namespace

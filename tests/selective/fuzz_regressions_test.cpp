@@ -106,7 +106,7 @@ TEST(SelectiveFuzzRegressions, PrefillWithBadArgumentsLeavesCacheAndOutputsUncha
   const index_t B = 1, H = 2, Hkv = 1, T = 9, D = 8;
   const Tokens tk(B, H, Hkv, T, D, 3);
   SelectiveOptions bad_tile;
-  bad_tile.block_q = 3;  // not a multiple of the tile quantum: rejected by prefill
+  bad_tile.block_q = -3;  // a negative tile: rejected by prefill
   SelectiveKVCache<float> cache(B, H, Hkv, D, D, 4), tiled(B, H, Hkv, D, D, 4, bad_tile);
   std::vector<float> out(static_cast<size_t>(B * H * T * D), 42.0f);
   const auto ov = make_view(out.data(), B, H, T, D);
@@ -210,9 +210,10 @@ TEST(SelectiveFuzzRegressions, EmptyShapesWithNullPointers) {
     EXPECT_NO_THROW(selective_attention<float>(q, k, v, out, {}, Executor(2), lse, View<double, 3>(dnone.data(), {B, 1, N})));
     EXPECT_NO_THROW(selective_attention_reference<float>(q, k, v, out, {}, lse, View<double, 4>(dnone.data(), {B, 1, N, N}),
                                                          View<double, 4>(dnone.data(), {B, 1, N, N})));
-    if (B == 0 || N == 0)
+    if (B == 0 || N == 0) {
       EXPECT_NO_THROW(selective_memory_profile<float>(q, ConstView<float, 4>(n, {B, 1, N, 4}),
                                                       View<double, 2>(dnone.data(), {B, N})));
+    }
   }
   // An empty prompt on a cache.
   SelectiveKVCache<float> cache(1, 2, 1, 4, 2, 3);

@@ -35,6 +35,12 @@ constexpr index_t kSplitKeyChunk = 1024;
 constexpr index_t kDefaultBlockQ = Blocking<float>::Q >= 64 ? Blocking<float>::Q : 96 / Blocking<float>::Q * Blocking<float>::Q;
 constexpr index_t kDefaultBlockK = 128;
 
+/// The query tile of a call: the default for 0, else block_q rounded up to a
+/// multiple of the micro-tile width (4096 is a multiple of every width).
+inline index_t query_tile(index_t block_q) {
+  return block_q > 0 ? round_up(block_q, Blocking<float>::Q) : kDefaultBlockQ;
+}
+
 template <class T, class KV = T>
 Problem<T, KV> make_problem(const ConstView<T, 4>& q, const ConstView<KV, 4>& k, const ConstView<KV, 4>& v,
                             const View<T, 4>& out, const View<acc_t<T>, 3>& lse, const AttnDims& d) {
@@ -166,7 +172,7 @@ void run_tiled(const Problem<T, KV>& p, const Mask& mask, const Score& score, co
     return;
   }
 
-  const index_t bq = opt.block_q > 0 ? opt.block_q : kDefaultBlockQ;
+  const index_t bq = query_tile(opt.block_q);
   const index_t bk = opt.block_k > 0 ? opt.block_k : kDefaultBlockK;
   const index_t nqt = ceil_div(p.Nq, bq);
   auto make = [&] { return TileScratch<S>(bq, bk, p.D, p.Dv, !std::is_same<KV, S>::value); };
@@ -195,6 +201,12 @@ void attention_dispatch(const ConstView<T, 4>& q, const ConstView<KV, 4>& k, con
                 "effattn::attention supports float and double");
   static_assert(std::is_same<KV, T>::value || (std::is_same<T, float>::value && is_half_storage<KV>::value),
                 "effattn::attention: keys/values are T, or float16/bfloat16 with float queries");
+  static_assert(is_mask_policy<Mask>::value,
+                "effattn::attention: the mask argument is not a mask policy (NoMask, CausalMask, OffsetCausalMask, "
+                "KeyLimitMask, PredicateMask, or a type with check() and bind() as in attention/policies.hpp)");
+  static_assert(is_score_policy<Score>::value,
+                "effattn::attention: the score argument is not a score policy (NoScore, KeyBiasScore, FunctorScore, "
+                "or a type with active, check() and bind() as in attention/policies.hpp)");
   const char* op = "attention";
   check_executor(ex, op);
   const auto d = check_attention_args(op, q, k, v, out, lse, opt, attention_query_tile_quantum());

@@ -22,8 +22,11 @@ struct AttentionOptions {
   /// Logit scale; 0 means 1/sqrt(head_dim). Otherwise finite and > 0.
   double scale = 0;
   Backend backend = Backend::tiled;
-  /// Query / key tile sizes of the tiled engine; 0 picks the default. A query
-  /// tile must be a multiple of effattn::attention_query_tile_quantum().
+  /// Query / key tile sizes of the tiled engine, each in [0, 4096]; 0 picks
+  /// the default. A query tile is rounded up to a multiple of
+  /// effattn::attention_query_tile_quantum() (the queries one micro-kernel
+  /// column holds, which depends on the instruction set), so the same value
+  /// works on every machine.
   index_t block_q = 0;
   index_t block_k = 0;
 };
@@ -96,9 +99,9 @@ AttnDims check_attention_args(const char* op, const ConstView<T, 4>& q, const Co
   if (!std::isfinite(opt.scale) || opt.scale < 0)
     EFFATTN_THROW(parameter_error(concat(op, ": scale must be finite and > 0 (or 0 for 1/sqrt(D)), got ", opt.scale)));
   d.scale = opt.scale == 0 ? 1.0 / std::sqrt(static_cast<double>(d.D)) : opt.scale;
-  if (opt.block_q < 0 || (opt.block_q > 0 && (opt.block_q % tile_quantum != 0 || opt.block_q > 4096)))
-    EFFATTN_THROW(parameter_error(concat(op, ": block_q must be 0 or a multiple of ", tile_quantum,
-                                         " up to 4096, got ", opt.block_q)));
+  if (opt.block_q < 0 || opt.block_q > 4096)
+    EFFATTN_THROW(parameter_error(concat(op, ": block_q must be in [0, 4096] (rounded up to a multiple of ",
+                                         tile_quantum, "), got ", opt.block_q)));
   if (opt.block_k < 0 || opt.block_k > 4096)
     EFFATTN_THROW(parameter_error(concat(op, ": block_k must be in [0, 4096], got ", opt.block_k)));
   if (opt.backend != Backend::tiled && opt.backend != Backend::reference)

@@ -272,4 +272,30 @@ FunctorScore<F> make_functor_score(F f) {
   return FunctorScore<F>{std::move(f)};
 }
 
+/// True when M has a mask policy's interface: check(op, B, H, Nq, Nk) and
+/// bind(b, h, Nq, Nk) returning a bound mask with classify, key_end, allowed.
+template <class M, class = void>
+struct is_mask_policy : std::false_type {};
+template <class M>
+struct is_mask_policy<
+    M, std::void_t<decltype(std::declval<const M&>().check("", index_t{}, index_t{}, index_t{}, index_t{})),
+                   decltype(std::declval<const M&>().bind(index_t{}, index_t{}, index_t{}, index_t{}).classify(
+                       index_t{}, index_t{}, index_t{}, index_t{})),
+                   decltype(std::declval<const M&>().bind(index_t{}, index_t{}, index_t{}, index_t{}).key_end(index_t{},
+                                                                                                               index_t{})),
+                   decltype(std::declval<const M&>().bind(index_t{}, index_t{}, index_t{}, index_t{}).allowed(index_t{},
+                                                                                                               index_t{}))>>
+    : std::true_type {};
+
+/// True when S has a score policy's interface: a constexpr bool `active`,
+/// check(op, B, H, Nq, Nk) and bind(b, h) returning a bound score with score(i, j).
+template <class S, class = void>
+struct is_score_policy : std::false_type {};
+template <class S>
+struct is_score_policy<
+    S, std::void_t<decltype(bool{S::active}),
+                   decltype(std::declval<const S&>().check("", index_t{}, index_t{}, index_t{}, index_t{})),
+                   decltype(std::declval<const S&>().bind(index_t{}, index_t{}).score(index_t{}, index_t{}))>>
+    : std::true_type {};
+
 EFFATTN_NAMESPACE_END

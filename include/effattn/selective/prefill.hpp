@@ -189,7 +189,7 @@ void selective_attention(detail::identity_t<ConstView<T, 4>> q, detail::identity
   }
 
   const auto p = detail::make_problem<T>(q, k, v, out, lse, d);
-  const index_t bq = opt.block_q > 0 ? opt.block_q : detail::kDefaultBlockQ;
+  const index_t bq = detail::query_tile(opt.block_q);
   const index_t bk = opt.block_k > 0 ? opt.block_k : detail::kDefaultBlockK;
   const index_t nqt = detail::ceil_div(N, bq), hpg = d.H / ng, BG = d.B * ng;
   const index_t ldf =

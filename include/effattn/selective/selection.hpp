@@ -44,7 +44,7 @@ struct SelectiveOptions {
   /// number of entries must divide H). Overrides `selection_head` when set.
   std::vector<index_t> group_selection_heads;
   /// Query / key tile sizes of the tiled prefill (0: the engine's defaults);
-  /// block_q must be a multiple of effattn::attention_query_tile_quantum().
+  /// block_q is rounded up to a multiple of effattn::attention_query_tile_quantum().
   index_t block_q = 0;
   index_t block_k = 0;
 };
