@@ -45,6 +45,7 @@ void BM_fma_peak(benchmark::State& state) {
     benchmark::DoNotOptimize(sink);
   }
   eb::report(state, 2.0 * kInner * kAcc * simd::kFloatLanes * t, -1);
+  state.counters["simd_lanes"] = simd::kFloatLanes;  // fp32 lanes of the build's ISA, for the plots' captions
 }
 
 /// Eigen sgemm of attention shape: [N x 64] * [64 x N].
