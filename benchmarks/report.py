@@ -7,7 +7,7 @@
 reads RESULTS_DIR/*.json (one file per bench_* program) and writes
   RESULTS_DIR/report.md        markdown tables, one section per method family
   RESULTS_DIR/summary.json     machine-readable summary (format in README.md)
-  RESULTS_DIR/plots/*.png      time vs N (log-log) and speedup plots per section
+  RESULTS_DIR/plots/*.png      one set of figures per method family (list in README.md)
 and prints the summary table.
 
 Benchmark names follow "<section>/<method>/key:value/...". A label
@@ -214,88 +214,523 @@ def machine_roofs(runs):
     return (fma["gflops"] if fma else None), (gemm["gflops"] if gemm else None)
 
 
-def plots(runs, out_dir):
+def isa_of(runs):
+    """The build's vector ISA, from the fp32 lane count the FMA-peak benchmark reports."""
+    fma = next((r for r in runs if r["section"] == "machine" and r["method"] == "fma_peak"), None)
+    lanes = fma["counters"].get("simd_lanes") if fma else None
+    if not lanes:
+        return None
+    lanes = int(lanes)
+    return {16: "AVX-512 build", 8: "AVX2/FMA build", 4: "128-bit SIMD build"}.get(lanes, "scalar build") + \
+        f" ({lanes} fp32 lanes)"
+
+
+def caption_of(runs, context):
+    """Host, ISA, CPUs, date and repetitions: the line under every figure (threads are added per figure)."""
+    parts = [str(context.get("host_name", "?"))]
+    if context.get("num_cpus"):
+        parts.append(f"{context['num_cpus']} CPUs at {context.get('mhz_per_cpu', '?')} MHz")
+    parts.append(isa_of(runs) or "ISA not reported")
+    reps = sorted({r["repetitions"] for r in runs})
+    parts.append("median of " + ("/".join(str(x) for x in reps)) + (" repetition" if reps == [1] else " repetitions"))
+    if context.get("date"):
+        parts.append(str(context["date"])[:10])
+    return ", ".join(parts)
+
+
+def time_unit(values):
+    """(scale, name) so that the values read as 1..1000 of the unit."""
+    vs = [v for v in values if v and v > 0]
+    m = median(vs) if vs else 1.0
+    for scale, unit in ((1.0, "s"), (1e3, "ms"), (1e6, "us")):
+        if m * scale >= 1:
+            return scale, unit
+    return 1e9, "ns"
+
+
+def fmt_size(n):
+    n = int(n)
+    if n >= 1024 and n % 1024 == 0:
+        return f"{n // 1024}k"
+    return str(n)
+
+
+def fmt_num(v):
+    if v is None:
+        return "-"
+    a = abs(v)
+    if a >= 100:
+        return f"{v:.0f}"
+    if a >= 10:
+        return f"{v:.1f}"
+    if a >= 1:
+        return f"{v:.2f}"
+    return f"{v:.3g}"
+
+
+def plots(runs, out_dir, context):
+    """Writes one set of figures per method family; returns [(path, what the figure shows)]."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import FixedLocator, NullLocator, NullFormatter, FuncFormatter, LogLocator
     except ImportError:
         print("report: matplotlib missing, no plots (apt-get install python3-matplotlib)", file=sys.stderr)
         return []
 
-    def finish(fig, ax, xkey, ylabel, title, path):
-        """Log-log axes, labels, legend; saves the figure to path and returns path."""
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel(xkey)
-        ax.set_ylabel(ylabel)
-        ax.set_title(title)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
+    os.makedirs(out_dir, exist_ok=True)
+    caption = caption_of(runs, context)
+    written = []
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+
+    def threads_of(rs):
+        ts = sorted({r["threads"] for r in rs if r["threads"] is not None})
+        return ("threads " + "/".join(str(int(t)) for t in ts)) if ts else "threads ?"
+
+    def save(fig, name, what, rs):
+        fig.text(0.5, 0.01, f"{caption}, {threads_of(rs)}", ha="center", va="bottom", fontsize=7, color="dimgray")
+        fig.tight_layout(rect=(0, 0.035, 1, 1))
+        path = os.path.join(out_dir, name)
         fig.savefig(path, dpi=110)
         plt.close(fig)
-        return path
+        written.append((path, what))
 
-    os.makedirs(out_dir, exist_ok=True)
-    written = []
-    sections = OrderedDict()
-    for r in runs:
-        if r["section"] != "machine":
-            sections.setdefault(r["section"], []).append(r)
-    for sec, rs in sections.items():
-        # Each method gets its own x axis: N when N varies among its runs, else
-        # the first numeric param that varies. One figure per (section, x axis).
-        by_method = OrderedDict()
-        for r in rs:
-            by_method.setdefault(r["method"], []).append(r)
-        figures = OrderedDict()
-        for meth, mr in by_method.items():
-            values = OrderedDict()
-            for r in mr:
-                for k, v in r["params"].items():
-                    if isinstance(v, (int, float)) and k != "t":
-                        values.setdefault(k, set()).add(v)
-            # A log axis needs positive values; flags (0/1) never make an axis.
-            xkey = "N" if len(values.get("N", ())) > 1 else next(
-                (k for k, s in values.items() if len(s) > 2 and min(s) > 0), None)
-            if xkey is not None:
-                figures.setdefault(xkey, []).extend(mr)
-        for xkey, frs in figures.items():
-            series = OrderedDict()
-            for r in frs:
-                rest = {k: v for k, v in r["params"].items() if k not in (xkey, "t")}
-                key = r["method"] + (" " + fmt_params(rest) if rest else "")
-                series.setdefault(key, []).append(r)
-            # Baselines without this x axis (e.g. a full-cache reference) are drawn as lines.
-            refs = OrderedDict()
-            for r in frs:
-                if r["baseline"]:
-                    b = next((c for c in rs if c["name"] == r["baseline"]), None)
-                    if b is not None and xkey not in b["params"]:
-                        refs[b["name"]] = b
-            suffix = "" if xkey == "N" else f"_{xkey}"
+    def x_ticks(ax, xs, log):
+        """Ticks at the measured x values; a base-2 log axis when they span a factor of 4 or more."""
+        if log:
+            ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_locator(FixedLocator(sorted(xs)))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt_size(v)))
+
+    def log_y(ax):
+        """Log y axis with readable 1-2-5 tick labels (plain numbers, not powers of ten)."""
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt_num(v)))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+
+    def wrap(text, width=24):
+        import textwrap
+        return "\n".join(textwrap.wrap(text, width)) or text
+
+    def draw(ax, series, xname, ylabel, *, xlog=True, ylog=None, yfmt=fmt_num, notes=None, styles=None,
+             single_label=None):
+        """series: OrderedDict label -> [(x, y)]. Lines when the figure has two or more x values (a series
+        with one point is a labelled marker); bars when every series has the same single x value.
+        notes: {label: {x: text}} written next to points (or on the bars). Returns 'lines' or 'bars'."""
+        series = OrderedDict((k, sorted(v)) for k, v in series.items() if v)
+        notes = notes or {}
+        styles = styles or {}
+        if not series:
+            ax.text(0.5, 0.5, "not measured in this run", ha="center", va="center", transform=ax.transAxes)
+            ax.set_axis_off()
+            return "empty"
+        xs = sorted({x for pts in series.values() for x, _ in pts})
+        ys = [y for pts in series.values() for _, y in pts if y and y > 0]
+        span = (max(ys) / min(ys)) if ys else 1
+        if ylog is None:
+            ylog = span > 30
+        if len(xs) >= 2:
+            for i, (label, pts) in enumerate(series.items()):
+                st = dict(marker="o", color=colors[i % len(colors)])
+                st.update(styles.get(label, {}))
+                if len(pts) == 1:
+                    st["ls"] = "none"
+                    ax.plot([pts[0][0]], [pts[0][1]], label=f"{label} (one point)", **st)
+                    right = pts[0][0] == xs[-1]
+                    ax.annotate(f"{label}: {yfmt(pts[0][1])}", pts[0], textcoords="offset points",
+                                xytext=(-6, 5) if right else (6, 5), ha="right" if right else "left",
+                                fontsize=7, color=st["color"])
+                else:
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], label=label, **st)
+                for x, y in pts:
+                    t = notes.get(label, {}).get(x)
+                    if t:
+                        last = x == xs[-1]
+                        ax.annotate(t, (x, y), textcoords="offset points", xytext=(-5, -12) if last else (5, -12),
+                                    ha="right" if last else "left", fontsize=7, color=st["color"])
+            x_ticks(ax, xs, xlog and xs[0] > 0 and xs[-1] / xs[0] >= 4)
+            ax.set_xlabel(xname)
+            if ylog:
+                log_y(ax)
+            else:
+                ax.set_ylim(0, max(ys) * 1.15 if ys else 1)
+            ax.legend(fontsize=7)
+            ax.grid(True, which="both", alpha=0.3)
+            mode = "lines"
+        else:
+            labels = list(series)
+            heights = [series[k][0][1] for k in labels]
+            cs = [styles.get(k, {}).get("color", colors[i % len(colors)]) for i, k in enumerate(labels)]
+            bars = ax.bar(range(len(labels)), heights, color=cs)
+            texts = []
+            for k, h in zip(labels, heights):
+                t = notes.get(k, {}).get(xs[0])
+                texts.append(yfmt(h) + (f"\n{t}" if t else ""))
+            ax.bar_label(bars, labels=texts, fontsize=7)
+            ax.set_xticks(range(len(labels)))
+            ax.set_xticklabels([wrap(k) for k in labels], fontsize=7)
+            ax.set_xlabel(single_label or f"{xname}: only {int(xs[0])} measured in this run (one size: bars, not lines)")
+            if ylog:
+                log_y(ax)
+                ax.set_ylim(min(heights) / 3, max(heights) * 4)
+            else:
+                ax.set_ylim(0, max(heights) * 1.2)
+            ax.grid(True, axis="y", which="both", alpha=0.3)
+            mode = "bars"
+        ax.set_ylabel(ylabel)
+        return mode
+
+    def pick(section, method=None, **params):
+        out = []
+        for r in runs:
+            if r["section"] != section or (method is not None and r["method"] != method):
+                continue
+            if all(r["params"].get(k) == v for k, v in params.items()):
+                out.append(r)
+        return out
+
+    def times(rs, key, scale):
+        return [(r["params"][key], r["median_time_s"] * scale) for r in rs if key in r["params"]]
+
+    handled = set()
+
+    # ---------------------------------------------------------------- the engine (attention)
+    att = pick("attention")
+    if att:
+        handled.add("attention")
+        fma, gemm = machine_roofs(runs)
+        full = [r for r in att if r["method"] in ("engine", "materialized", "reference")]
+        if full:
+            scale, unit = time_unit([r["median_time_s"] for r in full])
+            ser, sty = OrderedDict(), {}
+            for meth, ls in (("engine", "-"), ("materialized", "--"), ("reference", ":")):
+                for c in (0, 1):
+                    rs = [r for r in full if r["method"] == meth and r["params"].get("causal") == c]
+                    lab = f"{meth} {'causal' if c else 'non-causal'}" + (" (1 thread)" if meth == "reference" else "")
+                    ser[lab] = times(rs, "N", scale)
+                    sty[lab] = {"ls": ls, "color": colors[(0 if meth == "engine" else 1 if meth == "materialized"
+                                                           else 2) * 2 + c]}
             fig, ax = plt.subplots(figsize=(8, 5.5))
-            for key, pts in series.items():
-                pts.sort(key=lambda r: r["params"][xkey])
-                ax.plot([p["params"][xkey] for p in pts], [p["median_time_s"] for p in pts], marker="o", label=key)
-            for b in refs.values():
-                ax.axhline(b["median_time_s"], ls="--", color="gray", lw=1)
-                ax.annotate(f"{b['method']} {fmt_params(b['params'])}", (0.01, b["median_time_s"]),
-                            xycoords=("axes fraction", "data"), fontsize=7, color="gray", va="bottom")
-            written.append(finish(fig, ax, xkey, "median time (s)", f"{sec}: time vs {xkey} (log-log)",
-                                  os.path.join(out_dir, f"{sec}{suffix}_time.png")))
-            sp = OrderedDict((k, [p for p in v if p["speedup"]]) for k, v in series.items())
-            sp = OrderedDict((k, v) for k, v in sp.items() if v)
-            if sp:
+            mode = draw(ax, ser, "sequence length N (tokens)", f"median time per call ({unit}), 8 heads x 64",
+                        styles=sty)
+            ax.set_title("Attention: time vs N" + (" (log-log)" if mode == "lines" else " (one N in this run)"))
+            save(fig, "attention_time.png",
+                 "Full attention (8 heads, head_dim 64): time per call against N for the tiled engine, the "
+                 "materialised Eigen-GEMM version and the float64 reference, causal and non-causal.", full)
+
+            fl = [r for r in full if r["method"] in ("engine", "materialized") and r["gflops"]]
+            if fl:
+                ser, sty = OrderedDict(), {}
+                for meth, ls in (("engine", "-"), ("materialized", "--")):
+                    for c in (0, 1):
+                        lab = f"{meth} {'causal' if c else 'non-causal'}"
+                        ser[lab] = [(r["params"]["N"], r["gflops"]) for r in fl
+                                    if r["method"] == meth and r["params"].get("causal") == c]
+                        sty[lab] = {"ls": ls, "color": colors[(0 if meth == "engine" else 1) * 2 + c]}
+                notes = OrderedDict()
+                if fma:
+                    for lab in ser:
+                        if lab.startswith("engine"):
+                            notes[lab] = {x: f"{100 * y / fma:.0f}% of peak" for x, y in ser[lab]}
                 fig, ax = plt.subplots(figsize=(8, 5.5))
-                for key, pts in sp.items():
-                    base = pts[0]["baseline"].split("/")[1]
-                    ax.plot([p["params"][xkey] for p in pts], [p["speedup"] for p in pts], marker="o",
-                            label=f"{key} (vs {base})")
-                ax.axhline(1.0, color="gray", lw=0.8)
-                written.append(finish(fig, ax, xkey, "speedup vs baseline (same run)", f"{sec}: speedup vs {xkey}",
-                                      os.path.join(out_dir, f"{sec}{suffix}_speedup.png")))
+                mode = draw(ax, ser, "sequence length N (tokens)", "GFLOP/s (allowed work only)", ylog=False,
+                            notes=notes, styles=sty)
+                top = max([y for v in ser.values() for _, y in v] + [fma or 0, gemm or 0])
+                ax.set_ylim(0, top * 1.15)
+                if fma:
+                    ax.axhline(fma, color="black", lw=1)
+                    ax.annotate(f"fp32 FMA peak {fma:.0f} GFLOP/s", (0.01, fma), xycoords=("axes fraction", "data"),
+                                fontsize=7, va="bottom")
+                    sec = ax.secondary_yaxis("right", functions=(lambda g: 100 * g / fma, lambda p: p * fma / 100))
+                    sec.set_ylabel("% of the measured FMA peak")
+                if gemm:
+                    ax.axhline(gemm, color="gray", lw=1, ls="--")
+                    ax.annotate(f"Eigen sgemm (attention shape) {gemm:.0f} GFLOP/s", (0.01, gemm),
+                                xycoords=("axes fraction", "data"), fontsize=7, va="bottom", color="gray")
+                ax.set_title("Attention: GFLOP/s vs N, against the machine's roofs")
+                save(fig, "attention_gflops.png",
+                     "Attention throughput against N (FLOPs of allowed query/key pairs only), with the fp32 FMA "
+                     "peak and the sgemm rate measured in the same run; right axis and labels: fraction of peak.",
+                     fl)
+
+        dec = [r for r in att if r["method"] in ("decode", "decode_f16")]
+        if dec:
+            scale, unit = time_unit([r["median_time_s"] for r in dec])
+            ser = OrderedDict()
+            bw = OrderedDict()
+            for meth, lab, elem in (("decode", "float K/V", 4), ("decode_f16", "float16 K/V", 2)):
+                rs = [r for r in dec if r["method"] == meth]
+                ser[lab] = times(rs, "N", scale)
+                bw[lab] = [(r["params"]["N"], 2.0 * r["params"].get("H", 8) * r["params"]["N"] * r["params"].get("D", 64)
+                            * elem / r["median_time_s"] / 1e9) for r in rs if r["median_time_s"] > 0]
+            fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.8))
+            draw(a1, ser, "cached tokens N", f"median time per decode step ({unit})")
+            a1.set_title("Decode (1 query, 8 heads): time vs N")
+            draw(a2, bw, "cached tokens N", "K/V bytes read / time (GB/s)", ylog=False)
+            a2.set_title("Decode: effective K/V read bandwidth")
+            save(fig, "attention_decode.png",
+                 "Decoding one query against N cached keys/values (split-KV path): time per step and the K/V "
+                 "bytes it streams per second, float vs float16 storage.", dec)
+
+    # ---------------------------------------------------------------- Perceiver AR
+    pa = pick("perceiver_ar")
+    if pa:
+        handled.add("perceiver_ar")
+        main_rs = [r for r in pa if r["method"] in ("stack", "full_causal")]
+        if main_rs:
+            scale, unit = time_unit([r["median_time_s"] for r in main_rs])
+            ser, notes, sty = OrderedDict(), OrderedDict(), {}
+            for kv in ("f32", "f16"):
+                rs = [r for r in main_rs if r["method"] == "stack" and r["params"].get("kv") == kv]
+                lab = f"Perceiver AR stack (M=1024 latents, L=6), {'float' if kv == 'f32' else 'float16'} K/V"
+                ser[lab] = times(rs, "N", scale)
+                notes[lab] = {r["params"]["N"]: f"{r['speedup']:.1f}x faster" for r in rs if r["speedup"]}
+            ser["full causal model (6 layers over N)"] = times([r for r in main_rs if r["method"] == "full_causal"],
+                                                               "N", scale)
+            sty["full causal model (6 layers over N)"] = {"color": "black", "ls": "--"}
+            fig, ax = plt.subplots(figsize=(8, 5.5))
+            mode = draw(ax, ser, "context length N (tokens)", f"median time per forward ({unit})", ylog=True,
+                        notes=notes, styles=sty)
+            ax.set_title("Perceiver AR vs full causal attention: time vs N" + (" (log-log)" if mode == "lines" else ""))
+            save(fig, "perceiver_ar_time.png",
+                 "Perceiver AR attention stack (one cross-attention to M = 1024 latents + 6 latent layers) "
+                 "against the 6-layer full causal model over all N tokens; labels: speedup of the stack.",
+                 main_rs)
+        dec = [r for r in pa if r["method"] in ("decode_step", "stack")]
+        if any(r["method"] == "decode_step" for r in dec):
+            scale, unit = time_unit([r["median_time_s"] for r in dec])
+            ser, notes, sty = OrderedDict(), OrderedDict(), {}
+            for kv, name in (("f32", "float"), ("f16", "float16")):
+                d = [r for r in dec if r["method"] == "decode_step" and r["params"].get("kv") == kv]
+                lab = f"cached decode step, {name} context K/V"
+                ser[lab] = times(d, "N", scale)
+                notes[lab] = {r["params"]["N"]: f"{r['speedup']:.0f}x faster" for r in d if r["speedup"]}
+                lab2 = f"full stack recompute, {name} K/V"
+                ser[lab2] = times([r for r in dec if r["method"] == "stack" and r["params"].get("kv") == kv], "N",
+                                  scale)
+                sty[lab2] = {"ls": "--"}
+            fig, ax = plt.subplots(figsize=(8, 5.5))
+            mode = draw(ax, ser, "context length N (tokens)", f"median time per new token ({unit})", ylog=True,
+                        notes=notes, styles=sty)
+            ax.set_title("Perceiver AR decoding: cached step vs recompute" + (" (log-log)" if mode == "lines" else ""))
+            save(fig, "perceiver_ar_decode.png",
+                 "Perceiver AR: one cached decoding step against recomputing the whole stack, per context "
+                 "length; labels: speedup of the cached step.", dec)
+
+    # ---------------------------------------------------------------- selective attention
+    sel = pick("selective")
+    if sel:
+        handled.add("selective")
+        dec = [r for r in sel if r["method"] in ("decode", "decode_full")]
+        if dec:
+            full_r = next((r for r in dec if r["method"] == "decode_full"), None)
+            part = sorted([r for r in dec if r["method"] == "decode"], key=lambda r: r["params"].get("K", 0))
+            scale, unit = time_unit([r["median_time_s"] for r in dec])
+            fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.8))
+            ctx = (full_r or part[0])["params"].get("N")
+
+            def budget(r):
+                return r["params"].get("K", r["params"].get("N"))
+
+            kvb = OrderedDict([("pruned cache", [(budget(r), r["counters"].get("kv_bytes", 0) / 2 ** 20)
+                                                 for r in part if r["counters"].get("kv_bytes")])])
+            tpt = OrderedDict([("pruned cache", [(budget(r), r["median_time_s"] * scale) for r in part])])
+            nb = {"pruned cache": {budget(r): f"{r['counters']['kv_reduction']:.1f}x smaller" for r in part
+                                   if r["counters"].get("kv_reduction")}}
+            nt = {"pruned cache": {budget(r): f"{r['speedup']:.1f}x faster" for r in part if r["speedup"]}}
+            if full_r:
+                kvb["full cache (K = N)"] = [(budget(full_r), full_r["counters"].get("kv_bytes", 0) / 2 ** 20)]
+                tpt["full cache (K = N)"] = [(budget(full_r), full_r["median_time_s"] * scale)]
+            st = {"full cache (K = N)": {"color": "black", "marker": "s"}}
+            draw(a1, kvb, "cache budget K (tokens kept)", "K/V cache size (MiB)", ylog=True, notes=nb, styles=st)
+            draw(a2, tpt, "cache budget K (tokens kept)", f"median time per decoded token ({unit})", ylog=True,
+                 notes=nt, styles=st)
+            for a, ser in ((a1, kvb), (a2, tpt)):
+                if full_r and ser.get("full cache (K = N)"):
+                    a.axhline(ser["full cache (K = N)"][0][1], color="black", lw=0.8, ls="--")
+            a1.set_title(f"Selective decode (context {ctx}): K/V bytes vs budget")
+            a2.set_title("Selective decode: time per token vs budget")
+            save(fig, "selective_decode.png",
+                 "Selective attention decoding at a fixed context: K/V cache bytes and time per decoded token "
+                 "against the cache budget K, with the full cache (K = N) as the reference.", dec)
+        pre = [r for r in sel if r["method"] in ("prefill", "causal")]
+        if pre:
+            scale, unit = time_unit([r["median_time_s"] for r in pre])
+            rs_p = [r for r in pre if r["method"] == "prefill"]
+            ser = OrderedDict([("selective prefill", times(rs_p, "N", scale)),
+                               ("causal attention (engine)", times([r for r in pre if r["method"] == "causal"], "N",
+                                                                   scale))])
+            notes = {"selective prefill": {r["params"]["N"]: f"{1 / r['speedup']:.2f}x the causal time"
+                                           for r in rs_p if r["speedup"]}}
+            fig, ax = plt.subplots(figsize=(8, 5.5))
+            mode = draw(ax, ser, "sequence length N (tokens)", f"median time per prefill ({unit})", notes=notes,
+                        styles={"causal attention (engine)": {"color": "black", "ls": "--"}})
+            ax.set_title("Selective attention prefill vs causal attention" + (" (log-log)" if mode == "lines" else ""))
+            save(fig, "selective_prefill.png",
+                 "Selective attention prefill (selection scores carried across tiles) against the engine's "
+                 "causal attention on the same data; labels: prefill time / causal time.", pre)
+
+    # ---------------------------------------------------------------- ToMe
+    tome = pick("tome")
+    if tome:
+        handled.add("tome")
+        vit = sorted([r for r in tome if r["method"] in ("vit_r0", "vit_tome")], key=lambda r: r["params"].get("r", 0))
+        r0 = next((r for r in vit if r["method"] == "vit_r0"), None)
+        if vit:
+            fig, ax = plt.subplots(figsize=(8, 5.5))
+            pts = [(r["params"].get("r", 0), r["counters"].get("images_per_s") or 8 / r["median_time_s"], r)
+                   for r in vit]
+            merged = [p for p in pts if p[0] > 0]
+            base = r0["counters"].get("images_per_s") if r0 else None
+            if merged:
+                ax.plot([p[0] for p in merged], [p[1] for p in merged], marker="o", color=colors[0],
+                        ls="-" if len(merged) > 1 else "none", label="ToMe, r tokens merged per block")
+            for x, y, r in merged:
+                t = f"{y:.1f} img/s"
+                if base:
+                    t += f", {y / base:.2f}x"
+                if r["counters"].get("tokens_out"):
+                    t += f"\n{int(r['counters']['tokens_out'])} tokens left"
+                ax.annotate(t, (x, y), textcoords="offset points", xytext=(6, -18), fontsize=7, color=colors[0])
+            if base:
+                ax.plot([0], [base], marker="s", color="black", ls="none")
+                ax.axhline(base, color="black", lw=1, ls="--", label=f"r = 0 (no merging): {base:.1f} img/s")
+            ax.set_xlim(-1, max([p[0] for p in pts] + [16]) + 3)
+            ax.set_xticks(sorted({0} | {p[0] for p in pts}))
+            ax.set_ylim(0, max(p[1] for p in pts) * 1.25)
+            ax.set_xlabel("r (tokens merged in each of the 12 blocks)")
+            ax.set_ylabel("images / s (ViT-B/16, batch 8, 197 tokens)")
+            ax.set_title("ToMe on ViT-B/16: throughput vs r")
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=7, loc="lower right")
+            save(fig, "tome_vit.png",
+                 "ToMe on a ViT-B/16 encoder: images/s against r, the r = 0 encoder as the dashed line; labels: "
+                 "speedup over r = 0 and the tokens left after the last block.", vit)
+
+        mm = [r for r in tome if r["method"] in ("match_merge", "attention")]
+        shares = [(r["params"].get("r", 0), 100 * r["counters"]["tome_frac"]) for r in vit
+                  if r["method"] == "vit_tome" and r["counters"].get("tome_frac") is not None]
+        rel = []
+        for r in mm:
+            if r["method"] == "match_merge" and r["baseline"]:
+                b = next((c for c in runs if c["name"] == r["baseline"]), None)
+                if b and b["median_time_s"] > 0:
+                    rel.append((r["params"]["N"], 100 * r["median_time_s"] / b["median_time_s"]))
+        if shares or rel:
+            fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.8))
+            if shares:
+                bars = a1.bar([str(x) for x, _ in shares], [y for _, y in shares], color=colors[0],
+                              width=0.5)
+                a1.set_xlim(-0.8, len(shares) - 0.2)
+                a1.bar_label(bars, labels=[f"{y:.2f}%" for _, y in shares], fontsize=8)
+                a1.set_ylim(0, max(max(y for _, y in shares) * 1.3, 1))
+            else:
+                a1.text(0.5, 0.5, "no ToMe encoder run", ha="center", va="center", transform=a1.transAxes)
+            a1.set_xlabel("r (tokens merged per block)")
+            a1.set_ylabel("matching + merging / encoder time (%)")
+            a1.set_title("Share of the ViT-B encoder spent in ToMe")
+            a1.grid(True, axis="y", alpha=0.3)
+            draw(a2, OrderedDict([("matching + merging (r = N/4)", rel)]), "tokens N",
+                 "match + merge time / 12-head attention time (%)", ylog=False,
+                 yfmt=lambda v: f"{v:.1f}%", notes={"matching + merging (r = N/4)": {x: f"{y:.1f}%" for x, y in rel}})
+            a2.set_title("ToMe step vs the block's attention, same N")
+            save(fig, "tome_cost.png",
+                 "ToMe's cost: left, the share of the ViT-B encoder's time spent in bipartite matching + merging "
+                 "(measured inside the encoder); right, one matching + merge_wavg of [N, 768] features as a "
+                 "percentage of the 12-head attention over the same N tokens.", vit + mm)
+
+        sd = [r for r in tome if r["method"] in ("sd_attn_unmerged", "sd_attn_merged")]
+        if sd:
+            scale, unit = time_unit([r["median_time_s"] for r in sd])
+            ser = OrderedDict()
+            notes = {}
+            for r in sd:
+                lab = ("merged, ratio 0.5" if r["method"] == "sd_attn_merged" else "unmerged")
+                lab += f" ({int(r['counters']['tokens_attended'])} tokens attend)" if r["counters"].get(
+                    "tokens_attended") else ""
+                ser[lab] = [(r["params"]["N"], r["median_time_s"] * scale)]
+                if r["speedup"]:
+                    notes[lab] = {r["params"]["N"]: f"{r['speedup']:.2f}x faster"}
+            fig, ax = plt.subplots(figsize=(7, 5))
+            draw(ax, ser, "N", f"median time per self-attention block ({unit})", ylog=False, notes=notes,
+                 single_label="Stable Diffusion self-attention block, 64 x 64 latent (4096 tokens), width 320")
+            ax.set_title("ToMe for diffusion: merged vs unmerged block")
+            save(fig, "tome_sd.png",
+                 "ToMe for Stable Diffusion: a self-attention block over 4096 latent tokens with and without "
+                 "merging half of them (ratio 0.5, 2 x 2 strides).", sd)
+
+    # ---------------------------------------------------------------- Transfusion
+    tf = pick("transfusion")
+    if tf:
+        handled.add("transfusion")
+        scale, unit = time_unit([r["median_time_s"] for r in tf])
+        ser, notes, sty = OrderedDict(), OrderedDict(), {}
+        order = (("block_causal", "block-causal (engine)"), ("causal", "causal (engine)"),
+                 ("materialized", "materialised masked (N x N scores)"), ("full", "full, no mask (engine)"))
+        bc = {r["params"]["N"]: r for r in tf if r["method"] == "block_causal"}
+        for meth, lab in order:
+            rs = [r for r in tf if r["method"] == meth]
+            ser[lab] = times(rs, "N", scale)
+            if meth in ("causal", "materialized", "full"):
+                notes[lab] = {r["params"]["N"]: f"{r['median_time_s'] / bc[r['params']['N']]['median_time_s']:.2f}x "
+                                                f"block-causal" for r in rs if r["params"]["N"] in bc}
+        sty["full, no mask (engine)"] = {"color": "gray", "ls": ":"}
+        sty["causal (engine)"] = {"color": "black", "ls": "--"}
+        fig, ax = plt.subplots(figsize=(8, 5.5))
+        mode = draw(ax, ser, "sequence length N (tokens; one 16 x 16-patch image per 1024)",
+                    f"median time per call ({unit}), 8 heads x 64", notes=notes, styles=sty)
+        ax.set_title("Transfusion attention: block-causal vs causal vs materialised"
+                     + (" (log-log)" if mode == "lines" else ""))
+        save(fig, "transfusion_time.png",
+             "Transfusion's block-causal attention (bidirectional inside each image) against plain causal "
+             "attention, full attention and the materialised masked version, per N; labels: time relative to "
+             "block-causal.", tf)
+    tfd = pick("transfusion_denoise")
+    if tfd:
+        handled.add("transfusion_denoise")
+        scale, unit = time_unit([r["median_time_s"] for r in tfd])
+        ser, notes = OrderedDict(), {}
+        for r in tfd:
+            lab = "cached (DenoisingCache)" if r["method"] == "cached" else "uncached (whole sequence)"
+            ser[lab] = [(0, r["median_time_s"] * scale)]
+            if r["speedup"]:
+                notes[lab] = {0: f"{r['speedup']:.1f}x faster"}
+        fig, ax = plt.subplots(figsize=(7, 5))
+        p = tfd[0]["params"]
+        draw(ax, ser, "", f"median time per denoising step ({unit})", ylog=False, notes=notes,
+             single_label=f"{p.get('M', '?')} image patches after a {p.get('P', '?')}-token prefix, "
+                          f"width {p.get('dim', '?')}, {p.get('L', '?')} layers")
+        ax.set_title("Transfusion: cached vs uncached denoising step")
+        save(fig, "transfusion_denoise.png",
+             "Transfusion: one denoising step of an image with the prefix cached (only the image rows run) "
+             "against recomputing the whole sequence.", tfd)
+
+    # ---------------------------------------------------------------- any other section: time vs its x axis
+    for sec in OrderedDict((r["section"], None) for r in runs):
+        if sec in handled or sec == "machine":
+            continue
+        rs = pick(sec)
+        values = OrderedDict()
+        for r in rs:
+            for k, v in r["params"].items():
+                if isinstance(v, (int, float)) and k != "t":
+                    values.setdefault(k, set()).add(v)
+        xkey = "N" if "N" in values else next((k for k, s in values.items() if len(s) > 1 and min(s) > 0), None)
+        if xkey is None:
+            continue
+        scale, unit = time_unit([r["median_time_s"] for r in rs])
+        ser = OrderedDict()
+        for r in rs:
+            rest = {k: v for k, v in r["params"].items() if k not in (xkey, "t")}
+            ser.setdefault(r["method"] + (" " + fmt_params(rest) if rest else ""), []).append(
+                (r["params"][xkey], r["median_time_s"] * scale))
+        fig, ax = plt.subplots(figsize=(8, 5.5))
+        draw(ax, ser, xkey, f"median time ({unit})")
+        ax.set_title(f"{sec}: time vs {xkey}")
+        save(fig, f"{sec}_time.png", f"{sec}: median time against {xkey}.", rs)
     return written
 
 
@@ -353,14 +788,16 @@ def main():
                               f"{100 * r['fraction_of_fma_peak']:.0f}% of FMA peak"
                               + (f", {100 * r['fraction_of_sgemm']:.0f}% of sgemm" if r["fraction_of_sgemm"] else ""))
         md.append("")
-    pngs = plots(runs, os.path.join(results_dir, "plots"))
+    pngs = plots(runs, os.path.join(results_dir, "plots"), context)
     if pngs:
         md.append("## Plots")
         md.append("")
-        for p in pngs:
+        for p, what in pngs:
             rel = os.path.relpath(p, results_dir)
             md.append(f"![{rel}]({rel})")
-        md.append("")
+            md.append("")
+            md.append(f"*{what}*")
+            md.append("")
     with open(os.path.join(results_dir, "report.md"), "w") as f:
         f.write("\n".join(md))
 
