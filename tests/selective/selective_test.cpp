@@ -8,9 +8,13 @@
 #include <cstring>
 #include <effattn/effattn.hpp>
 #include <effattn/selective/selective.hpp>
+#include <functional>
 #include <initializer_list>
+#include <mutex>
 #include <ostream>
+#include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "support/golden.hpp"
@@ -95,6 +99,49 @@ bool check_eviction(const std::vector<index_t>& candidates, const std::vector<in
   }
   return decisive;
 }
+
+/// A host pool of real threads for Executor::parallel_for: each call splits
+/// [0, n) into up to `parts` ranges, starts one std::thread per range (in
+/// reverse order of the ranges), joins them, and records what it was given
+/// and which threads ran the library's body.
+struct ThreadPoolHook {
+  int parts = 3;
+  std::mutex mu;
+  long calls = 0;           // parallel_for calls
+  long split_calls = 0;     // calls that got n > 1 and ran more than one range
+  long max_threads = 0;     // most distinct threads that ran body in one call
+  bool caller_ran = false;  // body ran on the calling thread (it never should)
+
+  Executor executor() {
+    Executor ex;
+    ex.parallel_for = [this](index_t n, const std::function<void(index_t, index_t)>& body) { run(n, body); };
+    return ex;
+  }
+
+  void run(index_t n, const std::function<void(index_t, index_t)>& body) {
+    const std::thread::id caller = std::this_thread::get_id();
+    std::set<std::thread::id> seen;
+    std::vector<index_t> starts;
+    const index_t chunk = std::max<index_t>(1, (n + parts - 1) / parts);
+    for (index_t b = 0; b < n; b += chunk) starts.push_back(b);
+    const long ranges = static_cast<long>(starts.size());
+    std::vector<std::thread> ts;
+    for (auto it = starts.rbegin(); it != starts.rend(); ++it) {
+      const index_t b = *it, e = std::min(n, b + chunk);
+      ts.emplace_back([&, b, e] {
+        body(b, e);
+        std::lock_guard<std::mutex> lock(mu);
+        seen.insert(std::this_thread::get_id());
+        if (std::this_thread::get_id() == caller) caller_ran = true;
+      });
+    }
+    for (auto& t : ts) t.join();
+    std::lock_guard<std::mutex> lock(mu);
+    ++calls;
+    if (n > 1 && ranges > 1) ++split_calls;
+    max_threads = std::max(max_threads, static_cast<long>(seen.size()));
+  }
+};
 
 }  // namespace
 
@@ -336,16 +383,24 @@ TEST(SelectiveTiledMore, StridedInputsAndHook) {
   View<float, 4> o(od.data(), shape, strides);
   SelectiveOptions opt;
   opt.block_q = attention_query_tile_quantum();
+  std::vector<float> serial(qd.size());
+  selective_attention<float>(q, k, v, View<float, 4>(serial.data(), shape, strides), opt, Executor{1});
   selective_attention<float>(q, k, v, o, opt, Executor{2});
   selective_attention_reference<float>(q, k, v, View<float, 4>(ref.data(), shape, strides), opt);
-  testing_util::expect_close(od, ref, 2e-5, 2e-5, "strided");
-  // A user parallel_for hook that runs the ranges in reverse order.
-  Executor ex;
-  ex.parallel_for = [](index_t n, const std::function<void(index_t, index_t)>& body) {
-    for (index_t i = n - 1; i >= 0; --i) body(i, i + 1);
-  };
-  selective_attention<float>(q, k, v, View<float, 4>(hook.data(), shape, strides), opt, ex);
-  EXPECT_TRUE(bit_equal(od, hook)) << "executor hook";
+  testing_util::expect_close(serial, ref, 2e-5, 2e-5, "strided");
+  EXPECT_TRUE(bit_equal(serial, od)) << "1 vs 2 threads";
+  // A host pool: the ranges run concurrently on std::threads, started in
+  // reverse order. The same bits as Executor(1).
+  ThreadPoolHook pool;
+  selective_attention<float>(q, k, v, View<float, 4>(hook.data(), shape, strides), opt, pool.executor());
+  EXPECT_TRUE(bit_equal(serial, hook)) << "host pool vs Executor(1)";
+  // The pool really ran the work: every query tile has a parallel loop over
+  // its B x H = 8 heads, and the loops were split over several ranges that
+  // ran on threads other than the caller's.
+  const index_t ntiles = (N + opt.block_q - 1) / opt.block_q;
+  EXPECT_GE(pool.split_calls, ntiles) << "the hook must see more than one range";
+  EXPECT_GE(pool.max_threads, 2) << "distinct threads that ran work in one call";
+  EXPECT_FALSE(pool.caller_ran);
 }
 
 TEST(SelectiveTiledMore, DoublePrecision) {
@@ -614,11 +669,23 @@ TEST(SelectiveDecode, MemoryIsBoundedAndThreadsBitIdentical) {
   const index_t K = 9;
   SelectiveKVCache<float> c1(p.B, p.H, p.Hkv, p.D, p.Dv, K), c2(p.B, p.H, p.Hkv, p.D, p.Dv, K);
   std::vector<float> s1(static_cast<size_t>(p.B * p.H * p.Dv)), s2(s1.size());
+  // A decode step this small is below every serial cut-off, so Executor(2)
+  // would run on the calling thread. A host pool is always used as given:
+  // the parallel run is a pool of real threads, which records that it ran.
+  ThreadPoolHook pool;
+  pool.parts = 2;
+  const Executor parallel = pool.executor();
   for (index_t t = 0; t < p.N; ++t) {
     c1.step(p.q_at(t), p.k_at(t), p.v_at(t), make_view(s1.data(), p.B, p.H, index_t(1), p.Dv), Executor{1});
-    c2.step(p.q_at(t), p.k_at(t), p.v_at(t), make_view(s2.data(), p.B, p.H, index_t(1), p.Dv), Executor{2});
+    c2.step(p.q_at(t), p.k_at(t), p.v_at(t), make_view(s2.data(), p.B, p.H, index_t(1), p.Dv), parallel);
     ASSERT_TRUE(bit_equal(s1, s2)) << "t=" << t;
   }
+  // Every step handed its B x H query rows to the pool, split over two
+  // ranges that ran on two threads, never on the caller's.
+  EXPECT_EQ(pool.calls, p.N);
+  EXPECT_EQ(pool.split_calls, p.N) << "every step must reach the pool with more than one range";
+  EXPECT_EQ(pool.max_threads, 2);
+  EXPECT_FALSE(pool.caller_ran);
   EXPECT_EQ(c1.kv_bytes(), static_cast<size_t>(p.B * p.Hkv * K * (p.D + p.Dv) * sizeof(float)));
   EXPECT_EQ(c1.tokens_seen(), p.N);
 }
