@@ -227,14 +227,41 @@ TEST(Engine, FullyMaskedRowsGiveZeroAndMinusInfLse) {
 }
 
 TEST(Engine, EmptyKeysAndQueries) {
-  std::vector<float> q(2 * 16, 1.f), o(2 * 16, 3.f), kv(16, 1.f);
-  // Nk = 0: every row is fully masked.
-  attention<float>(make_view<const float>(q.data(), 1, 1, 2, 16), make_view<const float>(kv.data(), 1, 1, 0, 16),
-                   make_view<const float>(kv.data(), 1, 1, 0, 16), make_view(o.data(), 1, 1, 2, 16));
-  for (float x : o) EXPECT_EQ(x, 0.f);
-  // Nq = 0: nothing to do, nothing written.
-  attention<float>(make_view<const float>(q.data(), 1, 1, 0, 16), make_view<const float>(kv.data(), 1, 1, 1, 16),
-                   make_view<const float>(kv.data(), 1, 1, 1, 16), make_view(o.data(), 1, 1, 0, 16));
+  std::vector<float> q(2 * 16, 1.f), o(2 * 16, 3.f), kv(16, 1.f), l(2, 7.f);
+  // Nk = 0: every row is fully masked: out = 0, lse = -inf (both backends).
+  for (Backend be : {Backend::tiled, Backend::reference}) {
+    std::fill(o.begin(), o.end(), 3.f);
+    std::fill(l.begin(), l.end(), 7.f);
+    AttentionOptions opt;
+    opt.backend = be;
+    attention<float>(make_view<const float>(q.data(), 1, 1, 2, 16), make_view<const float>(kv.data(), 1, 1, 0, 16),
+                     make_view<const float>(kv.data(), 1, 1, 0, 16), make_view(o.data(), 1, 1, 2, 16), NoMask{},
+                     NoScore{}, opt, {}, make_view(l.data(), 1, 1, 2));
+    for (float x : o) EXPECT_EQ(x, 0.f);
+    for (float x : l) EXPECT_TRUE(std::isinf(x) && x < 0) << x;
+  }
+  // Nq = 0: nothing to do, nothing written. The views point into buffers
+  // filled with sentinels; an lse of [B,H,0] (non-null) is accepted, one of
+  // the wrong shape is not.
+  for (Backend be : {Backend::tiled, Backend::reference})
+    for (index_t nk : {index_t(1), index_t(3000)}) {  // (a long Nk would take the split-KV path)
+      SCOPED_TRACE(nk);
+      std::vector<float> kl(static_cast<size_t>(nk * 16), 1.f);
+      std::fill(o.begin(), o.end(), 3.f);
+      std::fill(l.begin(), l.end(), 7.f);
+      AttentionOptions opt;
+      opt.backend = be;
+      auto Q0 = make_view<const float>(q.data(), 1, 1, 0, 16);
+      auto K = make_view<const float>(kl.data(), 1, 1, nk, 16);
+      EXPECT_NO_THROW(attention<float>(Q0, K, K, make_view(o.data(), 1, 1, 0, 16), CausalMask{}, NoScore{}, opt,
+                                       Executor{2}, make_view(l.data(), 1, 1, 0)));
+      EXPECT_NO_THROW(attention<float>(Q0, K, K, make_view(o.data(), 1, 1, 0, 16), NoMask{}, NoScore{}, opt));
+      for (float x : o) EXPECT_EQ(x, 3.f) << "out written for Nq = 0";
+      for (float x : l) EXPECT_EQ(x, 7.f) << "lse written for Nq = 0";
+      EXPECT_THROW(attention<float>(Q0, K, K, make_view(o.data(), 1, 1, 0, 16), NoMask{}, NoScore{}, opt, {},
+                                    make_view(l.data(), 1, 1, 1)),
+                   shape_error);
+    }
 }
 
 TEST(Engine, NanAndInfInputsDoNotCrashOrLeak) {
@@ -303,15 +330,29 @@ TEST(Engine, MaterializedBaselineMatchesReference) {
 }
 
 TEST(Engine, ReferenceBackendThroughOptions) {
-  const index_t N = 19, D = 8;
-  auto q = testing_util::random_vector(N * D, 71);
-  std::vector<float> a(N * D), b(N * D);
-  auto Q = make_view<const float>(q.data(), 1, 1, N, D);
+  // Backend::reference must route to attention_reference: bit-identical to it,
+  // out and lse. The tiled engine on the same case is close to it but not
+  // bit-identical (float accumulation vs float64), which shows that the
+  // bitwise comparison would catch a switch that still ran the tiled engine.
+  const index_t B = 2, H = 2, N = 67, D = 24;
+  auto q = testing_util::random_vector(B * H * N * D, 71), k = testing_util::random_vector(B * H * N * D, 72),
+       v = testing_util::random_vector(B * H * N * D, 73);
+  auto Q = make_view<const float>(q.data(), B, H, N, D), K = make_view<const float>(k.data(), B, H, N, D),
+       V = make_view<const float>(v.data(), B, H, N, D);
+  std::vector<float> a(q.size()), b(q.size()), t(q.size()), la(B * H * N), lb(la.size()), lt(la.size());
   AttentionOptions opt;
   opt.backend = Backend::reference;
-  attention<float>(Q, Q, Q, make_view(a.data(), 1, 1, N, D), CausalMask{}, NoScore{}, opt);
-  attention_reference<float>(Q, Q, Q, make_view(b.data(), 1, 1, N, D), CausalMask{});
-  EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)));
+  attention<float>(Q, K, V, make_view(a.data(), B, H, N, D), CausalMask{}, NoScore{}, opt, {},
+                   make_view(la.data(), B, H, N));
+  attention_reference<float>(Q, K, V, make_view(b.data(), B, H, N, D), CausalMask{}, NoScore{}, {},
+                             make_view(lb.data(), B, H, N));
+  attention<float>(Q, K, V, make_view(t.data(), B, H, N, D), CausalMask{}, NoScore{}, {}, {},
+                   make_view(lt.data(), B, H, N));
+  EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float))) << "backend = reference vs the oracle";
+  EXPECT_EQ(0, std::memcmp(la.data(), lb.data(), la.size() * sizeof(float)));
+  EXPECT_TRUE(testing_util::close(t, b, 2e-5, 2e-4)) << "tiled vs the oracle";
+  EXPECT_NE(0, std::memcmp(t.data(), b.data(), t.size() * sizeof(float)))
+      << "the tiled engine matched the oracle bit for bit: this case cannot tell the backends apart";
 }
 
 // The classification of prefix masks is exact: empty blocks have no allowed
