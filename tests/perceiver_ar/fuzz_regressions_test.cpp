@@ -125,10 +125,7 @@ TEST(PerceiverArFuzzRegressions, EmptyShapesWithNullPointers) {
 TEST(PerceiverArFuzzRegressions, MaskReferencesCheckTheirSizes) {
   EXPECT_THROW(pa::encoder_mask_reference(3, -1, 2), effattn::parameter_error);
   EXPECT_THROW(pa::encoder_mask_reference(3, 4, -2), effattn::parameter_error);
-  // Through a volatile, so that GCC does not propagate the constant into the
-  // (unreachable) loops and warn about them (-Waggressive-loop-optimizations).
-  static volatile index_t huge_v = kHuge;
-  const index_t huge = huge_v;
+  const index_t huge = testing_util::opaque(kHuge);  // no constant propagated into unreachable loops
   EXPECT_THROW(pa::encoder_mask_reference(3, huge, huge), effattn::shape_error);
   EXPECT_THROW(pa::processor_mask_reference(3, -1), effattn::parameter_error);
   EXPECT_THROW(pa::processor_mask_reference(3, huge), effattn::shape_error);

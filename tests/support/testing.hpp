@@ -83,4 +83,14 @@ std::string message_of(F&& f) {
 
 inline bool contains(const std::string& s, const char* frag) { return s.find(frag) != std::string::npos; }
 
+/// x, hidden from the optimiser: a huge test extent must not be propagated as
+/// a constant into loops that the library's checks make unreachable (GCC then
+/// warns that they would overflow: -Waggressive-loop-optimizations).
+template <class T>
+T opaque(T x) {
+  static volatile T v;
+  v = x;
+  return v;
+}
+
 }  // namespace testing_util
