@@ -60,7 +60,8 @@ SelectiveOptions make_options(FuzzInput& in, index_t H, bool& bad, bool* bad_til
   }
   const index_t quantum = attention_query_tile_quantum();
   const std::uint8_t qb = in.byte();
-  opt.block_q = qb < 180 ? 0 : (qb < 245 ? quantum * in.range(1, 2) : quantum + 1);
+  // A block_q that is not a multiple of the quantum is rounded up (valid); 4097 is not.
+  opt.block_q = qb < 180 ? 0 : (qb < 245 ? quantum * in.range(1, 2) + (qb & 1) : 4097);
   const std::uint8_t kb = in.byte();
   opt.block_k = kb < 170 ? 0 : (kb < 250 ? in.pick<index_t, 4>({1, 3, 16, 4096}) : 4097);
   if (bad_tile) *bad_tile = qb >= 245 || kb >= 250;
