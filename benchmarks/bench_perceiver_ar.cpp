@@ -143,7 +143,7 @@ void bm_decode_step(benchmark::State& state, index_t N) {
     pa::cross_attention<float>(effattn::make_view<const float>(q.data(), 1, kH, 1, kD),
                                effattn::make_view<const KV>(k.data(), 1, kH, N, kD),
                                effattn::make_view<const KV>(v.data(), 1, kH, N, kD),
-                               effattn::make_view(out.data(), 1, kH, 1, kD), {}, {}, effattn::executor_for(ex, 4.0 * kH * N * kD));
+                               effattn::make_view(out.data(), 1, kH, 1, kD), {}, {}, effattn::detail::executor_for(ex, 4.0 * kH * N * kD));
     for (index_t l = 0; l < kL; ++l) {
       for (index_t h = 0; h < kH; ++h)
         for (index_t e = 0; e < kD; ++e) {
@@ -154,7 +154,7 @@ void bm_decode_step(benchmark::State& state, index_t N) {
                                 effattn::make_view<const float>(lk[l].data(), 1, kH, kM, kD),
                                 effattn::make_view<const float>(lv[l].data(), 1, kH, kM, kD),
                                 effattn::make_view(q.data(), 1, kH, 1, kD), effattn::NoMask{}, effattn::NoScore{}, {},
-                                effattn::executor_for(ex, 4.0 * kH * kM * kD));
+                                effattn::detail::executor_for(ex, 4.0 * kH * kM * kD));
       std::swap(out, q);  // the layer's output feeds the next layer's query
     }
     benchmark::DoNotOptimize(out.data());

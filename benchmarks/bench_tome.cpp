@@ -142,13 +142,13 @@ void sd_forward(const SdBlock& blk, Matrix& x, index_t side, double ratio, Matri
     in = &hm;
   }
   const index_t n = in->rows();
-  tome::detail::linear(blk.qkv, *in, qkv, ex);  // the encoder's executor-tiled GEMM
+  effattn::nn::linear(blk.qkv, *in, qkv, ex);  // the encoder's executor-tiled GEMM
   a.resize(n, C);
   const std::array<index_t, 4> shp{1, H, n, hd}, st{n * 3 * C, hd, 3 * C, 1};
   attention<float>(ConstView<float, 4>(qkv.data(), shp, st), ConstView<float, 4>(qkv.data() + C, shp, st),
                    ConstView<float, 4>(qkv.data() + 2 * C, shp, st), View<float, 4>(a.data(), shp, {n * C, hd, C, 1}),
                    NoMask{}, NoScore{}, {}, ex);
-  tome::detail::linear(blk.proj, a, y, ex);
+  effattn::nn::linear(blk.proj, a, y, ex);
   if (ratio > 0) {
     yu.resize(N, C);
     tome::unmerge<float>(plan, make_view<const float>(y.data(), 1, n, C), make_view(yu.data(), 1, N, C), ex);

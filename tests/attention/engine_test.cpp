@@ -300,7 +300,7 @@ TEST(Engine, BlockSizeOptionsGiveTheSameResult) {
        V = make_view<const float>(v.data(), B, H, N, D);
   std::vector<float> r(q.size());
   attention_reference<float>(Q, K, V, make_view(r.data(), B, H, N, D), CausalMask{});
-  const index_t qt = attention_query_tile_quantum();
+  const index_t qt = effattn::detail::attention_query_tile_quantum();
   for (index_t bq : {qt, 2 * qt, 4 * qt})
     for (index_t bk : {index_t(1), index_t(7), index_t(64), index_t(500)}) {
       std::vector<float> o(q.size());

@@ -172,7 +172,7 @@ namespace {
 TEST(Options, BlockQIsRoundedUpToTheTileQuantum) {
   // Any block_q in [1, 4096] works on every machine: it is rounded up to the
   // micro-tile width, so quantum + 1 runs exactly as 2 * quantum does.
-  const index_t B = 1, H = 2, N = 300, D = 16, Q = attention_query_tile_quantum();
+  const index_t B = 1, H = 2, N = 300, D = 16, Q = effattn::detail::attention_query_tile_quantum();
   std::vector<float> q(B * H * N * D), k(q.size()), v(q.size());
   for (size_t i = 0; i < q.size(); ++i) {
     q[i] = static_cast<float>((i * 7) % 13) / 13.0f - 0.5f;

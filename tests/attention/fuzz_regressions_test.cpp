@@ -370,8 +370,8 @@ TEST(EngineFuzzRegressions, NegativeThreadCountRejectedWhateverTheSize) {
     for (float x : out) EXPECT_EQ(x, 4.f);
   }
   // executor_for never hides an invalid executor behind a serial one.
-  EXPECT_EQ(executor_for(Executor(-1), 1.0).num_threads, -1);
-  EXPECT_EQ(executor_for(Executor(2), 1.0).num_threads, 1);
+  EXPECT_EQ(effattn::detail::executor_for(Executor(-1), 1.0).num_threads, -1);
+  EXPECT_EQ(effattn::detail::executor_for(Executor(2), 1.0).num_threads, 1);
   EXPECT_THROW(detail::check_executor(Executor(-3), "some_op"), parameter_error);
 }
 

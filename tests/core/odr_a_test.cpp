@@ -5,4 +5,4 @@
 #include <gtest/gtest.h>
 
 int effattn_odr_b();
-TEST(Odr, TwoTranslationUnits) { EXPECT_EQ(effattn_odr_b(), static_cast<int>(effattn::attention_query_tile_quantum())); }
+TEST(Odr, TwoTranslationUnits) { EXPECT_EQ(effattn_odr_b(), static_cast<int>(effattn::detail::attention_query_tile_quantum())); }

@@ -206,7 +206,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, size_t size) {
   // Options: mostly valid, sometimes not.
   const std::uint8_t sb = in.byte();
   c.opt.scale = sb < 200 ? 0.0 : (sb < 230 ? 0.125 * (sb - 199) : (sb < 240 ? -1.0 : std::nan("")));
-  const index_t quantum = attention_query_tile_quantum();
+  const index_t quantum = effattn::detail::attention_query_tile_quantum();
   const std::uint8_t qb = in.byte();
   c.opt.block_q = qb < 200 ? 0 : (qb < 230 ? quantum * in.range(1, 2) : (qb < 245 ? quantum + 1 : -quantum));
   const std::uint8_t kb = in.byte();

@@ -76,7 +76,7 @@ void run_attention(FuzzInput& in, bool latent) {
   AttentionOptions opt;
   const std::uint8_t sb = in.byte();
   opt.scale = sb < 200 ? 0.0 : (sb < 235 ? 0.125 * (sb - 199) : (sb < 245 ? -1.0 : std::nan("")));
-  const index_t quantum = attention_query_tile_quantum();
+  const index_t quantum = effattn::detail::attention_query_tile_quantum();
   const std::uint8_t qb = in.byte();
   opt.block_q = qb < 210 ? 0 : (qb < 240 ? quantum * in.range(1, 2) : quantum + 1);
   const std::uint8_t kb = in.byte();

@@ -58,7 +58,7 @@ SelectiveOptions make_options(FuzzInput& in, index_t H, bool& bad, bool* bad_til
     opt.selection_head = in.flag() ? -1 : std::max<index_t>(H, 1);
     bad = opt.selection_head < 0 || H > 0;  // with no head (H = 0) no selection head is read
   }
-  const index_t quantum = attention_query_tile_quantum();
+  const index_t quantum = effattn::detail::attention_query_tile_quantum();
   const std::uint8_t qb = in.byte();
   // A block_q that is not a multiple of the quantum is rounded up (valid); 4097 is not.
   opt.block_q = qb < 180 ? 0 : (qb < 245 ? quantum * in.range(1, 2) + (qb & 1) : 4097);

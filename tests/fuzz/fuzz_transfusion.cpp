@@ -455,7 +455,7 @@ void fuzz_attention(FuzzInput& in) {
   const index_t D = in.range(1, 8), Dv = in.byte() < 8 ? 0 : in.range(1, 8);
   const bool wild = in.byte() < 40;
   const bool want_lse = in.flag();
-  const index_t quantum = attention_query_tile_quantum();
+  const index_t quantum = effattn::detail::attention_query_tile_quantum();
   static const index_t kBk[] = {0, 1, 3, 16};
   AttentionOptions opt;
   opt.block_q = quantum * in.range(0, 2);

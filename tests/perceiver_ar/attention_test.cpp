@@ -392,7 +392,7 @@ TEST(PerceiverArAttention, ValidLengthRulesAreTheSameForBothOperators) {
 
 TEST(PerceiverArAttention, ExecutorForSmallWorkIsSerial) {
   const effattn::Executor ex{2};
-  EXPECT_EQ(effattn::executor_for(ex, 1e3).num_threads, 1);
-  EXPECT_EQ(effattn::executor_for(ex, 1e9).num_threads, 2);
+  EXPECT_EQ(effattn::detail::executor_for(ex, 1e3).num_threads, 1);
+  EXPECT_EQ(effattn::detail::executor_for(ex, 1e9).num_threads, 2);
 }
 }  // namespace

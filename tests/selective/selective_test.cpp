@@ -189,7 +189,7 @@ TEST(SelectiveGolden, AllCases) {
 
     // Tiled prefill (small query tiles: several tiles even at N = 37), 1 and 2 threads.
     SelectiveOptions topt = opt;
-    topt.block_q = attention_query_tile_quantum();
+    topt.block_q = effattn::detail::attention_query_tile_quantum();
     std::vector<float> o1(out.size()), o2(out.size()), l1(lse.size()), l2(lse.size());
     std::vector<double> fn(static_cast<size_t>(B * N)), fn2(fn.size());
     selective_attention<float>(qv, kv, vv, make_view(o1.data(), B, H, N, Dv), topt, Executor{1},
@@ -257,7 +257,7 @@ TEST(SelectiveF, Properties) {
   EXPECT_GT(fmax, 1.0) << "the data should actually mask something";
   // The tiled prefill's f_next equals the reference F's next row.
   std::vector<double> fn(static_cast<size_t>(p.B * N));
-  opt.block_q = attention_query_tile_quantum();
+  opt.block_q = effattn::detail::attention_query_tile_quantum();
   selective_attention<float>(p.qv(), p.kv(), p.vv(), out_view(out, p), opt, {}, {}, make_view(fn.data(), p.B, index_t(1), N));
   for (index_t b = 0; b < p.B; ++b)
     for (index_t j = 0; j < N; ++j)
@@ -340,7 +340,7 @@ TEST_P(SelectiveTiled, MatchesReference) {
   opt.group_selection_heads = s.groups;
   const index_t ng = s.groups.empty() ? 1 : static_cast<index_t>(s.groups.size());
   if (s.small_tiles) {
-    opt.block_q = attention_query_tile_quantum();
+    opt.block_q = effattn::detail::attention_query_tile_quantum();
     opt.block_k = 16;
   }
   std::vector<float> ref(p.out_size()), got(p.out_size()), got2(p.out_size());
@@ -382,7 +382,7 @@ TEST(SelectiveTiledMore, StridedInputsAndHook) {
   std::vector<float> od(qd.size()), ref(qd.size()), hook(qd.size());
   View<float, 4> o(od.data(), shape, strides);
   SelectiveOptions opt;
-  opt.block_q = attention_query_tile_quantum();
+  opt.block_q = effattn::detail::attention_query_tile_quantum();
   std::vector<float> serial(qd.size());
   selective_attention<float>(q, k, v, View<float, 4>(serial.data(), shape, strides), opt, Executor{1});
   selective_attention<float>(q, k, v, o, opt, Executor{2});
@@ -409,7 +409,7 @@ TEST(SelectiveTiledMore, DoublePrecision) {
   auto kf = testing_util::random_vector(qf.size(), 32), vf = testing_util::random_vector(qf.size(), 33);
   std::vector<double> q(qf.begin(), qf.end()), k(kf.begin(), kf.end()), v(vf.begin(), vf.end()), o(q.size()), r(q.size());
   SelectiveOptions opt;
-  opt.block_q = attention_query_tile_quantum();
+  opt.block_q = effattn::detail::attention_query_tile_quantum();
   selective_attention<double>(make_view<const double>(q.data(), B, H, N, D), make_view<const double>(k.data(), B, H, N, D),
                               make_view<const double>(v.data(), B, H, N, D), make_view(o.data(), B, H, N, D), opt);
   selective_attention_reference<double>(make_view<const double>(q.data(), B, H, N, D),

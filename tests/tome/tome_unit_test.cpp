@@ -832,8 +832,8 @@ TEST(TomeViT, TiledLinearMatchesEigenAndThreadCountDoesNotMatter) {
   for (auto [M, K, N] : std::vector<std::array<index_t, 3>>{{1, 3, 1}, {7, 33, 385}, {769, 64, 770}, {1600, 96, 40}}) {
     auto l = effattn::nn::Linear::random(K, N, rng);
     effattn::nn::Matrix x = effattn::nn::Matrix::Random(M, K), y1, y2;
-    tome::detail::linear(l, x, y1, effattn::Executor{1});
-    tome::detail::linear(l, x, y2, effattn::Executor{3});
+    effattn::nn::linear(l, x, y1, effattn::Executor{1});
+    effattn::nn::linear(l, x, y2, effattn::Executor{3});
     EXPECT_EQ(y1, y2) << M << "x" << K << "x" << N;  // bit-identical
     effattn::nn::Matrix ref;
     l.forward(x, ref);

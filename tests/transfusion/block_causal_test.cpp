@@ -174,7 +174,7 @@ TEST(TransfusionTiles, VisitedTilesAreWhatTheLimitsImply) {
   const auto lim = tf::block_causal_limits(batch);
   const auto q = testing_util::random_vector(B * H * N * D, 1), k = testing_util::random_vector(B * H * N * D, 2),
              v = testing_util::random_vector(B * H * N * D, 3);
-  const index_t quantum = effattn::attention_query_tile_quantum();
+  const index_t quantum = effattn::detail::attention_query_tile_quantum();
   for (index_t bq : {quantum, 2 * quantum, 4 * quantum})
     for (index_t bk : {16, 37, 64}) {
       std::atomic<long> visited{0}, past{0};

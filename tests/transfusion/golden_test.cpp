@@ -93,7 +93,7 @@ TEST_P(Golden, Attention) {
   const auto want_out = c.array("out").data, want_lse = c.array("lse").data;
   const double scale = c.params["params"]["scale"];
   const index_t Dv = c.array("v").dim(3);
-  const index_t quantum = effattn::attention_query_tile_quantum();
+  const index_t quantum = effattn::detail::attention_query_tile_quantum();
   for (int variant = 0; variant < 4; ++variant) {
     std::vector<float> out(static_cast<size_t>(B * H * N * Dv), -7.0f), lse(static_cast<size_t>(B * H * N), -7.0f);
     effattn::AttentionOptions opt;

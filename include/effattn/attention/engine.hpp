@@ -19,11 +19,11 @@
 
 EFFATTN_NAMESPACE_BEGIN
 
-/// Query tile sizes must be multiples of this (the queries one micro-kernel
-/// column holds: 16 floats with AVX2, 64 with AVX-512).
-inline index_t attention_query_tile_quantum() { return detail::Blocking<float>::Q; }
-
 namespace detail {
+
+/// The queries one micro-kernel column holds (16 floats with AVX2, 64 with
+/// AVX-512): a block_q is rounded up to a multiple of it.
+inline index_t attention_query_tile_quantum() { return Blocking<float>::Q; }
 
 /// Queries per (batch, head) up to which the row (decode) path runs.
 constexpr index_t kRowPathMaxQueries = 4;

@@ -7,6 +7,7 @@
 
 #include "../core/error.hpp"
 #include "../core/executor.hpp"
+#include "../core/traits.hpp"
 #include "../core/view.hpp"
 
 EFFATTN_NAMESPACE_BEGIN
@@ -24,7 +25,7 @@ struct AttentionOptions {
   Backend backend = Backend::tiled;
   /// Query / key tile sizes of the tiled engine, each in [0, 4096]; 0 picks
   /// the default. A query tile is rounded up to a multiple of
-  /// effattn::attention_query_tile_quantum() (the queries one micro-kernel
+  /// the ISA's query quantum (the queries one micro-kernel
   /// column holds, which depends on the instruction set), so the same value
   /// works on every machine.
   index_t block_q = 0;
@@ -37,13 +38,6 @@ template <class T>
 using acc_t = std::conditional_t<std::is_same<std::remove_cv_t<T>, double>::value, double, float>;
 
 namespace detail {
-
-template <class T>
-struct identity {
-  using type = T;
-};
-template <class T>
-using identity_t = typename identity<T>::type;
 
 /// The shapes of one attention problem, after checking.
 struct AttnDims {

@@ -91,12 +91,13 @@ inline I checked_product(const char* op, const char* what, I first, More... more
   ((r = checked_mul(r, static_cast<I>(more), op, what)), ...);
   return r;
 }
-}  // namespace detail
 
 /// Throws parameter_error("<op>: <param> <what>") unless cond holds.
 template <class... Parts>
 inline void require(bool cond, const char* op, const char* param, const Parts&... what) {
-  if (!cond) EFFATTN_THROW(parameter_error(detail::concat(op, ": ", param, " ", what...)));
+  if (!cond) EFFATTN_THROW(parameter_error(concat(op, ": ", param, " ", what...)));
 }
+
+}  // namespace detail
 
 EFFATTN_NAMESPACE_END

@@ -37,12 +37,15 @@ struct Executor {
   std::function<void(index_t n, const std::function<void(index_t begin, index_t end)>& body)> parallel_for;
 };
 
-/// The executor for a step of `work` element operations (multiply-adds,
-/// copies): `ex` itself, or a serial one when the step is so small (below 4e6,
-/// a fraction of a millisecond on one core) that a fork/join would cost more
-/// than it saves (much more on a busy machine, where a barrier waits for a
-/// descheduled thread). Results never depend on it: every effattn kernel is
-/// bit-identical for any thread count.
+namespace detail {
+
+/// The one small-work rule of effattn: the executor for a step of `work`
+/// element operations (multiply-adds, exponentials, copies) is `ex` itself, or
+/// a serial one when the step is so small (below 4e6, a fraction of a
+/// millisecond on one core) that a fork/join would cost more than it saves
+/// (much more on a busy machine, where a barrier waits for a descheduled
+/// thread). Results never depend on it: every effattn kernel is bit-identical
+/// for any thread count.
 inline Executor executor_for(const Executor& ex, double work) {
   constexpr double kSerialBelow = 4e6;
   // An invalid executor is passed on unchanged, never hidden behind a serial
@@ -50,8 +53,6 @@ inline Executor executor_for(const Executor& ex, double work) {
   if (work < kSerialBelow && ex.num_threads >= 0) return Executor(1);
   return ex;
 }
-
-namespace detail {
 
 /// The one executor rule, checked by every public entry point before it reads
 /// or writes anything: num_threads >= 0 (0 = OpenMP's default).

@@ -6,9 +6,11 @@
 #pragma once
 
 #include <Eigen/Core>
+#include <unsupported/Eigen/CXX11/Tensor>
 #include <algorithm>
 #include <cmath>
 #include <random>
+#include <vector>
 
 #include "../core/error.hpp"
 #include "../core/executor.hpp"
@@ -20,10 +22,11 @@ namespace nn {
 using Matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using Vector = Eigen::VectorXf;
 
-/// y = x W^T + b. x [rows, in], W [out, in] (torch layout), b [out] or empty.
-/// Up to 4 rows (decoding: one row per sequence) run one matrix-vector
-/// product per row: a GEMM would pack the whole weight matrix on every call,
-/// which dominates a decode step. More rows run Eigen's GEMM.
+struct Linear;
+inline void linear(const Linear& l, const Matrix& x, Matrix& y, const Executor& ex = {});
+
+/// A dense layer y = x W^T + b: W [out, in] (torch layout), b [out] or empty.
+/// forward() is nn::linear.
 struct Linear {
   Matrix weight;
   Vector bias;
@@ -31,30 +34,13 @@ struct Linear {
   index_t in_features() const { return weight.cols(); }
   index_t out_features() const { return weight.rows(); }
 
-  void forward(const Matrix& x, Matrix& y) const {
-    const char* op = "nn::Linear::forward";
-    if (x.cols() != weight.cols())
-      EFFATTN_THROW(shape_error(detail::concat(op, ": x must be [rows,in]=[", x.rows(), ",", weight.cols(), "], got [",
-                                               x.rows(), ",", x.cols(), "]")));
-    if (bias.size() != 0 && bias.size() != weight.rows())
-      EFFATTN_THROW(shape_error(detail::concat(op, ": bias must be [out]=[", weight.rows(), "], got [", bias.size(), "]")));
-    if (&x == &y) EFFATTN_THROW(shape_error(detail::concat(op, ": y must not be x")));
-    detail::checked_mul(x.rows(), weight.rows(), op, "y size rows * out");  // x may be [huge, 0]
-    y.resize(x.rows(), weight.rows());
-    constexpr index_t kGemvRows = 4;
-    if (x.rows() <= kGemvRows) {
-      for (index_t r = 0; r < x.rows(); ++r) y.row(r).transpose().noalias() = weight * x.row(r).transpose();
-    } else {
-      y.noalias() = x * weight.transpose();
-    }
-    if (bias.size() != 0) y.rowwise() += bias.transpose();
-  }
+  void forward(const Matrix& x, Matrix& y, const Executor& ex = {}) const { linear(*this, x, y, ex); }
 
   /// Weights ~ U(-scale, scale) (scale 0: 1/sqrt(in), torch's default bound), bias likewise.
   template <class Rng>
   static Linear random(index_t in, index_t out, Rng& rng, float scale = 0, bool with_bias = true) {
     const char* op = "nn::Linear::random";
-    require(in > 0 && out > 0, op, "in/out", "must be > 0, got in=", in, " out=", out);
+    effattn::detail::require(in > 0 && out > 0, op, "in/out", "must be > 0, got in=", in, " out=", out);
     detail::checked_mul(in, out, op, "in * out");
     const float s = scale > 0 ? scale : 1.0f / std::sqrt(static_cast<float>(in));
     std::uniform_real_distribution<float> u(-s, s);
@@ -69,6 +55,83 @@ struct Linear {
   }
 };
 
+/// y = x W^T + b, x [rows, in], y resized to [rows, out] (y must not be x).
+///
+/// The effattn dense layer: every model of the library runs its projections
+/// here. The output is cut into fixed tiles that never depend on the thread
+/// count, each computed on one thread (a cache-blocked Eigen tensor
+/// contraction, or for at most 4 rows, a decode step, matrix-vector products
+/// over 512-output slices of W, so W is never packed), so the result is
+/// bit-identical for any Executor, and the work runs where the Executor says:
+/// OpenMP threads up to ex.num_threads, the host's pool hook, or the calling
+/// thread for a small layer (detail::executor_for). Eigen's own threading (a
+/// process-wide setting) is never used.
+/// Throws (before writing y) parameter_error for an executor with
+/// num_threads < 0, shape_error for x not [rows, in], a bias not [out] or
+/// empty, or y being x.
+inline void linear(const Linear& l, const Matrix& x, Matrix& y, const Executor& ex) {
+  const char* op = "nn::linear";
+  // Output tiles: kRows x kCols outputs per work item; kGemvRows or fewer
+  // rows: one slice of kGemvCols outputs (all rows) per item.
+  constexpr index_t kRows = 768, kCols = 384, kGemvRows = 4, kGemvCols = 512;
+  effattn::detail::check_executor(ex, op);
+  const index_t M = x.rows(), K = l.weight.cols(), N = l.weight.rows();
+  if (x.cols() != K)
+    EFFATTN_THROW(shape_error(effattn::detail::concat(op, ": x must be [rows,in]=[", M, ",", K, "], got [", M, ",",
+                                                      x.cols(), "]")));
+  if (l.bias.size() != 0 && l.bias.size() != N)
+    EFFATTN_THROW(shape_error(effattn::detail::concat(op, ": bias must be [out]=[", N, "] or empty, got [",
+                                                      l.bias.size(), "]")));
+  if (&x == &y) EFFATTN_THROW(shape_error(effattn::detail::concat(op, ": y must not be x")));
+  effattn::detail::checked_mul(M, N, op, "y size rows * out");  // x may be [huge, 0]
+  y.resize(M, N);
+  if (M == 0 || N == 0) return;
+  const bool has_bias = l.bias.size() != 0;
+  const Executor run_ex = effattn::detail::executor_for(ex, double(M) * double(K) * double(N));
+  if (M <= kGemvRows) {
+    // Decode: one item per slice of outputs, all rows; y[r, c0:c1] = W[c0:c1, :] x[r, :].
+    const index_t items = (N + kGemvCols - 1) / kGemvCols;
+    effattn::detail::parallel_items(run_ex, items, [] { return 0; }, [&](index_t item, int&) {
+      const index_t c0 = item * kGemvCols, n = std::min(kGemvCols, N - c0);
+      for (index_t r = 0; r < M; ++r) {
+        Eigen::Map<Eigen::VectorXf> yr(y.data() + r * N + c0, n);
+        yr.noalias() = l.weight.middleRows(c0, n) * x.row(r).transpose();
+        if (has_bias) yr += l.bias.segment(c0, n);
+      }
+    });
+    return;
+  }
+  const index_t rch = (M + kRows - 1) / kRows;
+  const index_t cch = (N + kCols - 1) / kCols;
+  using TMapC = Eigen::TensorMap<Eigen::Tensor<const float, 2, Eigen::RowMajor>>;
+  using TMap = Eigen::TensorMap<Eigen::Tensor<float, 2, Eigen::RowMajor>>;
+  effattn::detail::parallel_items(
+      run_ex, rch * cch,
+      // One tile's scratch: at most kLinearRows x kLinearCols (less for a small layer).
+      [&] {
+        return std::vector<float>(
+            static_cast<size_t>(std::min(kRows, M) * std::min(kCols, N)));
+      },
+      [&](index_t item, std::vector<float>& buf) {
+        const index_t r0 = (item / cch) * kRows, c0 = (item % cch) * kCols;
+        const index_t m = std::min(kRows, M - r0), n = std::min(kCols, N - c0);
+        TMapC X(x.data() + r0 * K, m, K), W(l.weight.data() + c0 * K, n, K);
+        TMap S(buf.data(), m, n);
+        const Eigen::array<Eigen::IndexPair<Eigen::Index>, 1> dims = {Eigen::IndexPair<Eigen::Index>(1, 1)};
+        S = X.contract(W, dims);
+        for (index_t i = 0; i < m; ++i) {
+          float* yr = y.data() + (r0 + i) * N + c0;
+          const float* sr = buf.data() + i * n;
+          if (has_bias) {
+            const float* br = l.bias.data() + c0;
+            for (index_t j = 0; j < n; ++j) yr[j] = sr[j] + br[j];
+          } else {
+            for (index_t j = 0; j < n; ++j) yr[j] = sr[j];
+          }
+        }
+      });
+}
+
 /// y = (x - mean) / sqrt(var + eps) * w + b per row, biased variance (torch's
 /// LayerNorm, statistics in double). x [rows, C], w and b [C]. y may be x.
 /// Rows run in parallel chunks on `ex`; each row's arithmetic is fixed, so
@@ -82,12 +145,12 @@ inline void layer_norm(const Matrix& x, const Vector& w, const Vector& b, float 
   if (w.size() != x.cols() || b.size() != x.cols())
     EFFATTN_THROW(shape_error(detail::concat(op, ": weight and bias must be [C]=[", x.cols(), "], got [", w.size(),
                                              "] and [", b.size(), "]")));
-  require(std::isfinite(eps) && eps > 0, op, "eps", "must be finite and > 0, got ", eps);
+  effattn::detail::require(std::isfinite(eps) && eps > 0, op, "eps", "must be finite and > 0, got ", eps);
   if (&y != &x) y.resize(x.rows(), x.cols());
   const index_t C = x.cols(), R = x.rows();
   if (R == 0 || C == 0) return;  // nothing to normalise, however many empty rows
   constexpr index_t kChunk = 16;
-  detail::parallel_items(executor_for(ex, 4.0 * R * C), (R + kChunk - 1) / kChunk, [] { return 0; },
+  detail::parallel_items(effattn::detail::executor_for(ex, 4.0 * R * C), (R + kChunk - 1) / kChunk, [] { return 0; },
                          [&](index_t item, int&) {
                            for (index_t r = item * kChunk; r < std::min(R, (item + 1) * kChunk); ++r) {
                              const float* xr = x.data() + r * C;
@@ -115,7 +178,7 @@ inline void gelu_erf(Matrix& x, const Executor& ex = {}) {
   const index_t n = x.size();
   constexpr index_t kChunk = 16384;
   float* p = x.data();
-  detail::parallel_items(executor_for(ex, 20.0 * n), (n + kChunk - 1) / kChunk, [] { return 0; },
+  detail::parallel_items(effattn::detail::executor_for(ex, 20.0 * n), (n + kChunk - 1) / kChunk, [] { return 0; },
                          [&](index_t item, int&) {
                            for (index_t i = item * kChunk; i < std::min(n, (item + 1) * kChunk); ++i)
                              p[i] = 0.5f * p[i] * (1.0f + std::erf(p[i] * 0.70710678118654752f));
@@ -141,9 +204,9 @@ struct Mlp {
                                                " for ", fc1.weight.rows(), " outputs and fc2 ", fc2.bias.size(), " for ",
                                                fc2.weight.rows())));
     Matrix h;
-    fc1.forward(x, h);
+    linear(fc1, x, h, ex);
     gelu_erf(h, ex);
-    fc2.forward(h, y);
+    linear(fc2, h, y, ex);
   }
   template <class Rng>
   static Mlp random(index_t width, index_t hidden, Rng& rng) {
@@ -154,7 +217,7 @@ struct Mlp {
 /// x [N, H*hd] (heads concatenated along columns, head h = columns h*hd..) into
 /// dst [H, N, hd], contiguous.
 inline void split_heads(const Matrix& x, index_t H, float* dst) {
-  require(H > 0 && x.cols() % H == 0, "nn::split_heads", "H", "must divide the width ", x.cols(), ", got ", H);
+  effattn::detail::require(H > 0 && x.cols() % H == 0, "nn::split_heads", "H", "must divide the width ", x.cols(), ", got ", H);
   const index_t N = x.rows(), hd = x.cols() / H;
   for (index_t h = 0; h < H; ++h)
     for (index_t n = 0; n < N; ++n)
@@ -164,7 +227,7 @@ inline void split_heads(const Matrix& x, index_t H, float* dst) {
 /// The inverse of split_heads: src [H, N, hd] into y [N, H*hd].
 inline void merge_heads(const float* src, index_t H, index_t N, index_t hd, Matrix& y) {
   const char* op = "nn::merge_heads";
-  require(H > 0 && N >= 0 && hd > 0, op, "shape", "must be positive, got H=", H, " N=", N, " hd=", hd);
+  effattn::detail::require(H > 0 && N >= 0 && hd > 0, op, "shape", "must be positive, got H=", H, " N=", N, " hd=", hd);
   detail::checked_product(op, "N * H * hd", N, H, hd);
   y.resize(N, H * hd);
   for (index_t h = 0; h < H; ++h)

@@ -40,9 +40,9 @@ void check_cross(const char* op, const ConstView<T, 4>& q, const ConstView<KV, 4
                  const View<acc_t<T>, 3>& lse, index_t tile_quantum) {
   check_common(op, q, k, v);
   const index_t M = q.dim(2), N = k.dim(2);
-  require(M >= 1, op, "M", "(q.dim(2), the number of latents) must be >= 1, got q ",
+  effattn::detail::require(M >= 1, op, "M", "(q.dim(2), the number of latents) must be >= 1, got q ",
           effattn::detail::shape_str(q.shape()));
-  require(M <= N, op, "M", "(q.dim(2), the number of latents) must be <= N=k.dim(2)=", N, ", got q ",
+  effattn::detail::require(M <= N, op, "M", "(q.dim(2), the number of latents) must be <= N=k.dim(2)=", N, ", got q ",
           effattn::detail::shape_str(q.shape()), " k ", effattn::detail::shape_str(k.shape()));
   effattn::detail::check_attention_args(op, q, k, v, out, lse, opt, tile_quantum);
   // The key limits are [B, M] (even when no head makes the output empty).
@@ -57,7 +57,7 @@ void check_latent(const char* op, const ConstView<T, 4>& q, const ConstView<T, 4
                   const View<acc_t<T>, 3>& lse, index_t tile_quantum) {
   check_common(op, q, k, v);
   const index_t M = q.dim(2);
-  require(M >= 1, op, "M", "(q.dim(2), the number of latents) must be >= 1, got q ",
+  effattn::detail::require(M >= 1, op, "M", "(q.dim(2), the number of latents) must be >= 1, got q ",
           effattn::detail::shape_str(q.shape()));
   if (k.dim(2) != M)
     EFFATTN_THROW(shape_error(effattn::detail::concat(op, ": k must hold the same M=", M,
@@ -82,7 +82,7 @@ void cross_attention_impl(const ConstView<T, 4>& q, const ConstView<KV, 4>& k, c
                           const AttentionOptions& opt, const Executor& ex, const View<acc_t<T>, 3>& lse) {
   const char* op = "perceiver_ar::cross_attention";
   effattn::detail::check_executor(ex, op);
-  check_cross(op, q, k, v, out, valid_length, opt, lse, attention_query_tile_quantum());
+  check_cross(op, q, k, v, out, valid_length, opt, lse, effattn::detail::attention_query_tile_quantum());
   if (no_output(out)) return;
   const index_t B = q.dim(0), M = q.dim(2), N = k.dim(2);
   bool all_full = true;
@@ -212,7 +212,7 @@ void latent_attention(effattn::detail::identity_t<ConstView<T, 4>> q, effattn::d
                       const Executor& ex = {}, effattn::detail::identity_t<View<acc_t<T>, 3>> lse = {}) {
   const char* op = "perceiver_ar::latent_attention";
   effattn::detail::check_executor(ex, op);
-  detail::check_latent(op, q, k, v, out, valid_length, opt, lse, attention_query_tile_quantum());
+  detail::check_latent(op, q, k, v, out, valid_length, opt, lse, effattn::detail::attention_query_tile_quantum());
   if (detail::no_output(out)) return;
   const index_t B = q.dim(0), M = q.dim(2);
   // B invalid-latent counts, only with valid lengths (B <= the output's elements).

@@ -58,9 +58,9 @@ class Decoder {
   Decoder(const Model& model, index_t batch, index_t max_context, index_t max_latents)
       : model_(&model), B_(batch), cap_(max_context), max_lat_(max_latents), storage_(model.config.context_kv) {
     const char* op = "perceiver_ar::Decoder";
-    require(batch >= 1, op, "batch", "must be >= 1, got ", batch);
-    require(max_latents >= 2 && max_latents % 2 == 0, op, "max_latents", "must be even and >= 2, got ", max_latents);
-    require(max_context > max_latents / 2, op, "max_context", "must be > max_latents / 2 = ", max_latents / 2,
+    effattn::detail::require(batch >= 1, op, "batch", "must be >= 1, got ", batch);
+    effattn::detail::require(max_latents >= 2 && max_latents % 2 == 0, op, "max_latents", "must be even and >= 2, got ", max_latents);
+    effattn::detail::require(max_context > max_latents / 2, op, "max_context", "must be > max_latents / 2 = ", max_latents / 2,
             ", got ", max_context);
     Model::check_storage(storage_, op);
     const index_t W = model.width();
@@ -123,7 +123,7 @@ class Decoder {
     if (tokens.dim(0) != B_)
       EFFATTN_THROW(shape_error(effattn::detail::concat(op, ": tokens must be [batch,n] with batch=", B_, ", got ",
                                                         effattn::detail::shape_str(tokens.shape()))));
-    require(n >= 1 && n <= max_append(), op, "n", "(tokens.dim(1)) must be in [1, max_context - max_latents/2 = ",
+    effattn::detail::require(n >= 1 && n <= max_append(), op, "n", "(tokens.dim(1)) must be in [1, max_context - max_latents/2 = ",
             max_append(), "], got ", n);
     model_->check_tokens(tokens, op);
     if (nlat_ == max_lat_ || wlen_ + n > cap_)
@@ -212,7 +212,7 @@ class Decoder {
     with_window([&](const auto& K, const auto& V) {
       attention<float>(detail::heads_view<const float>(q.data(), B_, 1, nh, w, w), K, V,
                        detail::heads_view<float>(o.data(), B_, 1, nh, w, w), NoMask{}, NoScore{}, {},
-                       executor_for(ex, 4.0 * B_ * wlen_ * w));
+                       effattn::detail::executor_for(ex, 4.0 * B_ * wlen_ * w));
     });
     md.residual_and_mlp(z, o, md.cross.attn, md.cross.ln_mlp, md.cross.mlp, ex);
     // Latent layers: append this latent's key/value, attend all cached latents.
@@ -226,7 +226,7 @@ class Decoder {
       attention<float>(detail::heads_view<const float>(q.data(), B_, 1, nh, w, w), cache_view(lk_[l], max_lat_, nlat_ + 1),
                        cache_view(lv_[l], max_lat_, nlat_ + 1),
                        detail::heads_view<float>(o.data(), B_, 1, nh, w, w), NoMask{}, NoScore{}, {},
-                       executor_for(ex, 4.0 * B_ * (nlat_ + 1) * w));
+                       effattn::detail::executor_for(ex, 4.0 * B_ * (nlat_ + 1) * w));
       md.residual_and_mlp(z, o, blk.attn, blk.ln_mlp, blk.mlp, ex);
     }
     ++nlat_;

@@ -78,8 +78,8 @@ inline void latent_positions(ConstView<index_t, 1> valid_length, index_t N, View
   const char* op = "perceiver_ar::latent_positions";
   effattn::detail::check_view(positions, op, "positions", true);
   const index_t B = positions.dim(0), M = positions.dim(1);
-  require(M >= 1, op, "M", "(positions.dim(1), the number of latents) must be >= 1, got ", M);
-  require(M <= N, op, "M", "(the number of latents) must be <= N=", N, ", got ", M);
+  effattn::detail::require(M >= 1, op, "M", "(positions.dim(1), the number of latents) must be >= 1, got ", M);
+  effattn::detail::require(M <= N, op, "M", "(the number of latents) must be <= N=", N, ", got ", M);
   detail::check_valid_length(valid_length, B, N, op);
   for (index_t b = 0; b < B; ++b) {
     const index_t L = detail::has_valid_length(valid_length) ? valid_length(b) : N;
@@ -150,7 +150,7 @@ struct LatentCausalMask {
 /// 1 = allowed. The oracle for tests (allocates M x N).
 inline std::vector<std::uint8_t> encoder_mask_reference(index_t L, index_t N, index_t M) {
   const char* op = "perceiver_ar::encoder_mask_reference";
-  require(N >= 0 && M >= 0, op, "N, M", "must be >= 0, got N=", N, " M=", M);
+  effattn::detail::require(N >= 0 && M >= 0, op, "N, M", "must be >= 0, got N=", N, " M=", M);
   std::vector<std::uint8_t> mask(static_cast<size_t>(effattn::detail::checked_mul(M, N, op, "M * N")));
   for (index_t m = 0; m < M; ++m) {
     const index_t p = latent_position(L, M, m);
@@ -163,7 +163,7 @@ inline std::vector<std::uint8_t> encoder_mask_reference(index_t L, index_t N, in
 /// mask [M * M] row-major, 1 = allowed. The oracle for tests.
 inline std::vector<std::uint8_t> processor_mask_reference(index_t L, index_t M) {
   const char* op = "perceiver_ar::processor_mask_reference";
-  require(M >= 0, op, "M", "must be >= 0, got ", M);
+  effattn::detail::require(M >= 0, op, "M", "must be >= 0, got ", M);
   std::vector<std::uint8_t> mask(static_cast<size_t>(effattn::detail::checked_mul(M, M, op, "M * M")));
   for (index_t i = 0; i < M; ++i)
     for (index_t j = 0; j < M; ++j) {

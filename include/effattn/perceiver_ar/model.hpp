@@ -150,20 +150,20 @@ struct Model {
   index_t heads() const { return config.heads; }
 
   static void check_storage(Storage s, const char* op) {
-    require(s == Storage::float32 || s == Storage::float16 || s == Storage::bfloat16, op, "context_kv",
+    effattn::detail::require(s == Storage::float32 || s == Storage::float16 || s == Storage::bfloat16, op, "context_kv",
             "must be Storage::float32, float16 or bfloat16, got ", static_cast<int>(s));
   }
 
   /// Random weights (fixed seed), for tests, benchmarks and examples.
   static Model random(const ModelConfig& cfg, unsigned seed) {
     const char* op = "perceiver_ar::Model::random";
-    require(cfg.vocab >= 1, op, "vocab", "must be >= 1, got ", cfg.vocab);
-    require(cfg.width >= 2 && cfg.width % 2 == 0, op, "width", "must be even and >= 2, got ", cfg.width);
-    require(cfg.heads >= 1 && cfg.width % cfg.heads == 0, op, "heads", "must divide width=", cfg.width, ", got ",
+    effattn::detail::require(cfg.vocab >= 1, op, "vocab", "must be >= 1, got ", cfg.vocab);
+    effattn::detail::require(cfg.width >= 2 && cfg.width % 2 == 0, op, "width", "must be even and >= 2, got ", cfg.width);
+    effattn::detail::require(cfg.heads >= 1 && cfg.width % cfg.heads == 0, op, "heads", "must divide width=", cfg.width, ", got ",
             cfg.heads);
-    require(cfg.layers >= 0, op, "layers", "must be >= 0, got ", cfg.layers);
-    require(cfg.mlp_hidden >= 0, op, "mlp_hidden", "must be >= 0, got ", cfg.mlp_hidden);
-    require(std::isfinite(cfg.ln_eps) && cfg.ln_eps > 0, op, "ln_eps", "must be > 0, got ", cfg.ln_eps);
+    effattn::detail::require(cfg.layers >= 0, op, "layers", "must be >= 0, got ", cfg.layers);
+    effattn::detail::require(cfg.mlp_hidden >= 0, op, "mlp_hidden", "must be >= 0, got ", cfg.mlp_hidden);
+    effattn::detail::require(std::isfinite(cfg.ln_eps) && cfg.ln_eps > 0, op, "ln_eps", "must be > 0, got ", cfg.ln_eps);
     check_storage(cfg.context_kv, op);
     std::mt19937 rng(seed);
     Model m;
@@ -205,7 +205,7 @@ struct Model {
   void input_keys_values(index_t rows, Tok tok, Pos pos, Store store, const Executor& ex = {}) const {
     const char* op = "perceiver_ar::Model::input_keys_values";
     effattn::detail::check_executor(ex, op);
-    require(rows >= 0, op, "rows", "must be >= 0, got ", rows);
+    effattn::detail::require(rows >= 0, op, "rows", "must be >= 0, got ", rows);
     const index_t W = config.width;
     constexpr index_t kChunk = 1024;
     nn::Matrix x, y, kc, vc;
@@ -252,7 +252,7 @@ struct Model {
     const index_t N = K.dim(2);
     effattn::detail::check_shape(K, op, "K", "[B,H,N,W/H]", {B, H, N, W / H});
     effattn::detail::check_shape(V, op, "V", "[B,H,N,W/H]", {B, H, N, W / H});
-    require(M <= N, op, "M", "(the number of latents) must be <= N=", N, ", got ", M);
+    effattn::detail::require(M <= N, op, "M", "(the number of latents) must be <= N=", N, ", got ", M);
     detail::check_valid_length(valid_length, B, N, op);
     nn::Matrix y, q, o(B * M, W);
     cross.ln_q.forward(z, y, config.ln_eps, ex);
@@ -317,8 +317,8 @@ struct Model {
   }
   /// Checks B >= 0, M >= 1 and z [B*M, width].
   void check_latent_rows(const nn::Matrix& z, index_t B, index_t M, const char* op) const {
-    require(B >= 0, op, "B", "must be >= 0, got ", B);
-    require(M >= 1, op, "M", "(the number of latents) must be >= 1, got ", M);
+    effattn::detail::require(B >= 0, op, "B", "must be >= 0, got ", B);
+    effattn::detail::require(M >= 1, op, "M", "(the number of latents) must be >= 1, got ", M);
     check_rows(z, effattn::detail::checked_mul(B, M, op, "latent rows B * M"), op, "z");
   }
 
@@ -363,9 +363,9 @@ struct Model {
                     nn::Matrix& logits, index_t position_offset, const Executor& ex, const char* op) const {
     const index_t B = tokens.dim(0), N = tokens.dim(1), W = config.width, H = config.heads, hd = W / H;
     check_tokens(tokens, op);
-    require(M >= 1, op, "M", "(the number of latents) must be >= 1, got ", M);
-    require(M <= N, op, "M", "(the number of latents) must be <= N=", N, ", got ", M);
-    require(position_offset >= 0, op, "position_offset", "must be >= 0, got ", position_offset);
+    effattn::detail::require(M >= 1, op, "M", "(the number of latents) must be >= 1, got ", M);
+    effattn::detail::require(M <= N, op, "M", "(the number of latents) must be <= N=", N, ", got ", M);
+    effattn::detail::require(position_offset >= 0, op, "position_offset", "must be >= 0, got ", position_offset);
     detail::check_valid_length(valid_length, B, N, op);
     const index_t kv_elems = effattn::detail::checked_product(op, "input keys B * N * width", B, N, W);
     effattn::detail::checked_product(op, "logits B * M * vocab", B, M, config.vocab);

@@ -73,13 +73,13 @@ class SelectiveKVCache {
                    index_t budget, SelectiveOptions opt = {})
       : B_(batch), H_(heads), Hkv_(kv_heads), D_(head_dim), Dv_(value_dim), budget_(budget), opt_(std::move(opt)) {
     const char* op = "SelectiveKVCache";
-    require(B_ >= 1, op, "batch", "must be >= 1, got ", B_);
-    require(H_ >= 1, op, "heads", "must be >= 1, got ", H_);
-    require(Hkv_ >= 1 && H_ % Hkv_ == 0, op, "kv_heads", "must be >= 1 and divide heads=", H_, ", got ", Hkv_);
-    require(D_ >= 1, op, "head_dim", "must be >= 1, got ", D_);
-    require(Dv_ >= 1, op, "value_dim", "must be >= 1, got ", Dv_);
-    require(budget_ >= 2, op, "budget", "must be >= 2 (the first token and the current one), got ", budget_);
-    require(std::isfinite(opt_.scale) && opt_.scale >= 0, op, "scale",
+    effattn::detail::require(B_ >= 1, op, "batch", "must be >= 1, got ", B_);
+    effattn::detail::require(H_ >= 1, op, "heads", "must be >= 1, got ", H_);
+    effattn::detail::require(Hkv_ >= 1 && H_ % Hkv_ == 0, op, "kv_heads", "must be >= 1 and divide heads=", H_, ", got ", Hkv_);
+    effattn::detail::require(D_ >= 1, op, "head_dim", "must be >= 1, got ", D_);
+    effattn::detail::require(Dv_ >= 1, op, "value_dim", "must be >= 1, got ", Dv_);
+    effattn::detail::require(budget_ >= 2, op, "budget", "must be >= 2 (the first token and the current one), got ", budget_);
+    effattn::detail::require(std::isfinite(opt_.scale) && opt_.scale >= 0, op, "scale",
             "must be finite and > 0 (or 0 for 1/sqrt(D)), got ", opt_.scale);
     sel_ = detail::selection_heads(opt_, H_, op);
     ng_ = static_cast<index_t>(sel_.size());
@@ -125,8 +125,8 @@ class SelectiveKVCache {
   /// selection rows of every query so far).
   double f(index_t b, index_t slot, index_t g = 0) const {
     check_b(b, "f");
-    require(slot >= 0 && slot < n_, "SelectiveKVCache::f", "slot", "must be in [0, ", n_, "), got ", slot);
-    require(g >= 0 && g < ng_, "SelectiveKVCache::f", "g", "must be in [0, ", ng_, "), got ", g);
+    effattn::detail::require(slot >= 0 && slot < n_, "SelectiveKVCache::f", "slot", "must be in [0, ", n_, "), got ", slot);
+    effattn::detail::require(g >= 0 && g < ng_, "SelectiveKVCache::f", "g", "must be in [0, ", ng_, "), got ", g);
     return f_[static_cast<size_t>((b * ng_ + g) * cap_ + slot)];
   }
   /// Positions evicted from sequence b by the last prefill() or step().
@@ -156,9 +156,9 @@ class SelectiveKVCache {
     check_inputs(op, q, k, v, out, lse, q.dim(2));
     {  // the prefill's own options (tile sizes), checked before anything is written
       std::vector<index_t> sel;
-      detail::check_selective_args(op, q, k, v, out, lse, opt_, attention_query_tile_quantum(), sel);
+      detail::check_selective_args(op, q, k, v, out, lse, opt_, effattn::detail::attention_query_tile_quantum(), sel);
     }
-    require(seen_ == 0, op, "cache", "must be empty (tokens_seen()=", seen_, "); use step() to continue");
+    effattn::detail::require(seen_ == 0, op, "cache", "must be empty (tokens_seen()=", seen_, "); use step() to continue");
     const index_t P = q.dim(2);
     if (P == 0) return;  // an empty prompt changes nothing
     const index_t keep = std::min(P, budget_);

@@ -169,7 +169,7 @@ void selective_attention(detail::identity_t<ConstView<T, 4>> q, detail::identity
   const char* op = "selective_attention";
   detail::check_executor(ex, op);
   std::vector<index_t> sel;
-  const auto d = detail::check_selective_args(op, q, k, v, out, lse, opt, attention_query_tile_quantum(), sel);
+  const auto d = detail::check_selective_args(op, q, k, v, out, lse, opt, effattn::detail::attention_query_tile_quantum(), sel);
   const index_t ng = static_cast<index_t>(sel.size()), N = d.Nq;
   if (f_next.data() != nullptr) {
     detail::check_view(f_next, op, "f_next", true);

@@ -44,7 +44,7 @@ struct SelectiveOptions {
   /// number of entries must divide H). Overrides `selection_head` when set.
   std::vector<index_t> group_selection_heads;
   /// Query / key tile sizes of the tiled prefill (0: the engine's defaults);
-  /// block_q is rounded up to a multiple of effattn::attention_query_tile_quantum().
+  /// block_q is rounded up to a multiple of effattn::detail::attention_query_tile_quantum().
   index_t block_q = 0;
   index_t block_k = 0;
 };
@@ -190,11 +190,11 @@ void selective_attention_reference(detail::identity_t<ConstView<T, 4>> q, detail
 inline double selective_memory_requirement(ConstView<double, 1> f_row, double tau = 1.0) {
   const char* op = "selective_memory_requirement";
   detail::check_view(f_row, op, "f_row", false);
-  require(std::isfinite(tau) && tau > 0, op, "tau", "must be finite and > 0, got ", tau);
+  effattn::detail::require(std::isfinite(tau) && tau > 0, op, "tau", "must be finite and > 0, got ", tau);
   double masked = 0;
   for (index_t j = 0; j < f_row.dim(0); ++j) {
     const double f = f_row(j);
-    require(std::isfinite(f), op, "f_row", "must be finite, got f_row[", j, "]=", f);
+    effattn::detail::require(std::isfinite(f), op, "f_row", "must be finite, got f_row[", j, "]=", f);
     masked += (f < tau ? (f > 0 ? f : 0.0) : tau) / tau;
   }
   return static_cast<double>(f_row.dim(0)) - masked;
@@ -222,9 +222,9 @@ void selective_memory_profile(detail::identity_t<ConstView<T, 4>> q, detail::ide
   detail::check_shape(m, op, "m", "[B,N]", {B, N});
   detail::check_no_alias(m, "m", q, "q", op);
   detail::check_no_alias(m, "m", k, "k", op);
-  require(std::isfinite(opt.scale) && opt.scale >= 0, op, "scale", "must be finite and > 0 (or 0 for 1/sqrt(D)), got ",
+  effattn::detail::require(std::isfinite(opt.scale) && opt.scale >= 0, op, "scale", "must be finite and > 0 (or 0 for 1/sqrt(D)), got ",
           opt.scale);
-  require(std::isfinite(tau) && tau > 0, op, "tau", "must be finite and > 0, got ", tau);
+  effattn::detail::require(std::isfinite(tau) && tau > 0, op, "tau", "must be finite and > 0, got ", tau);
   const std::vector<index_t> sel = detail::selection_heads(opt, H, op);
   const index_t ng = static_cast<index_t>(sel.size()), G = Hkv > 0 ? H / Hkv : 1;
   const double scale = opt.scale == 0 ? 1.0 / std::sqrt(static_cast<double>(D)) : opt.scale;

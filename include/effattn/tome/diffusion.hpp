@@ -56,9 +56,9 @@ namespace detail {
 /// (before anything is allocated or indexed): w * h tokens, sx * sy offsets
 /// per cell, (w/sx) * (h/sy) cells. Returns w * h.
 inline index_t check_grid(const Grid2d& g, const char* op) {
-  require(g.w >= 1 && g.h >= 1, op, "w/h", "must be >= 1, got w=", g.w, " h=", g.h);
-  require(g.sx >= 1 && g.sy >= 1, op, "sx/sy", "strides must be >= 1, got sx=", g.sx, " sy=", g.sy);
-  require(g.sx <= g.w && g.sy <= g.h, op, "sx/sy", "strides must not exceed the grid (sx <= w, sy <= h), got sx=",
+  effattn::detail::require(g.w >= 1 && g.h >= 1, op, "w/h", "must be >= 1, got w=", g.w, " h=", g.h);
+  effattn::detail::require(g.sx >= 1 && g.sy >= 1, op, "sx/sy", "strides must be >= 1, got sx=", g.sx, " sy=", g.sy);
+  effattn::detail::require(g.sx <= g.w && g.sy <= g.h, op, "sx/sy", "strides must not exceed the grid (sx <= w, sy <= h), got sx=",
           g.sx, " sy=", g.sy, " for w=", g.w, " h=", g.h);
   const index_t n = effattn::detail::checked_mul(g.w, g.h, op, "tokens w * h");
   effattn::detail::checked_mul(g.sx, g.sy, op, "cell size sx * sy");
@@ -75,7 +75,7 @@ inline bool check_rand_idx(const Grid2d& g, const ConstView<index_t, 2>& rand_id
   effattn::detail::check_shape(rand_idx, op, "rand_idx", "[h/sy,w/sx]", {cy, cx});
   for (index_t i = 0; i < cy; ++i)
     for (index_t j = 0; j < cx; ++j)
-      require(rand_idx(i, j) >= 0 && rand_idx(i, j) < k, op, "rand_idx", "values must be in [0, sx*sy=", k,
+      effattn::detail::require(rand_idx(i, j) >= 0 && rand_idx(i, j) < k, op, "rand_idx", "values must be in [0, sx*sy=", k,
               "), got ", rand_idx(i, j), " at [", i, ",", j, "]");
   return true;
 }
@@ -155,7 +155,7 @@ inline MergePlan bipartite_soft_matching_random2d(ConstView<float, 3> metric, co
                                                   ConstView<index_t, 2> rand_idx = {}, const Executor& ex = {}) {
   const char* op = "tome::bipartite_soft_matching_random2d";
   effattn::detail::check_executor(ex, op);
-  require(r >= 0, op, "r", "must be >= 0, got ", r);
+  effattn::detail::require(r >= 0, op, "r", "must be >= 0, got ", r);
   const index_t n = detail::check_grid(g, op);
   effattn::detail::check_view(metric, op, "metric", false);
   if (metric.dim(1) != n)
@@ -176,8 +176,8 @@ inline MergePlan bipartite_soft_matching_random2d(ConstView<float, 3> metric, co
 /// r for a merge ratio as tomesd's patch computes it: int(N * ratio), ratio in
 /// [0, 1]. (The matching then caps it at the number of sources.)
 inline index_t ratio_to_r(index_t tokens, double ratio) {
-  require(tokens >= 0, "tome::ratio_to_r", "tokens", "must be >= 0, got ", tokens);
-  require(ratio >= 0.0 && ratio <= 1.0, "tome::ratio_to_r", "ratio", "must be in [0, 1], got ", ratio);
+  effattn::detail::require(tokens >= 0, "tome::ratio_to_r", "tokens", "must be >= 0, got ", tokens);
+  effattn::detail::require(ratio >= 0.0 && ratio <= 1.0, "tome::ratio_to_r", "ratio", "must be in [0, 1], got ", ratio);
   // double(tokens) rounds up to 2^63 near the top of the index type: the
   // product is at most tokens, and never converted from out of range.
   const double v = static_cast<double>(tokens) * ratio;

@@ -103,7 +103,7 @@ struct MergePlan {
   /// `tokens` tokens, finalized: the official `do_nothing`.
   /// Throws for batch < 0 or tokens < 0.
   static MergePlan identity(index_t batch, index_t tokens) {
-    require(batch >= 0 && tokens >= 0, "tome::MergePlan::identity", "batch/tokens", "must be >= 0, got batch=", batch,
+    effattn::detail::require(batch >= 0 && tokens >= 0, "tome::MergePlan::identity", "batch/tokens", "must be >= 0, got batch=", batch,
             " tokens=", tokens);
     MergePlan p;
     p.batch = batch;
@@ -144,7 +144,7 @@ struct MergePlan {
   /// in range), before changing anything.
   void finalize() {
     const char* op = "tome::MergePlan::finalize";
-    require(batch >= 0 && tokens >= 0 && r >= 0 && r <= tokens, op, "plan",
+    effattn::detail::require(batch >= 0 && tokens >= 0 && r >= 0 && r <= tokens, op, "plan",
             "needs batch >= 0, tokens >= 0 and 0 <= r <= tokens, got batch=", batch, " tokens=", tokens, " r=", r);
     const auto sizes = table_sizes(op);
     if (r > 0 && batch > 0) check_decision(op);
@@ -319,7 +319,7 @@ inline Scored score_bipartite(const ConstView<float, 3>& metric, const std::vect
   std::vector<float> bn(static_cast<size_t>(B * nb * C));
   for (index_t b = 0; b < B; ++b) gather_normalized(metric, b, b_tok.data(), nb, bn.data() + b * nb * C);
   const index_t nblk = (na + kMatchBlock - 1) / kMatchBlock;
-  const Executor run_ex = executor_for(ex, double(B) * na * nb * C);
+  const Executor run_ex = effattn::detail::executor_for(ex, double(B) * na * nb * C);
   struct Scratch {
     std::vector<float> a, s;
   };
@@ -433,7 +433,7 @@ inline MergePlan tome_partition(index_t B, index_t N, const MatchOptions& opt) {
 }
 
 inline void check_match_options(const MatchOptions& opt, const char* op) {
-  require(!opt.distill_token || opt.class_token, op, "distill_token",
+  effattn::detail::require(!opt.distill_token || opt.class_token, op, "distill_token",
           "requires class_token (the official output order is undefined without it)");
 }
 
@@ -476,7 +476,7 @@ inline MergePlan bipartite_soft_matching(ConstView<float, 3> metric, index_t r, 
                                          const Executor& ex = {}) {
   const char* op = "tome::bipartite_soft_matching";
   effattn::detail::check_executor(ex, op);
-  require(r >= 0, op, "r", "must be >= 0, got ", r);
+  effattn::detail::require(r >= 0, op, "r", "must be >= 0, got ", r);
   detail::check_match_options(opt, op);
   detail::check_metric(metric, op);
   const index_t B = metric.dim(0), N = metric.dim(1);
@@ -500,9 +500,9 @@ inline MergePlan bipartite_soft_matching_threshold(ConstView<float, 3> metric, f
                                                    const MatchOptions& opt = {}, const Executor& ex = {}) {
   const char* op = "tome::bipartite_soft_matching_threshold";
   effattn::detail::check_executor(ex, op);
-  require(std::isfinite(threshold) && threshold >= -1.0f && threshold <= 1.0f, op, "threshold",
+  effattn::detail::require(std::isfinite(threshold) && threshold >= -1.0f && threshold <= 1.0f, op, "threshold",
           "must be a cosine similarity in [-1, 1], got ", threshold);
-  require(max_r >= 0, op, "max_r", "must be >= 0, got ", max_r);
+  effattn::detail::require(max_r >= 0, op, "max_r", "must be >= 0, got ", max_r);
   detail::check_match_options(opt, op);
   detail::check_metric(metric, op);
   const index_t B = metric.dim(0), N = metric.dim(1);
@@ -538,7 +538,7 @@ inline MergePlan bipartite_soft_matching_partition(ConstView<float, 3> metric, c
                                                    bool sort_unm = false, const Executor& ex = {}) {
   const char* op = "tome::bipartite_soft_matching_partition";
   effattn::detail::check_executor(ex, op);
-  require(r >= 0, op, "r", "must be >= 0, got ", r);
+  effattn::detail::require(r >= 0, op, "r", "must be >= 0, got ", r);
   detail::check_metric(metric, op);
   const index_t N = metric.dim(1);
   if (a_tok.size() + b_tok.size() != static_cast<size_t>(N))
@@ -547,8 +547,8 @@ inline MergePlan bipartite_soft_matching_partition(ConstView<float, 3> metric, c
   std::vector<char> seen(static_cast<size_t>(N), 0);
   for (const auto* list : {&a_tok, &b_tok})
     for (index_t t : *list) {
-      require(t >= 0 && t < N, op, "a_tok/b_tok", "token ", t, " out of range [0, ", N, ")");
-      require(!seen[t], op, "a_tok/b_tok", "token ", t, " listed twice");
+      effattn::detail::require(t >= 0 && t < N, op, "a_tok/b_tok", "token ", t, " out of range [0, ", N, ")");
+      effattn::detail::require(!seen[t], op, "a_tok/b_tok", "token ", t, " listed twice");
       seen[t] = 1;
     }
   return detail::match_partition(metric, a_tok, b_tok, r, sort_unm, ex);

@@ -81,7 +81,7 @@ void for_rows(const Executor& ex, index_t B, index_t rows, index_t width, Body&&
   if (B <= 0 || rows <= 0) return;
   const index_t nch = (rows + kRowChunk - 1) / kRowChunk;
   const index_t items = effattn::detail::checked_mul(B, nch, "tome", "row chunks");
-  effattn::detail::parallel_items(executor_for(ex, double(B) * rows * width), items, [] { return 0; },
+  effattn::detail::parallel_items(effattn::detail::executor_for(ex, double(B) * rows * width), items, [] { return 0; },
                                   [&](index_t item, int&) {
                                     const index_t b = item / nch, g0 = (item % nch) * kRowChunk;
                                     body(b, g0, std::min(rows, g0 + kRowChunk));
@@ -146,7 +146,7 @@ void merge(const MergePlan& plan, effattn::detail::identity_t<ConstView<T, 3>> x
   detail::check_tokens(plan, x, op, "x", false);
   detail::check_out(out, plan.batch, plan.out_tokens(), x.dim(2), op, "out");
   effattn::detail::check_no_alias(out, "out", x, "x", op);
-  require(mode == MergeMode::mean || mode == MergeMode::sum || mode == MergeMode::amax, op, "mode",
+  effattn::detail::require(mode == MergeMode::mean || mode == MergeMode::sum || mode == MergeMode::amax, op, "mode",
           "must be mean, sum or amax");
   detail::merge_rows<T>(plan, x, out, mode, ex);
 }
@@ -173,7 +173,7 @@ void merge_wavg(const MergePlan& plan, effattn::detail::identity_t<ConstView<T, 
     if (!size.empty())
       for (index_t b = 0; b < B; ++b)
         for (index_t t = 0; t < N; ++t)
-          require(std::isfinite(size(b, t)) && size(b, t) > T(0), op, "size", "must be finite and > 0, got ",
+          effattn::detail::require(std::isfinite(size(b, t)) && size(b, t) > T(0), op, "size", "must be finite and > 0, got ",
                   size(b, t), " at [", b, ",", t, "]");
   }
   detail::check_out(x_out, B, nout, C, op, "x_out");
@@ -265,7 +265,7 @@ inline void merge_source_map(const MergePlan& plan, ConstView<index_t, 2> map_in
     if (!map_in.empty())
       for (index_t b = 0; b < B; ++b)
         for (index_t t = 0; t < N0; ++t)
-          require(map_in(b, t) >= 0 && map_in(b, t) < N, op, "map_in", "values must be rows in [0, N=", N,
+          effattn::detail::require(map_in(b, t) >= 0 && map_in(b, t) < N, op, "map_in", "values must be rows in [0, N=", N,
                   "), got ", map_in(b, t), " at [", b, ",", t, "]");
   }
   effattn::detail::check_view(map_out, op, "map_out", true);
@@ -297,7 +297,7 @@ void restore_order(ConstView<index_t, 2> map, effattn::detail::identity_t<ConstV
   if (!map.empty())
     for (index_t b = 0; b < B; ++b)
       for (index_t t = 0; t < N0; ++t)
-        require(map(b, t) >= 0 && map(b, t) < Np, op, "map", "values must be rows of y in [0, ", Np, "), got ",
+        effattn::detail::require(map(b, t) >= 0 && map(b, t) < Np, op, "map", "values must be rows of y in [0, ", Np, "), got ",
                 map(b, t), " at [", b, ",", t, "]");
   detail::check_out(out, B, N0, C, op, "out");
   effattn::detail::check_no_alias(out, "out", y, "y", op);

@@ -29,7 +29,7 @@ inline void log_size(ConstView<float, 2> size, View<float, 2> out) {
   if (size.empty()) return;  // nothing to check or write, whatever the other extent
   for (index_t b = 0; b < size.dim(0); ++b)
     for (index_t j = 0; j < size.dim(1); ++j)
-      require(std::isfinite(size(b, j)) && size(b, j) > 0.0f, op, "size", "must be finite and > 0, got ",
+      effattn::detail::require(std::isfinite(size(b, j)) && size(b, j) > 0.0f, op, "size", "must be finite and > 0, got ",
               size(b, j), " at [", b, ",", j, "]");
   if (out.data() != size.data())
     effattn::detail::check_no_alias(out, "log_size", size, "size", op);

@@ -21,7 +21,7 @@ constexpr index_t kMaxScheduleR = index_t(1) << 53;
 
 namespace detail {
 inline void check_layers(index_t num_layers, index_t min_layers, const char* op) {
-  require(num_layers >= min_layers && num_layers <= kMaxScheduleLayers, op, "num_layers", "must be in [", min_layers,
+  effattn::detail::require(num_layers >= min_layers && num_layers <= kMaxScheduleLayers, op, "num_layers", "must be in [", min_layers,
           ", ", kMaxScheduleLayers, "], got ", num_layers);
 }
 }  // namespace detail
@@ -38,12 +38,12 @@ inline void check_layers(index_t num_layers, index_t min_layers, const char* op)
 /// kMaxScheduleLayers, 0 <= r <= kMaxScheduleR and a finite inflect in [-1, 1].
 inline std::vector<index_t> parse_r(index_t num_layers, index_t r, double inflect = 0.0) {
   const char* op = "tome::parse_r";
-  require(num_layers >= 2, op, "num_layers",
+  effattn::detail::require(num_layers >= 2, op, "num_layers",
           "must be >= 2 for an (r, inflect) schedule (the official code divides by num_layers - 1 = 0); got ",
           num_layers, ". Use schedule_constant() or an explicit list for one layer");
   detail::check_layers(num_layers, 2, op);
-  require(r >= 0 && r <= kMaxScheduleR, op, "r", "must be in [0, 2^53], got ", r);
-  require(std::isfinite(inflect) && inflect >= -1.0 && inflect <= 1.0, op, "inflect", "must be in [-1, 1], got ",
+  effattn::detail::require(r >= 0 && r <= kMaxScheduleR, op, "r", "must be in [0, 2^53], got ", r);
+  effattn::detail::require(std::isfinite(inflect) && inflect >= -1.0 && inflect <= 1.0, op, "inflect", "must be in [-1, 1], got ",
           inflect);
   const index_t min_val = static_cast<index_t>(static_cast<double>(r) * (1.0 - inflect));
   const index_t max_val = 2 * r - min_val;
@@ -61,7 +61,7 @@ inline std::vector<index_t> parse_r(index_t num_layers, index_t r, double inflec
 inline std::vector<index_t> parse_r(index_t num_layers, const std::vector<index_t>& list) {
   const char* op = "tome::parse_r";
   detail::check_layers(num_layers, 0, op);
-  for (size_t i = 0; i < list.size(); ++i) require(list[i] >= 0, op, "list", "entries must be >= 0, got ", list[i], " at ", i);
+  for (size_t i = 0; i < list.size(); ++i) effattn::detail::require(list[i] >= 0, op, "list", "entries must be >= 0, got ", list[i], " at ", i);
   std::vector<index_t> out = list;
   if (static_cast<index_t>(out.size()) < num_layers) out.resize(static_cast<size_t>(num_layers), 0);
   return out;
@@ -71,7 +71,7 @@ inline std::vector<index_t> parse_r(index_t num_layers, const std::vector<index_
 inline std::vector<index_t> schedule_constant(index_t num_layers, index_t r) {
   const char* op = "tome::schedule_constant";
   detail::check_layers(num_layers, 0, op);
-  require(r >= 0, op, "r", "must be >= 0, got ", r);
+  effattn::detail::require(r >= 0, op, "r", "must be >= 0, got ", r);
   return std::vector<index_t>(static_cast<size_t>(num_layers), r);
 }
 
@@ -81,13 +81,13 @@ inline std::vector<index_t> schedule_constant(index_t num_layers, index_t r) {
 inline std::vector<index_t> tokens_after_layers(index_t tokens, const std::vector<index_t>& schedule,
                                                 index_t protected_tokens = 1) {
   const char* op = "tome::tokens_after_layers";
-  require(tokens >= 0, op, "tokens", "must be >= 0, got ", tokens);
-  require(protected_tokens >= 0 && protected_tokens <= 2, op, "protected_tokens", "must be 0, 1 or 2, got ",
+  effattn::detail::require(tokens >= 0, op, "tokens", "must be >= 0, got ", tokens);
+  effattn::detail::require(protected_tokens >= 0 && protected_tokens <= 2, op, "protected_tokens", "must be 0, 1 or 2, got ",
           protected_tokens);
   std::vector<index_t> out;
   index_t n = tokens;
   for (index_t r : schedule) {
-    require(r >= 0, op, "schedule", "entries must be >= 0, got ", r);
+    effattn::detail::require(r >= 0, op, "schedule", "entries must be >= 0, got ", r);
     const index_t cap = n - protected_tokens > 0 ? (n - protected_tokens) / 2 : 0;
     n -= r < cap ? r : cap;
     out.push_back(n);

@@ -55,7 +55,7 @@ struct ViTBlock {
   /// Random weights (torch-like uniform bounds, LayerNorm weight 1 + noise).
   template <class Rng>
   static ViTBlock random(index_t width, index_t heads, index_t mlp_hidden, Rng& rng) {
-    require(width > 0 && heads > 0 && width % heads == 0, "tome::ViTBlock::random", "heads",
+    effattn::detail::require(width > 0 && heads > 0 && width % heads == 0, "tome::ViTBlock::random", "heads",
             "must divide width, got width=", width, " heads=", heads);
     ViTBlock b;
     std::normal_distribution<float> nd(0.0f, 0.02f);
@@ -91,7 +91,7 @@ struct ToMeState {
   /// batch * tokens that overflows.
   void reset(index_t batch_, index_t tokens_, bool trace = false) {
     const char* op = "tome::ToMeState::reset";
-    require(batch_ >= 0 && tokens_ >= 0, op, "batch/tokens", "must be >= 0, got batch=", batch_, " tokens=", tokens_);
+    effattn::detail::require(batch_ >= 0 && tokens_ >= 0, op, "batch/tokens", "must be >= 0, got batch=", batch_, " tokens=", tokens_);
     if (trace) effattn::detail::checked_mul(batch_, tokens_, op, "source map batch * tokens");
     batch = batch_;
     tokens = tokens_;
@@ -133,50 +133,9 @@ struct ViTWorkspace {
 
 namespace detail {
 
-/// y = x W^T + b on the Executor. The output is cut into fixed tiles of
-/// kLinearRows x kLinearCols; each tile is one single-threaded Eigen tensor
-/// contraction (a cache-blocked GEMM; only its own rows of x and rows of W are
-/// packed), plus the bias. The tiling never depends on the thread count, so
-/// the result is bit-identical for any Executor, and Eigen's own threading
-/// (a global setting) is never used.
-constexpr index_t kLinearRows = 768;
-constexpr index_t kLinearCols = 384;
-
-inline void linear(const nn::Linear& l, const nn::Matrix& x, nn::Matrix& y, const Executor& ex) {
-  const index_t M = x.rows(), K = x.cols(), N = l.out_features();
-  y.resize(M, N);
-  if (M == 0 || N == 0) return;
-  const index_t rch = (M + kLinearRows - 1) / kLinearRows, cch = (N + kLinearCols - 1) / kLinearCols;
-  using TMapC = Eigen::TensorMap<Eigen::Tensor<const float, 2, Eigen::RowMajor>>;
-  using TMap = Eigen::TensorMap<Eigen::Tensor<float, 2, Eigen::RowMajor>>;
-  const bool has_bias = l.bias.size() != 0;
-  effattn::detail::parallel_items(
-      executor_for(ex, double(M) * K * N), rch * cch,
-      // One tile's scratch: at most kLinearRows x kLinearCols (less for a small layer).
-      [&] { return std::vector<float>(static_cast<size_t>(std::min(kLinearRows, M) * std::min(kLinearCols, N))); },
-      [&](index_t item, std::vector<float>& buf) {
-        const index_t r0 = (item / cch) * kLinearRows, c0 = (item % cch) * kLinearCols;
-        const index_t m = std::min(kLinearRows, M - r0), n = std::min(kLinearCols, N - c0);
-        TMapC X(x.data() + r0 * K, m, K), W(l.weight.data() + c0 * K, n, K);
-        TMap S(buf.data(), m, n);
-        const Eigen::array<Eigen::IndexPair<Eigen::Index>, 1> dims = {Eigen::IndexPair<Eigen::Index>(1, 1)};
-        S = X.contract(W, dims);
-        for (index_t i = 0; i < m; ++i) {
-          float* yr = y.data() + (r0 + i) * N + c0;
-          const float* sr = buf.data() + i * n;
-          if (has_bias) {
-            const float* br = l.bias.data() + c0;
-            for (index_t j = 0; j < n; ++j) yr[j] = sr[j] + br[j];
-          } else {
-            for (index_t j = 0; j < n; ++j) yr[j] = sr[j];
-          }
-        }
-      });
-}
-
 inline void check_block(const ViTBlock& blk, const char* op) {
   const index_t C = blk.qkv.in_features();
-  require(C > 0 && blk.heads > 0 && C % blk.heads == 0, op, "heads", "must divide the width, got width=", C,
+  effattn::detail::require(C > 0 && blk.heads > 0 && C % blk.heads == 0, op, "heads", "must divide the width, got width=", C,
           " heads=", blk.heads);
   auto chk = [&](bool ok, const char* what) {
     if (!ok) EFFATTN_THROW(shape_error(effattn::detail::concat(op, ": block weight ", what, " has the wrong shape for width ", C)));
@@ -190,7 +149,7 @@ inline void check_block(const ViTBlock& blk, const char* op) {
   chk(blk.fc2.bias.size() == 0 || blk.fc2.bias.size() == C, "fc2 bias [C]");
   chk(blk.norm1_weight.size() == C && blk.norm1_bias.size() == C, "norm1 [C]");
   chk(blk.norm2_weight.size() == C && blk.norm2_bias.size() == C, "norm2 [C]");
-  require(std::isfinite(blk.eps) && blk.eps > 0, op, "eps", "must be finite and > 0, got ", blk.eps);
+  effattn::detail::require(std::isfinite(blk.eps) && blk.eps > 0, op, "eps", "must be finite and > 0, got ", blk.eps);
 }
 
 /// The state and activations a block starts from: x [B*N, C], sizes [B, N]
@@ -200,25 +159,25 @@ inline void check_block(const ViTBlock& blk, const char* op) {
 inline void check_block_state(const nn::Matrix& x, const ToMeState& st, index_t C, const ToMeBlockOptions& opt,
                               const char* op) {
   const index_t B = st.batch, N = st.tokens;
-  require(B >= 1 && N >= 1, op, "state", "must have batch >= 1 and tokens >= 1, got batch=", B, " tokens=", N);
+  effattn::detail::require(B >= 1 && N >= 1, op, "state", "must have batch >= 1 and tokens >= 1, got batch=", B, " tokens=", N);
   const index_t rows = effattn::detail::checked_mul(B, N, op, "state batch * tokens");
   if (x.rows() != rows || x.cols() != C)
     EFFATTN_THROW(shape_error(effattn::detail::concat(op, ": x must be [B*N,C]=[", rows, ",", C, "], got [",
                                                       x.rows(), ",", x.cols(), "]")));
-  require(st.size.empty() || static_cast<index_t>(st.size.size()) == rows, op, "state.size",
+  effattn::detail::require(st.size.empty() || static_cast<index_t>(st.size.size()) == rows, op, "state.size",
           "must be empty or [B,N]=[", B, ",", N, "], got ", st.size.size(), " values");
   for (size_t i = 0; i < st.size.size(); ++i)
-    require(std::isfinite(st.size[i]) && st.size[i] > 0.0f, op, "state.size", "must be finite and > 0, got ",
+    effattn::detail::require(std::isfinite(st.size[i]) && st.size[i] > 0.0f, op, "state.size", "must be finite and > 0, got ",
             st.size[i], " at ", i);
   if (st.trace_source) {
-    require(!st.source_map.empty() && static_cast<index_t>(st.source_map.size()) % B == 0, op, "state.source_map",
+    effattn::detail::require(!st.source_map.empty() && static_cast<index_t>(st.source_map.size()) % B == 0, op, "state.source_map",
             "must be [B,N0] when tracing (call ToMeState::reset)");
     for (size_t i = 0; i < st.source_map.size(); ++i)
-      require(st.source_map[i] >= 0 && st.source_map[i] < N, op, "state.source_map", "values must be rows in [0, N=",
+      effattn::detail::require(st.source_map[i] >= 0 && st.source_map[i] < N, op, "state.source_map", "values must be rows in [0, N=",
               N, "), got ", st.source_map[i], " at ", i);
   }
   check_match_options(opt.match, op);
-  require(opt.attention_backend == Backend::tiled || opt.attention_backend == Backend::reference, op,
+  effattn::detail::require(opt.attention_backend == Backend::tiled || opt.attention_backend == Backend::reference, op,
           "attention_backend", "must be tiled or reference");
 }
 
@@ -239,12 +198,12 @@ inline void tome_block_forward(const ViTBlock& blk, nn::Matrix& x, ToMeState& st
   effattn::detail::check_executor(ex, op);
   detail::check_block(blk, op);
   detail::check_block_state(x, st, blk.width(), opt, op);
-  require(r >= 0, op, "r", "must be >= 0, got ", r);
+  effattn::detail::require(r >= 0, op, "r", "must be >= 0, got ", r);
   const index_t B = st.batch, N = st.tokens, C = blk.width(), H = blk.heads, hd = C / H;
 
   // Attention with proportional attention.
   nn::layer_norm(x, blk.norm1_weight, blk.norm1_bias, blk.eps, ws.h, ex);
-  detail::linear(blk.qkv, ws.h, ws.qkv, ex);
+  nn::linear(blk.qkv, ws.h, ws.qkv, ex);
   ws.attn.resize(B * N, C);
   const float* qkv = ws.qkv.data();
   const index_t C3 = 3 * C;
@@ -260,7 +219,7 @@ inline void tome_block_forward(const ViTBlock& blk, nn::Matrix& x, ToMeState& st
   } else {
     attention<float>(q, k, v, o, NoMask{}, NoScore{}, aopt, ex);
   }
-  detail::linear(blk.proj, ws.attn, ws.tmp, ex);
+  nn::linear(blk.proj, ws.attn, ws.tmp, ex);
   x += ws.tmp;
   if (trace) trace->x_attn = x;
 
@@ -310,9 +269,9 @@ inline void tome_block_forward(const ViTBlock& blk, nn::Matrix& x, ToMeState& st
 
   // MLP.
   nn::layer_norm(x, blk.norm2_weight, blk.norm2_bias, blk.eps, ws.h, ex);
-  detail::linear(blk.fc1, ws.h, ws.hidden, ex);
+  nn::linear(blk.fc1, ws.h, ws.hidden, ex);
   nn::gelu_erf(ws.hidden, ex);
-  detail::linear(blk.fc2, ws.hidden, ws.tmp, ex);
+  nn::linear(blk.fc2, ws.hidden, ws.tmp, ex);
   x += ws.tmp;
 }
 
@@ -345,9 +304,9 @@ struct ViTEncoder {
                std::vector<index_t>* tokens_after = nullptr) const {
     const char* op = "tome::ViTEncoder::forward";
     effattn::detail::check_executor(ex, op);
-    require(batch >= 1 && x.rows() % batch == 0, op, "batch", "must divide the rows of x, got batch=", batch,
+    effattn::detail::require(batch >= 1 && x.rows() % batch == 0, op, "batch", "must divide the rows of x, got batch=", batch,
             " rows=", x.rows());
-    for (index_t r : schedule) require(r >= 0, op, "schedule", "entries must be >= 0, got ", r);
+    for (index_t r : schedule) effattn::detail::require(r >= 0, op, "schedule", "entries must be >= 0, got ", r);
     // Everything the blocks and the final norm would check, checked before x
     // or st change: a throwing call leaves both as they were.
     const index_t C = x.cols();
@@ -360,7 +319,7 @@ struct ViTEncoder {
     if (norm_weight.size() != C || norm_bias.size() != C)
       EFFATTN_THROW(shape_error(effattn::detail::concat(op, ": norm weight and bias must be [C]=[", C, "], got [",
                                                         norm_weight.size(), "] and [", norm_bias.size(), "]")));
-    require(std::isfinite(eps) && eps > 0, op, "eps", "must be finite and > 0, got ", eps);
+    effattn::detail::require(std::isfinite(eps) && eps > 0, op, "eps", "must be finite and > 0, got ", eps);
     ToMeState fresh;
     fresh.reset(batch, x.rows() / batch, st.trace_source);
     if (!blocks.empty()) detail::check_block_state(x, fresh, C, opt, op);

@@ -54,7 +54,7 @@ inline void fill_key_limits(const Layout& L, index_t N, index_t* row) {
 /// B * N * N, checked before the limits or the mask are allocated.
 inline index_t dense_mask_size(index_t B, index_t N, const char* op) {
   const index_t n = ::effattn::detail::checked_product(op, "B * N * N", B, N, N);
-  require(static_cast<std::uint64_t>(n) <= std::vector<std::uint8_t>().max_size(), op, "B * N * N", "= ", n,
+  effattn::detail::require(static_cast<std::uint64_t>(n) <= std::vector<std::uint8_t>().max_size(), op, "B * N * N", "= ", n,
           " is more than a vector can hold");
   return n;
 }
@@ -71,11 +71,11 @@ inline std::vector<std::uint8_t> dense_mask(const KeyLimits& lim, const char* op
 }
 
 inline KeyLimits batch_limits(const BatchLayout& batch, const char* op) {
-  require(batch.N >= 0 && batch.N <= max_sequence_length, op, "batch.N", "must be in [0, max_sequence_length=",
+  effattn::detail::require(batch.N >= 0 && batch.N <= max_sequence_length, op, "batch.N", "must be in [0, max_sequence_length=",
           max_sequence_length, "], got ", batch.N);
   for (size_t b = 0; b < batch.items.size(); ++b) {
     check_layout(batch.items[b], op, "batch.items", b);
-    require(batch.items[b].length() <= batch.N, op, "batch.items", "[", b, "] has ", batch.items[b].length(),
+    effattn::detail::require(batch.items[b].length() <= batch.N, op, "batch.items", "[", b, "] has ", batch.items[b].length(),
             " tokens, more than batch.N=", batch.N);
   }
   KeyLimits r;
@@ -116,7 +116,7 @@ inline KeyLimits block_causal_limits(const Layout& layout) {
 /// allowed and padding queries see every valid key. O(B N^2) memory.
 inline std::vector<std::uint8_t> block_causal_dense_mask(const BatchLayout& batch) {
   const char* op = "transfusion::block_causal_dense_mask";
-  require(batch.N >= 0, op, "batch.N", "must be >= 0, got ", batch.N);
+  effattn::detail::require(batch.N >= 0, op, "batch.N", "must be >= 0, got ", batch.N);
   detail::dense_mask_size(batch.batch(), batch.N, op);
   return detail::dense_mask(detail::batch_limits(batch, op), op);
 }
@@ -176,8 +176,8 @@ void block_causal_attention(::effattn::detail::identity_t<ConstView<T, 4>> q,
                             ::effattn::detail::identity_t<View<acc_t<T>, 3>> lse = {}) {
   const char* op = "transfusion::block_causal_attention";
   ::effattn::detail::check_executor(ex, op);
-  require(limits.B >= 0 && limits.N >= 0, op, "limits", "must have B, N >= 0, got B=", limits.B, " N=", limits.N);
-  require(limits.data.size() == static_cast<size_t>(::effattn::detail::checked_mul(limits.B, limits.N, op, "limits B * N")),
+  effattn::detail::require(limits.B >= 0 && limits.N >= 0, op, "limits", "must have B, N >= 0, got B=", limits.B, " N=", limits.N);
+  effattn::detail::require(limits.data.size() == static_cast<size_t>(::effattn::detail::checked_mul(limits.B, limits.N, op, "limits B * N")),
           op, "limits", "must hold B * N = ", limits.B, " * ", limits.N, " entries, got ", limits.data.size());
   block_causal_attention<T>(q, k, v, out, limits.view(), opt, ex, lse);
 }

@@ -44,9 +44,9 @@ struct CosineSchedule {
   explicit CosineSchedule(index_t steps = 1000, double offset = 0.008, double beta_cap = 0.999)
       : T(steps), s(offset), max_beta(beta_cap) {
     const char* op = "transfusion::CosineSchedule";
-    require(T >= 1 && T <= max_steps, op, "T", "must be in [1, max_steps=", max_steps, "], got ", T);
-    require(std::isfinite(s) && s > 0, op, "s", "must be finite and > 0, got ", s);
-    require(max_beta > 0 && max_beta < 1, op, "max_beta", "must be in (0, 1), got ", max_beta);
+    effattn::detail::require(T >= 1 && T <= max_steps, op, "T", "must be in [1, max_steps=", max_steps, "], got ", T);
+    effattn::detail::require(std::isfinite(s) && s > 0, op, "s", "must be finite and > 0, got ", s);
+    effattn::detail::require(max_beta > 0 && max_beta < 1, op, "max_beta", "must be in (0, 1), got ", max_beta);
     const double pi = 3.14159265358979323846;
     auto f = [&](double t) {
       const double c = std::cos((t / static_cast<double>(T) + s) / (1.0 + s) * pi / 2.0);
@@ -64,9 +64,9 @@ struct CosineSchedule {
 
  private:
   index_t checked(index_t t, index_t lo) const {
-    require(t >= lo && t <= T, "transfusion::CosineSchedule", "t", "must be in [", lo, ", ", T, "], got ", t);
+    effattn::detail::require(t >= lo && t <= T, "transfusion::CosineSchedule", "t", "must be in [", lo, ", ", T, "], got ", t);
     // The members are public: a T edited without its tables is caught here.
-    require(static_cast<size_t>(t) < beta.size() && static_cast<size_t>(t) < alpha_bar.size(),
+    effattn::detail::require(static_cast<size_t>(t) < beta.size() && static_cast<size_t>(t) < alpha_bar.size(),
             "transfusion::CosineSchedule", "T", "=", T, " does not match its tables (", beta.size(), " betas, ",
             alpha_bar.size(), " alpha_bars)");
     return t;
@@ -88,8 +88,8 @@ inline index_t cap_timestep(index_t t, bool image_precedes_caption, index_t cap 
 inline std::vector<index_t> sample_timesteps(const Layout& layout, const CosineSchedule& sched, std::mt19937_64& rng,
                                              double cap_probability = 0.2, index_t cap = 500) {
   const char* op = "transfusion::sample_timesteps";
-  require(cap >= 1 && cap <= sched.T, op, "cap", "must be in [1, T=", sched.T, "], got ", cap);
-  require(cap_probability >= 0 && cap_probability <= 1, op, "cap_probability", "must be in [0, 1], got ", cap_probability);
+  effattn::detail::require(cap >= 1 && cap <= sched.T, op, "cap", "must be in [1, T=", sched.T, "], got ", cap);
+  effattn::detail::require(cap_probability >= 0 && cap_probability <= 1, op, "cap_probability", "must be in [0, 1], got ", cap_probability);
   detail::check_layout(layout, op);
   std::vector<index_t> t(static_cast<size_t>(layout.num_images()));
   std::uniform_real_distribution<double> coin(0.0, 1.0);
@@ -116,7 +116,7 @@ void add_noise(const CosineSchedule& sched, ::effattn::detail::identity_t<ConstV
   ::effattn::detail::check_shape(xt, op, "xt", "[M,D]", {x0.dim(0), x0.dim(1)});
   ::effattn::detail::check_no_alias(xt, "xt", x0, "x0", op);
   ::effattn::detail::check_no_alias(xt, "xt", eps, "eps", op);
-  require(t >= 0 && t <= sched.T, op, "t", "must be in [0, T=", sched.T, "], got ", t);
+  effattn::detail::require(t >= 0 && t <= sched.T, op, "t", "must be in [0, T=", sched.T, "], got ", t);
   if (x0.empty()) return;  // [M, 0] or [0, D]: nothing to write, however large the other extent
   const double a = std::sqrt(sched.abar(t)), b = std::sqrt(1.0 - sched.abar(t));
   for (index_t m = 0; m < x0.dim(0); ++m)
@@ -137,10 +137,10 @@ void add_noise_per_image(const CosineSchedule& sched, const Layout& layout,
   detail::check_layout(layout, op);
   ::effattn::detail::check_view(x0, op, "x0", false);
   ::effattn::detail::check_shape(x0, op, "x0", "[P,D]", {layout.num_patches(), x0.dim(1)});
-  require(static_cast<index_t>(timesteps.size()) == layout.num_images(), op, "timesteps",
+  effattn::detail::require(static_cast<index_t>(timesteps.size()) == layout.num_images(), op, "timesteps",
           "must have one entry per image (", layout.num_images(), "), got ", timesteps.size());
   for (size_t k = 0; k < timesteps.size(); ++k)
-    require(timesteps[k] >= 0 && timesteps[k] <= sched.T, op, "timesteps", "[", k, "]=", timesteps[k],
+    effattn::detail::require(timesteps[k] >= 0 && timesteps[k] <= sched.T, op, "timesteps", "[", k, "]=", timesteps[k],
             " must be in [0, T=", sched.T, "]");
   ::effattn::detail::check_view(eps, op, "eps", false);
   ::effattn::detail::check_view(xt, op, "xt", true);
@@ -196,8 +196,8 @@ void ddpm_step(const CosineSchedule& sched, ::effattn::detail::identity_t<ConstV
   }
   ::effattn::detail::check_no_alias(x_prev, "x_prev", x_t, "x_t", op);
   ::effattn::detail::check_no_alias(x_prev, "x_prev", eps_hat, "eps_hat", op);
-  require(t >= 1 && t <= sched.T, op, "t", "must be in [1, T=", sched.T, "], got ", t);
-  require(variance == DdpmVariance::posterior || variance == DdpmVariance::beta, op, "variance", "is unknown");
+  effattn::detail::require(t >= 1 && t <= sched.T, op, "t", "must be in [1, T=", sched.T, "], got ", t);
+  effattn::detail::require(variance == DdpmVariance::posterior || variance == DdpmVariance::beta, op, "variance", "is unknown");
   if (x_t.empty()) return;  // nothing to write, however large the other extent
   const double beta = sched.beta_at(t), abar = sched.abar(t), abar_prev = sched.abar(t - 1);
   const double c_eps = beta / std::sqrt(1.0 - abar), inv_sqrt_alpha = 1.0 / std::sqrt(1.0 - beta);
@@ -225,7 +225,7 @@ void predict_x0(const CosineSchedule& sched, ::effattn::detail::identity_t<Const
   ::effattn::detail::check_shape(x0, op, "x0", "[M,D]", {x_t.dim(0), x_t.dim(1)});
   ::effattn::detail::check_no_alias(x0, "x0", x_t, "x_t", op);
   ::effattn::detail::check_no_alias(x0, "x0", eps_hat, "eps_hat", op);
-  require(t >= 0 && t <= sched.T, op, "t", "must be in [0, T=", sched.T, "], got ", t);
+  effattn::detail::require(t >= 0 && t <= sched.T, op, "t", "must be in [0, T=", sched.T, "], got ", t);
   if (x_t.empty()) return;  // nothing to write, however large the other extent
   const double a = std::sqrt(sched.abar(t)), b = std::sqrt(1.0 - sched.abar(t));
   for (index_t m = 0; m < x_t.dim(0); ++m)

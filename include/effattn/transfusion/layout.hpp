@@ -84,10 +84,10 @@ struct Segment {
   /// (H/p) x (W/p) patches. Throws parameter_error unless p >= 1 divides H and W.
   static Segment latent_image(index_t H, index_t W, index_t p) {
     const char* op = "transfusion::Segment::latent_image";
-    require(p >= 1, op, "p", "must be >= 1, got ", p);
-    require(H >= 1 && W >= 1, op, "H, W", "must be >= 1, got H=", H, " W=", W);
-    require(H % p == 0, op, "p", "must divide the latent height H=", H, ", got p=", p);
-    require(W % p == 0, op, "p", "must divide the latent width W=", W, ", got p=", p);
+    effattn::detail::require(p >= 1, op, "p", "must be >= 1, got ", p);
+    effattn::detail::require(H >= 1 && W >= 1, op, "H, W", "must be >= 1, got H=", H, " W=", W);
+    effattn::detail::require(H % p == 0, op, "p", "must divide the latent height H=", H, ", got p=", p);
+    effattn::detail::require(W % p == 0, op, "p", "must divide the latent width W=", W, ", got p=", p);
     return image(H / p, W / p);
   }
 };
@@ -132,7 +132,7 @@ struct Layout {
   /// caption, the case in which the paper caps the diffusion timestep at 500
   /// (see diffusion.hpp). Throws parameter_error for k out of range.
   bool image_precedes_caption(index_t k) const {
-    require(k >= 0 && k < num_images(), "transfusion::Layout::image_precedes_caption", "k",
+    effattn::detail::require(k >= 0 && k < num_images(), "transfusion::Layout::image_precedes_caption", "k",
             "must be in [0, ", num_images(), "), got ", k);
     const ImageSpan& im = images[static_cast<size_t>(k)];
     const bool text_before = im.boi() > 0 && type[static_cast<size_t>(im.boi() - 1)] == TokenType::text;
@@ -186,24 +186,24 @@ inline void fill_layout(Layout& L, index_t N, PositionMode mode) {
 inline void check_layout(const Layout& L, const char* op, const char* which = "layout", size_t index = size_t(-1)) {
   const std::string name = index == size_t(-1) ? std::string(which) : ::effattn::detail::concat(which, "[", index, "]");
   const char* nm = name.c_str();
-  require(L.type.size() <= static_cast<size_t>(max_sequence_length), op, nm, "has ", L.type.size(),
+  effattn::detail::require(L.type.size() <= static_cast<size_t>(max_sequence_length), op, nm, "has ", L.type.size(),
           " tokens, more than max_sequence_length=", max_sequence_length);
   const index_t N = L.length();
   const size_t n = static_cast<size_t>(N);
-  require(L.image_id.size() == n && L.patch_row.size() == n && L.patch_col.size() == n && L.position.size() == n, op,
+  effattn::detail::require(L.image_id.size() == n && L.patch_row.size() == n && L.patch_col.size() == n && L.position.size() == n, op,
           nm, "per-token arrays must all have N=", N, " entries, got image_id ", L.image_id.size(), ", patch_row ",
           L.patch_row.size(), ", patch_col ", L.patch_col.size(), ", position ", L.position.size());
   index_t prev_eoi = -1, patches = 0;
   for (size_t k = 0; k < L.images.size(); ++k) {
     const ImageSpan& im = L.images[k];
-    require(im.grid_h >= 1 && im.grid_w >= 1 && im.start >= 1 && im.start - 1 > prev_eoi && im.start < N &&
+    effattn::detail::require(im.grid_h >= 1 && im.grid_w >= 1 && im.start >= 1 && im.start - 1 > prev_eoi && im.start < N &&
                 im.length >= 1 && im.length < N - im.start && im.length / im.grid_w == im.grid_h &&
                 im.length % im.grid_w == 0,
             op, nm, "image ", k, " {start=", im.start, ", length=", im.length, ", grid ", im.grid_h, " x ", im.grid_w,
             "} is not a span of grid_h * grid_w patches inside [1, N-1) after the previous image (EOI at ", prev_eoi,
             "), N=", N);
     prev_eoi = im.eoi();
-    require(L.type[static_cast<size_t>(im.boi())] == TokenType::boi && L.type[static_cast<size_t>(im.eoi())] == TokenType::eoi,
+    effattn::detail::require(L.type[static_cast<size_t>(im.boi())] == TokenType::boi && L.type[static_cast<size_t>(im.eoi())] == TokenType::eoi,
             op, nm, "image ", k, " is not bracketed by BOI at ", im.boi(), " and EOI at ", im.eoi());
     patches += im.length;
   }
@@ -215,19 +215,19 @@ inline void check_layout(const Layout& L, const char* op, const char* which = "l
     const index_t id = L.image_id[i];
     const TokenType t = L.type[i];
     if (id == -1) {
-      require(t == TokenType::text || t == TokenType::boi || t == TokenType::eoi, op, nm, "token ", i,
+      effattn::detail::require(t == TokenType::text || t == TokenType::boi || t == TokenType::eoi, op, nm, "token ", i,
               " has image_id -1 but type ", static_cast<int>(t), " (not text, BOI or EOI)");
       markers += t != TokenType::text;
       continue;
     }
-    require(id >= 0 && id < L.num_images() && t == TokenType::patch, op, nm, "token ", i, " has image_id ", id,
+    effattn::detail::require(id >= 0 && id < L.num_images() && t == TokenType::patch, op, nm, "token ", i, " has image_id ", id,
             " and type ", static_cast<int>(t), " (a patch of one of the ", L.num_images(), " images expected)");
     const ImageSpan& im = L.images[static_cast<size_t>(id)];
-    require(static_cast<index_t>(i) >= im.start && static_cast<index_t>(i) < im.end(), op, nm, "token ", i,
+    effattn::detail::require(static_cast<index_t>(i) >= im.start && static_cast<index_t>(i) < im.end(), op, nm, "token ", i,
             " claims image ", id, " but lies outside its patches [", im.start, ", ", im.end(), ")");
     ++found;
   }
-  require(markers == 2 * L.num_images() && found == patches, op, nm, "has ", markers, " BOI / EOI and ", found,
+  effattn::detail::require(markers == 2 * L.num_images() && found == patches, op, nm, "has ", markers, " BOI / EOI and ", found,
           " patch tokens, but its ", L.num_images(), " images need ", 2 * L.num_images(), " and ", patches);
 }
 
@@ -246,18 +246,18 @@ inline Layout make_layout(const std::vector<Segment>& segments, PositionMode mod
     const Segment& g = segments[s];
     index_t add = 0;
     if (g.kind == Segment::Kind::text) {
-      require(g.length >= 1, op, "segments", "[", s, "] is a text run of length ", g.length, " (must be >= 1)");
+      effattn::detail::require(g.length >= 1, op, "segments", "[", s, "] is a text run of length ", g.length, " (must be >= 1)");
       add = g.length;
     } else if (g.kind == Segment::Kind::image) {
-      require(g.grid_h >= 1 && g.grid_w >= 1, op, "segments", "[", s, "] is an image of ", g.grid_h, " x ", g.grid_w,
+      effattn::detail::require(g.grid_h >= 1 && g.grid_w >= 1, op, "segments", "[", s, "] is an image of ", g.grid_h, " x ", g.grid_w,
               " patches (zero-size image; both must be >= 1)");
       add = ::effattn::detail::checked_add(::effattn::detail::checked_mul(g.grid_h, g.grid_w, op, "grid_h * grid_w"),
                                            index_t(2), op, "image length with markers");
     } else {
-      require(false, op, "segments", "[", s, "] has an unknown kind ", static_cast<int>(g.kind));
+      effattn::detail::require(false, op, "segments", "[", s, "] has an unknown kind ", static_cast<int>(g.kind));
     }
     N = ::effattn::detail::checked_add(N, add, op, "sequence length");
-    require(N <= max_sequence_length, op, "segments", "describe more than max_sequence_length=", max_sequence_length,
+    effattn::detail::require(N <= max_sequence_length, op, "segments", "describe more than max_sequence_length=", max_sequence_length,
             " tokens (", N, " through segments[", s, "])");
   }
   Layout L;
@@ -295,22 +295,22 @@ struct ImagePlacement {
 inline Layout layout_from_spans(index_t N, const std::vector<ImagePlacement>& placements,
                                 PositionMode mode = PositionMode::sequential) {
   const char* op = "transfusion::layout_from_spans";
-  require(N >= 0 && N <= max_sequence_length, op, "N", "must be in [0, max_sequence_length=", max_sequence_length,
+  effattn::detail::require(N >= 0 && N <= max_sequence_length, op, "N", "must be in [0, max_sequence_length=", max_sequence_length,
           "], got ", N);
   // Every span is checked before anything is allocated.
   index_t prev_eoi = -1;
   for (size_t k = 0; k < placements.size(); ++k) {
     const ImagePlacement& p = placements[k];
-    require(p.grid_h >= 1 && p.grid_w >= 1, op, "images", "[", k, "] has a ", p.grid_h, " x ", p.grid_w,
+    effattn::detail::require(p.grid_h >= 1 && p.grid_w >= 1, op, "images", "[", k, "] has a ", p.grid_h, " x ", p.grid_w,
             " patch grid (zero-size image; both must be >= 1)");
-    require(p.start >= 1 && p.start < N, op, "images", "[", k, "] starts at ", p.start,
+    effattn::detail::require(p.start >= 1 && p.start < N, op, "images", "[", k, "] starts at ", p.start,
             ": out of range for a sequence of N=", N, " tokens (its BOI sits at start - 1 >= 0)");
     const index_t len = ::effattn::detail::checked_mul(p.grid_h, p.grid_w, op, "grid_h * grid_w");
     // start < N <= max_sequence_length, so start + len only overflows for a
     // len that is out of range anyway.
-    require(len < N - p.start, op, "images", "[", k, "] = BOI at ", p.start - 1, ", ", len, " patches from ", p.start,
+    effattn::detail::require(len < N - p.start, op, "images", "[", k, "] = BOI at ", p.start - 1, ", ", len, " patches from ", p.start,
             ", EOI at ", p.start, " + ", len, " is out of range for a sequence of N=", N, " tokens");
-    require(p.start - 1 > prev_eoi, op, "images", "[", k, "] (BOI at ", p.start - 1,
+    effattn::detail::require(p.start - 1 > prev_eoi, op, "images", "[", k, "] (BOI at ", p.start - 1,
             ") overlaps or precedes the previous image (EOI at ", prev_eoi, "); spans must be disjoint and in sequence order");
     prev_eoi = p.start + len;
   }
@@ -342,27 +342,27 @@ inline Layout layout_from_tokens(ConstView<std::int64_t, 1> type, ConstView<std:
   const index_t N = type.dim(0);
   ::effattn::detail::check_shape(image_id, op, "image_id", "[N]", {N});
   // A broadcast (stride 0) view may have any extent: bound it before the scan.
-  require(N <= max_sequence_length, op, "type", "has N=", N, " tokens, more than max_sequence_length=",
+  effattn::detail::require(N <= max_sequence_length, op, "type", "has N=", N, " tokens, more than max_sequence_length=",
           max_sequence_length);
   std::vector<ImagePlacement> pl;
   for (index_t i = 0; i < N;) {
     const std::int64_t t = type(i), id = image_id(i);
-    require(t >= 0 && t <= 3, op, "type", "[", i, "]=", t, " is not a token type code (0 text, 1 BOI, 2 EOI, 3 patch)");
+    effattn::detail::require(t >= 0 && t <= 3, op, "type", "[", i, "]=", t, " is not a token type code (0 text, 1 BOI, 2 EOI, 3 patch)");
     if (t != 3) {
-      require(id == -1, op, "image_id", "[", i, "]=", id, " must be -1 for a token that is not a patch");
-      require(t != 2, op, "type", "[", i, "] is an EOI that does not close an image");
+      effattn::detail::require(id == -1, op, "image_id", "[", i, "]=", id, " must be -1 for a token that is not a patch");
+      effattn::detail::require(t != 2, op, "type", "[", i, "] is an EOI that does not close an image");
       if (t == 1)
-        require(i + 1 < N && type(i + 1) == 3, op, "type", "[", i, "] is a BOI not followed by a patch (zero-size or truncated image)");
+        effattn::detail::require(i + 1 < N && type(i + 1) == 3, op, "type", "[", i, "] is a BOI not followed by a patch (zero-size or truncated image)");
       ++i;
       continue;
     }
     const index_t k = static_cast<index_t>(pl.size());
-    require(id == k, op, "image_id", "[", i, "]=", id, " but the next image in sequence order has id ", k);
-    require(i >= 1 && type(i - 1) == 1, op, "type", "[", i, "] starts image ", k, " without a BOI right before it");
+    effattn::detail::require(id == k, op, "image_id", "[", i, "]=", id, " but the next image in sequence order has id ", k);
+    effattn::detail::require(i >= 1 && type(i - 1) == 1, op, "type", "[", i, "] starts image ", k, " without a BOI right before it");
     index_t e = i;
     while (e < N && type(e) == 3 && image_id(e) == id) ++e;
-    require(e < N && type(e) == 2, op, "type", "image ", k, " (patches [", i, ", ", e, ")) is not followed by an EOI");
-    require(image_id(e) == -1, op, "image_id", "[", e, "]=", image_id(e), " must be -1 for the EOI of image ", k);
+    effattn::detail::require(e < N && type(e) == 2, op, "type", "image ", k, " (patches [", i, ", ", e, ")) is not followed by an EOI");
+    effattn::detail::require(image_id(e) == -1, op, "image_id", "[", e, "]=", image_id(e), " must be -1 for the EOI of image ", k);
     pl.push_back(ImagePlacement{i, 1, e - i});
     i = e + 1;
   }
@@ -400,14 +400,14 @@ struct BatchLayout {
 /// is inconsistent (detail::check_layout).
 inline BatchLayout make_batch(std::vector<Layout> layouts, index_t pad_to = 0) {
   const char* op = "transfusion::make_batch";
-  require(pad_to >= 0 && pad_to <= max_sequence_length, op, "pad_to", "must be in [0, max_sequence_length=",
+  effattn::detail::require(pad_to >= 0 && pad_to <= max_sequence_length, op, "pad_to", "must be in [0, max_sequence_length=",
           max_sequence_length, "], got ", pad_to);
   index_t longest = 0;
   for (size_t b = 0; b < layouts.size(); ++b) {
     detail::check_layout(layouts[b], op, "layouts", b);
     longest = std::max(longest, layouts[b].length());
   }
-  require(pad_to == 0 || pad_to >= longest, op, "pad_to", "=", pad_to, " is shorter than the longest layout (", longest,
+  effattn::detail::require(pad_to == 0 || pad_to >= longest, op, "pad_to", "=", pad_to, " is shorter than the longest layout (", longest,
           " tokens)");
   BatchLayout b;
   b.N = std::max(longest, pad_to);

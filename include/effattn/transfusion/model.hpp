@@ -144,16 +144,16 @@ struct TinyTransfusion {
 
   static void check_config(const ModelConfig& c) {
     const char* op = "transfusion::TinyTransfusion";
-    require(c.dim >= 2 && c.dim % 2 == 0, op, "dim", "must be even and >= 2, got ", c.dim);
-    require(c.heads >= 1 && c.dim % c.heads == 0, op, "heads", "must divide dim=", c.dim, ", got ", c.heads);
-    require(c.head_dim() % 2 == 0, op, "dim/heads", "(head_dim) must be even for rotary positions, got ", c.head_dim());
-    require(c.layers >= 1, op, "layers", "must be >= 1, got ", c.layers);
-    require(c.mlp_hidden >= 1, op, "mlp_hidden", "must be >= 1, got ", c.mlp_hidden);
-    require(c.patch_dim >= 1, op, "patch_dim", "must be >= 1, got ", c.patch_dim);
-    require(std::isfinite(c.rope_base) && c.rope_base > 1, op, "rope_base", "must be > 1, got ", c.rope_base);
-    require(std::isfinite(c.ln_eps) && c.ln_eps > 0, op, "ln_eps", "must be finite and > 0, got ", c.ln_eps);
+    effattn::detail::require(c.dim >= 2 && c.dim % 2 == 0, op, "dim", "must be even and >= 2, got ", c.dim);
+    effattn::detail::require(c.heads >= 1 && c.dim % c.heads == 0, op, "heads", "must divide dim=", c.dim, ", got ", c.heads);
+    effattn::detail::require(c.head_dim() % 2 == 0, op, "dim/heads", "(head_dim) must be even for rotary positions, got ", c.head_dim());
+    effattn::detail::require(c.layers >= 1, op, "layers", "must be >= 1, got ", c.layers);
+    effattn::detail::require(c.mlp_hidden >= 1, op, "mlp_hidden", "must be >= 1, got ", c.mlp_hidden);
+    effattn::detail::require(c.patch_dim >= 1, op, "patch_dim", "must be >= 1, got ", c.patch_dim);
+    effattn::detail::require(std::isfinite(c.rope_base) && c.rope_base > 1, op, "rope_base", "must be > 1, got ", c.rope_base);
+    effattn::detail::require(std::isfinite(c.ln_eps) && c.ln_eps > 0, op, "ln_eps", "must be finite and > 0, got ", c.ln_eps);
     const index_t n = parameter_count(c, op);
-    require(n <= max_parameters, op, "config", "has ", n, " parameters, more than max_parameters=", max_parameters);
+    effattn::detail::require(n <= max_parameters, op, "config", "has ", n, " parameters, more than max_parameters=", max_parameters);
   }
 
   /// Checks the config and that every weight has the shape it implies (the
@@ -180,7 +180,7 @@ struct TinyTransfusion {
     vector(eoi, "eoi");
     vector(lnf_w, "lnf_w");
     vector(lnf_b, "lnf_b");
-    require(static_cast<index_t>(blocks.size()) == cfg.layers, op, "blocks", "must hold cfg.layers=", cfg.layers,
+    effattn::detail::require(static_cast<index_t>(blocks.size()) == cfg.layers, op, "blocks", "must hold cfg.layers=", cfg.layers,
             " blocks, got ", blocks.size());
     for (const Block& b : blocks) {
       vector(b.ln1_w, "ln1_w");
@@ -237,7 +237,7 @@ struct TinyTransfusion {
       EFFATTN_THROW(shape_error(::effattn::detail::concat(op, ": patches must be [num_patches,patch_dim]=[",
                                                           layout.num_patches(), ",", cfg.patch_dim, "], got [",
                                                           patches.rows(), ",", patches.cols(), "]")));
-    require(static_cast<index_t>(timesteps.size()) == layout.num_images(), op, "timesteps",
+    effattn::detail::require(static_cast<index_t>(timesteps.size()) == layout.num_images(), op, "timesteps",
             "must have one entry per image (", layout.num_images(), "), got ", timesteps.size());
     x.resize(layout.length(), cfg.dim);
     index_t ti = 0, pi = 0;
@@ -276,23 +276,23 @@ struct TinyTransfusion {
     if (x.cols() != C)
       EFFATTN_THROW(shape_error(::effattn::detail::concat(op, ": x must be [n,dim]=[", n, ",", C, "], got [", n, ",",
                                                           x.cols(), "]")));
-    require(r0 >= 0, op, "r0", "must be >= 0, got ", r0);
+    effattn::detail::require(r0 >= 0, op, "r0", "must be >= 0, got ", r0);
     const index_t nk = ::effattn::detail::checked_add(r0, n, op, "r0 + n");
-    require(static_cast<index_t>(pos.size()) == n, op, "pos", "must have n=", n, " entries, got ", pos.size());
-    require(static_cast<index_t>(limit.size()) == n, op, "limit", "must have n=", n, " entries, got ", limit.size());
+    effattn::detail::require(static_cast<index_t>(pos.size()) == n, op, "pos", "must have n=", n, " entries, got ", pos.size());
+    effattn::detail::require(static_cast<index_t>(limit.size()) == n, op, "limit", "must have n=", n, " entries, got ", limit.size());
     for (size_t r = 0; r < limit.size(); ++r)
-      require(limit[r] >= 0 && limit[r] <= nk && (r == 0 || limit[r] >= limit[r - 1]), op, "limit", "[", r, "]=",
+      effattn::detail::require(limit[r] >= 0 && limit[r] <= nk && (r == 0 || limit[r] >= limit[r - 1]), op, "limit", "[", r, "]=",
               limit[r], " must be in [0, r0 + n=", nk, "] and non-decreasing");
-    require(kv.heads == H && kv.head_dim == hd && kv.capacity >= 0, op, "kv", "must have heads=", H, " head_dim=", hd,
+    effattn::detail::require(kv.heads == H && kv.head_dim == hd && kv.capacity >= 0, op, "kv", "must have heads=", H, " head_dim=", hd,
             ", got heads=", kv.heads, " head_dim=", kv.head_dim, " capacity=", kv.capacity);
-    require(kv.layers == cfg.layers || (kv.layers == 1 && r0 == 0), op, "kv", "must hold every layer (", cfg.layers,
+    effattn::detail::require(kv.layers == cfg.layers || (kv.layers == 1 && r0 == 0), op, "kv", "must hold every layer (", cfg.layers,
             "), or one reused layer with r0 = 0; got ", kv.layers, " layers with r0=", r0);
-    require(nk <= kv.capacity, op, "kv", "capacity ", kv.capacity, " is less than r0 + n=", nk);
+    effattn::detail::require(nk <= kv.capacity, op, "kv", "capacity ", kv.capacity, " is less than r0 + n=", nk);
     const index_t per_layer = ::effattn::detail::checked_product(op, "kv size", H, kv.capacity, hd);
-    require(static_cast<index_t>(kv.k.size()) == kv.layers && static_cast<index_t>(kv.v.size()) == kv.layers, op,
+    effattn::detail::require(static_cast<index_t>(kv.k.size()) == kv.layers && static_cast<index_t>(kv.v.size()) == kv.layers, op,
             "kv", "must hold ", kv.layers, " key and value buffers, got ", kv.k.size(), " and ", kv.v.size());
     for (index_t l = 0; l < kv.layers; ++l)
-      require(static_cast<index_t>(kv.k[static_cast<size_t>(l)].size()) == per_layer &&
+      effattn::detail::require(static_cast<index_t>(kv.k[static_cast<size_t>(l)].size()) == per_layer &&
                   static_cast<index_t>(kv.v[static_cast<size_t>(l)].size()) == per_layer,
               op, "kv", "layer ", l, " buffers must hold heads * capacity * head_dim = ", per_layer, " floats");
     if (n == 0) return;
@@ -384,7 +384,7 @@ struct TinyTransfusion {
     ::effattn::detail::check_executor(ex, op);
     check_model(op);
     detail::check_layout(layout, op);
-    require(k >= 0 && k < layout.num_images(), op, "k", "must be in [0, ", layout.num_images(), "), got ", k);
+    effattn::detail::require(k >= 0 && k < layout.num_images(), op, "k", "must be in [0, ", layout.num_images(), "), got ", k);
     if (x.rows() != layout.length() || x.cols() != cfg.dim)
       EFFATTN_THROW(shape_error(::effattn::detail::concat(op, ": x must be [N,dim]=[", layout.length(), ",", cfg.dim,
                                                           "], got [", x.rows(), ",", x.cols(), "]")));
@@ -414,7 +414,7 @@ class DenoisingCache {
     ::effattn::detail::check_executor(ex, op);
     model.check_model(op);
     detail::check_layout(layout, op);
-    require(k >= 0 && k < layout.num_images(), op, "k", "must be in [0, ", layout.num_images(), "), got ", k);
+    effattn::detail::require(k >= 0 && k < layout.num_images(), op, "k", "must be in [0, ", layout.num_images(), "), got ", k);
     const ImageSpan& im = layout.images[static_cast<size_t>(k)];
     prefix_ = im.start;
     M_ = im.length;

@@ -22,10 +22,10 @@ namespace transfusion {
 
 namespace detail {
 inline void check_patch_size(const char* op, index_t H, index_t W, index_t p) {
-  require(p >= 1, op, "p", "(patch size) must be >= 1, got ", p);
-  require(H >= 0 && W >= 0, op, "H, W", "must be >= 0, got H=", H, " W=", W);
-  require(H % p == 0, op, "p", "(patch size) must divide the latent height H=", H, ", got p=", p, " (H % p = ", H % p, ")");
-  require(W % p == 0, op, "p", "(patch size) must divide the latent width W=", W, ", got p=", p, " (W % p = ", W % p, ")");
+  effattn::detail::require(p >= 1, op, "p", "(patch size) must be >= 1, got ", p);
+  effattn::detail::require(H >= 0 && W >= 0, op, "H, W", "must be >= 0, got H=", H, " W=", W);
+  effattn::detail::require(H % p == 0, op, "p", "(patch size) must divide the latent height H=", H, ", got p=", p, " (H % p = ", H % p, ")");
+  effattn::detail::require(W % p == 0, op, "p", "(patch size) must divide the latent width W=", W, ", got p=", p, " (W % p = ", W % p, ")");
 }
 
 /// The token shape [(H/p)*(W/p), p*p*C] of a latent [H, W, C], checked (an
