@@ -4,6 +4,9 @@
 
 #include <cstddef>
 
+// The version's single source: CMakeLists.txt reads these three lines
+// (cmake/effattnVersion.cmake) for project(), effattnConfigVersion.cmake and
+// effattn.pc; tests/package checks that every package reports this version.
 #define EFFATTN_VERSION_MAJOR 0
 #define EFFATTN_VERSION_MINOR 1
 #define EFFATTN_VERSION_PATCH 0

@@ -1,10 +1,20 @@
 // SPDX-License-Identifier: MIT
 // A separate project that uses effattn: causal attention on a tiny problem,
-// checked against the reference oracle.
+// checked against the reference oracle. Built by tests/package/run.cmake.
 #include <cmath>
 #include <cstdio>
 #include <effattn/effattn.hpp>
 #include <vector>
+
+// The version the build system reports (find_package's effattnConfigVersion.cmake,
+// the project() of add_subdirectory/FetchContent, or pkg-config --modversion) must
+// be the one in the header: config.hpp is the version's single source.
+#ifdef EFFATTN_CONSUMER_EXPECT_MAJOR
+static_assert(EFFATTN_VERSION_MAJOR == EFFATTN_CONSUMER_EXPECT_MAJOR &&
+                  EFFATTN_VERSION_MINOR == EFFATTN_CONSUMER_EXPECT_MINOR &&
+                  EFFATTN_VERSION_PATCH == EFFATTN_CONSUMER_EXPECT_PATCH,
+              "the packaged effattn version differs from EFFATTN_VERSION_* in effattn/core/config.hpp");
+#endif
 
 int main() {
   const long B = 1, H = 2, N = 37, D = 16;
