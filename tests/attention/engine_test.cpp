@@ -2,6 +2,7 @@
 // The tiled engine against the float64 oracle, for every mask and score
 // policy, on a grid of odd shapes (tiles that do not divide N, GQA, Dv != D,
 // strided and permuted views), plus thread bit-identity and the decode path.
+#include <atomic>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -177,7 +178,9 @@ void expect_bit_identical(index_t Nq, index_t Nk, bool causal) {
   flash_attention<float>(Q, K, V, make_view(o1.data(), B, H, Nq, D), fo, Executor{1}, make_view(l1.data(), B, H, Nq));
   flash_attention<float>(Q, K, V, make_view(o2.data(), B, H, Nq, D), fo, Executor{2}, make_view(l2.data(), B, H, Nq));
   Executor pool;
-  pool.parallel_for = [](index_t n, const std::function<void(index_t, index_t)>& body) {
+  std::atomic<int> pool_calls{0};
+  pool.parallel_for = [&pool_calls](index_t n, const std::function<void(index_t, index_t)>& body) {
+    ++pool_calls;
     // A toy host pool: three threads over interleaved ranges.
     std::vector<std::thread> ts;
     const index_t chunk = (n + 2) / 3;
@@ -188,6 +191,37 @@ void expect_bit_identical(index_t Nq, index_t Nk, bool causal) {
   EXPECT_EQ(0, std::memcmp(o1.data(), o2.data(), o1.size() * sizeof(float)));
   EXPECT_EQ(0, std::memcmp(l1.data(), l2.data(), l1.size() * sizeof(float)));
   EXPECT_EQ(0, std::memcmp(o1.data(), o3.data(), o1.size() * sizeof(float)));
+  // Every shape here is above the core's small-work rule, so the pool ran it.
+  ASSERT_GE(double(B) * H * Nq * Nk * (2 * D), effattn::detail::kSerialWorkBelow);
+  EXPECT_EQ(pool_calls.load(), 1);
+}
+
+// The one small-work rule: below it the engine runs on the calling thread and
+// never calls a host pool (same bits); at and above it the pool gets the work.
+TEST(EngineThreads, SmallWorkRuleDecidesWhoRuns) {
+  const index_t B = 1, H = 2, D = 32;
+  for (index_t Nq : {1, 4, 64}) {
+    // Nk just below and at the cut-off: work = B * H * Nq * Nk * 2D.
+    const index_t below = static_cast<index_t>(effattn::detail::kSerialWorkBelow / double(B * H * Nq * 2 * D)) - 1;
+    for (index_t Nk : {below, below + 2}) {
+      const bool small = double(B) * H * Nq * Nk * 2 * D < effattn::detail::kSerialWorkBelow;
+      auto q = testing_util::random_vector(B * H * Nq * D, 1), k = testing_util::random_vector(B * H * Nk * D, 2),
+           v = testing_util::random_vector(B * H * Nk * D, 3);
+      std::vector<float> o1(B * H * Nq * D), o2(o1.size());
+      auto Q = make_view<const float>(q.data(), B, H, Nq, D), K = make_view<const float>(k.data(), B, H, Nk, D),
+           V = make_view<const float>(v.data(), B, H, Nk, D);
+      Executor pool;
+      int calls = 0;
+      pool.parallel_for = [&calls](index_t n, const std::function<void(index_t, index_t)>& body) {
+        ++calls;
+        body(0, n);
+      };
+      flash_attention<float>(Q, K, V, make_view(o1.data(), B, H, Nq, D), {}, Executor{1});
+      flash_attention<float>(Q, K, V, make_view(o2.data(), B, H, Nq, D), {}, pool);
+      EXPECT_EQ(calls, small ? 0 : 1) << "Nq=" << Nq << " Nk=" << Nk;
+      EXPECT_EQ(0, std::memcmp(o1.data(), o2.data(), o1.size() * sizeof(float)));
+    }
+  }
 }
 
 TEST(EngineThreads, BitIdenticalTiled) { expect_bit_identical(517, 517, true); }

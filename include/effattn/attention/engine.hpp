@@ -104,74 +104,82 @@ inline void finalize_tile(const Problem<T, KV>& p, index_t b, index_t h, index_t
   }
 }
 
+/// The decode path's partial result of one (row, key chunk): the unnormalised
+/// output (dvp accumulators), then the running max m and the sum l.
+/// merge_partials() combines the chunks of every row in chunk order (so the
+/// result never depends on which thread computed which chunk) and writes
+/// out = O / l and lse. It reads rows x chunks x Dv numbers, far less than the
+/// attention itself: one pass on the calling thread, no second barrier.
+template <class T, class KV, class S>
+void merge_partials(const Problem<T, KV>& p, const S* part, index_t nch, index_t dvp) {
+  const index_t stride = dvp + 2, rows = p.B * p.H * p.Nq;
+  std::vector<S> o(static_cast<size_t>(dvp));
+  for (index_t row = 0; row < rows; ++row) {
+    const index_t i = row % p.Nq, bh = row / p.Nq, h = bh % p.H, b = bh / p.H;
+    const S* base = part + row * nch * stride;
+    S m = -std::numeric_limits<S>::infinity();
+    for (index_t c = 0; c < nch; ++c) m = std::max(m, base[c * stride + dvp]);
+    std::fill(o.begin(), o.end(), S(0));
+    S l = 0;
+    if (m != -std::numeric_limits<S>::infinity()) {
+      for (index_t c = 0; c < nch; ++c) {
+        const S* pc = base + c * stride;
+        if (pc[dvp + 1] == S(0)) continue;
+        const S f = std::exp(pc[dvp] - m);
+        l += pc[dvp + 1] * f;
+        for (index_t e = 0; e < dvp; ++e) o[e] += pc[e] * f;
+      }
+    }
+    finalize_row(p, b, h, i, o.data(), m, l);
+  }
+}
+
+/// The decode path (at most kRowPathMaxQueries queries per head): one work
+/// item per (b, h, i) when the keys fit one kSplitKeyChunk chunk, else per
+/// (b, h, i, key chunk) with the partials merged by merge_partials().
 template <class T, class KV, class Mask, class Score>
-void run_tiled(const Problem<T, KV>& p, const Mask& mask, const Score& score, const AttentionOptions& opt,
-               const Executor& ex) {
+void run_decode(const Problem<T, KV>& p, const Mask& mask, const Score& score, const Executor& ex) {
   using S = acc_t<T>;
   constexpr int W = simd::lanes<S>;
-  const index_t dvp = round_up(p.Dv, W);
   constexpr bool kScore = Score::active;
-
-  if (p.Nq <= kRowPathMaxQueries) {
-    // Decode: one work item per (b, h, i, key chunk); partials merged in chunk
-    // order afterwards.
-    const index_t nch = std::max<index_t>(1, ceil_div(p.Nk, kSplitKeyChunk));
-    const index_t rows = p.B * p.H * p.Nq;
-    const index_t chunk = nch == 1 ? std::max<index_t>(p.Nk, 1) : kSplitKeyChunk;
-    auto make = [&] { return RowScratch<S>(chunk, p.D, dvp); };
-    // A decode step with little work runs on the calling thread: waking a
-    // team costs more than it saves. A host pool (parallel_for) is always
-    // used as given. (Same bits either way.)
-    const bool tiny = static_cast<double>(rows) * static_cast<double>(p.Nk) * static_cast<double>(p.D + p.Dv) < 2e5;
-    const Executor serial(1);
-    const Executor& rex = tiny && !ex.parallel_for ? serial : ex;
-    if (nch == 1) {
-      parallel_items(rex, rows, make, [&](index_t item, RowScratch<S>& w) {
-        const index_t i = item % p.Nq, bh = item / p.Nq, h = bh % p.H, b = bh / p.H;
-        const auto bm = mask.bind(b, h, p.Nq, p.Nk);
-        const auto bs = score.bind(b, h);
-        S m, l;
-        attend_row<T, S, decltype(bm), decltype(bs), kScore>(p, b, h, i, 0, p.Nk, bm, bs, w, w.o.data(), m, l);
-        finalize_row(p, b, h, i, w.o.data(), m, l);
-      });
-      return;
-    }
-    const index_t stride = dvp + 2;
-    std::vector<S> part(static_cast<size_t>(rows * nch * stride));
-    parallel_items(rex, rows * nch, make, [&](index_t item, RowScratch<S>& w) {
-      const index_t c = item % nch, row = item / nch;
-      const index_t i = row % p.Nq, bh = row / p.Nq, h = bh % p.H, b = bh / p.H;
+  const index_t dvp = round_up(p.Dv, W);
+  const index_t nch = std::max<index_t>(1, ceil_div(p.Nk, kSplitKeyChunk));
+  const index_t rows = p.B * p.H * p.Nq;
+  const index_t chunk = nch == 1 ? std::max<index_t>(p.Nk, 1) : kSplitKeyChunk;
+  auto make = [&] { return RowScratch<S>(chunk, p.D, dvp); };
+  if (nch == 1) {
+    parallel_items(ex, rows, make, [&](index_t item, RowScratch<S>& w) {
+      const index_t i = item % p.Nq, bh = item / p.Nq, h = bh % p.H, b = bh / p.H;
       const auto bm = mask.bind(b, h, p.Nq, p.Nk);
       const auto bs = score.bind(b, h);
-      S* dst = part.data() + item * stride;
-      attend_row<T, S, decltype(bm), decltype(bs), kScore>(p, b, h, i, c * kSplitKeyChunk,
-                                                           std::min(p.Nk, (c + 1) * kSplitKeyChunk), bm, bs, w,
-                                                           dst, dst[dvp], dst[dvp + 1]);
+      S m, l;
+      attend_row<T, S, decltype(bm), decltype(bs), kScore>(p, b, h, i, 0, p.Nk, bm, bs, w, w.o.data(), m, l);
+      finalize_row(p, b, h, i, w.o.data(), m, l);
     });
-    // The merge reads (rows x chunks x Dv) numbers, far less than the
-    // attention itself: one pass on the calling thread, no second barrier.
-    std::vector<S> o(static_cast<size_t>(dvp));
-    for (index_t row = 0; row < rows; ++row) {
-      const index_t i = row % p.Nq, bh = row / p.Nq, h = bh % p.H, b = bh / p.H;
-      const S* base = part.data() + row * nch * stride;
-      S m = -std::numeric_limits<S>::infinity();
-      for (index_t c = 0; c < nch; ++c) m = std::max(m, base[c * stride + dvp]);
-      std::fill(o.begin(), o.end(), S(0));
-      S l = 0;
-      if (m != -std::numeric_limits<S>::infinity()) {
-        for (index_t c = 0; c < nch; ++c) {
-          const S* pc = base + c * stride;
-          if (pc[dvp + 1] == S(0)) continue;
-          const S f = std::exp(pc[dvp] - m);
-          l += pc[dvp + 1] * f;
-          for (index_t e = 0; e < dvp; ++e) o[e] += pc[e] * f;
-        }
-      }
-      finalize_row(p, b, h, i, o.data(), m, l);
-    }
     return;
   }
+  const index_t stride = dvp + 2;
+  std::vector<S> part(static_cast<size_t>(rows * nch * stride));
+  parallel_items(ex, rows * nch, make, [&](index_t item, RowScratch<S>& w) {
+    const index_t c = item % nch, row = item / nch;
+    const index_t i = row % p.Nq, bh = row / p.Nq, h = bh % p.H, b = bh / p.H;
+    const auto bm = mask.bind(b, h, p.Nq, p.Nk);
+    const auto bs = score.bind(b, h);
+    S* dst = part.data() + item * stride;
+    attend_row<T, S, decltype(bm), decltype(bs), kScore>(p, b, h, i, c * kSplitKeyChunk,
+                                                         std::min(p.Nk, (c + 1) * kSplitKeyChunk), bm, bs, w, dst,
+                                                         dst[dvp], dst[dvp + 1]);
+  });
+  merge_partials(p, part.data(), nch, dvp);
+}
 
+/// The tiled path: one work item per (b, h, query tile), each running every
+/// key block of its tile through attend_tile and writing it with finalize_tile.
+template <class T, class KV, class Mask, class Score>
+void run_tiles(const Problem<T, KV>& p, const Mask& mask, const Score& score, const AttentionOptions& opt,
+               const Executor& ex) {
+  using S = acc_t<T>;
+  constexpr bool kScore = Score::active;
   const index_t bq = query_tile(opt.block_q);
   const index_t bk = opt.block_k > 0 ? opt.block_k : kDefaultBlockK;
   const index_t nqt = ceil_div(p.Nq, bq);
@@ -186,6 +194,29 @@ void run_tiled(const Problem<T, KV>& p, const Mask& mask, const Score& score, co
     attend_tile<T, S, decltype(bm), decltype(bs), kScore>(p, b, h, i0, i1, 0, p.Nk, bq, bk, bm, bs, w);
     finalize_tile(p, b, h, i0, i1, w);
   });
+}
+
+/// Multiply-adds of an unmasked problem: the size the core's small-work rule
+/// (detail::executor_for) judges. The estimate ignores the mask, so a masked
+/// problem is judged by its full size.
+template <class T, class KV>
+double attention_work(const Problem<T, KV>& p) {
+  return static_cast<double>(p.B) * static_cast<double>(p.H) * static_cast<double>(p.Nq) *
+         static_cast<double>(p.Nk) * static_cast<double>(p.D + p.Dv);
+}
+
+/// Runs a checked problem: the decode path for at most kRowPathMaxQueries
+/// queries per head, else the tiled path, on the executor the core's one
+/// small-work rule gives for its size (a small problem runs on the calling
+/// thread; same bits either way).
+template <class T, class KV, class Mask, class Score>
+void run_attention(const Problem<T, KV>& p, const Mask& mask, const Score& score, const AttentionOptions& opt,
+                   const Executor& ex) {
+  const Executor run_ex = executor_for(ex, attention_work(p));
+  if (p.Nq <= kRowPathMaxQueries)
+    run_decode(p, mask, score, run_ex);
+  else
+    run_tiles(p, mask, score, opt, run_ex);
 }
 
 }  // namespace detail
@@ -217,7 +248,7 @@ void attention_dispatch(const ConstView<T, 4>& q, const ConstView<KV, 4>& k, con
     return;
   }
   if (d.B == 0 || d.H == 0 || d.Nq == 0) return;  // (no product: it could overflow)
-  run_tiled(make_problem<T, KV>(q, k, v, out, lse, d), mask, score, opt, ex);
+  run_attention(make_problem<T, KV>(q, k, v, out, lse, d), mask, score, opt, ex);
 }
 
 }  // namespace detail

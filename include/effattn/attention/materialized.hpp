@@ -47,7 +47,9 @@ void attention_materialized(detail::identity_t<ConstView<T, 4>> q, detail::ident
   using Stride = Eigen::Stride<Eigen::Dynamic, Eigen::Dynamic>;
   const index_t G = d.Hkv > 0 ? d.H / d.Hkv : 1;
   const T ninf = -std::numeric_limits<T>::infinity();
-  detail::parallel_items(ex, d.B * d.H, [&] { return Mat(d.Nq, d.Nk); }, [&](index_t bh, Mat& s) {
+  const double work = static_cast<double>(d.B) * static_cast<double>(d.H) * static_cast<double>(d.Nq) *
+                      static_cast<double>(d.Nk) * static_cast<double>(d.D + d.Dv);
+  detail::parallel_items(detail::executor_for(ex, work), d.B * d.H, [&] { return Mat(d.Nq, d.Nk); }, [&](index_t bh, Mat& s) {
     const index_t b = bh / d.H, h = bh % d.H, hk = h / G;
     CMap Q(q.data() + b * q.stride(0) + h * q.stride(1), d.Nq, d.D, Stride(q.stride(2), q.stride(3)));
     CMap K(k.data() + b * k.stride(0) + hk * k.stride(1), d.Nk, d.D, Stride(k.stride(2), k.stride(3)));
