@@ -117,9 +117,10 @@ void bm_full_causal(benchmark::State& state, index_t N) {
 // One decoding step with the caches of a context of N tokens and M cached
 // latents per layer: the new latent's query attends all N cached inputs (no
 // mask: it is the last position), then in each of the L layers it attends the
-// M cached latents (itself included), serially as the Decoder does
-// (effattn::executor_for: too little work for a fork/join). Appending one
-// key/value row per cache is a copy of H * D floats and is included.
+// M cached latents (itself included), with the caller's executor as
+// effattn::models::PerceiverArDecoder passes it (the engine runs a step too
+// small for a fork/join on the calling thread itself). Appending one key/value
+// row per cache is a copy of H * D floats and is included.
 template <class KV>
 void bm_decode_step(benchmark::State& state, index_t N) {
   const effattn::Executor ex{effattn_bench::threads()};
@@ -143,7 +144,7 @@ void bm_decode_step(benchmark::State& state, index_t N) {
     pa::cross_attention<float>(effattn::make_view<const float>(q.data(), 1, kH, 1, kD),
                                effattn::make_view<const KV>(k.data(), 1, kH, N, kD),
                                effattn::make_view<const KV>(v.data(), 1, kH, N, kD),
-                               effattn::make_view(out.data(), 1, kH, 1, kD), {}, {}, effattn::detail::executor_for(ex, 4.0 * kH * N * kD));
+                               effattn::make_view(out.data(), 1, kH, 1, kD), {}, {}, ex);
     for (index_t l = 0; l < kL; ++l) {
       for (index_t h = 0; h < kH; ++h)
         for (index_t e = 0; e < kD; ++e) {
@@ -153,8 +154,7 @@ void bm_decode_step(benchmark::State& state, index_t N) {
       effattn::attention<float>(effattn::make_view<const float>(out.data(), 1, kH, 1, kD),
                                 effattn::make_view<const float>(lk[l].data(), 1, kH, kM, kD),
                                 effattn::make_view<const float>(lv[l].data(), 1, kH, kM, kD),
-                                effattn::make_view(q.data(), 1, kH, 1, kD), effattn::NoMask{}, effattn::NoScore{}, {},
-                                effattn::detail::executor_for(ex, 4.0 * kH * kM * kD));
+                                effattn::make_view(q.data(), 1, kH, 1, kD), effattn::NoMask{}, effattn::NoScore{}, {}, ex);
       std::swap(out, q);  // the layer's output feeds the next layer's query
     }
     benchmark::DoNotOptimize(out.data());

@@ -18,18 +18,20 @@
 //
 //   transfusion_denoise/uncached  one denoising step recomputing the whole
 //                                 sequence through the small transformer
-//   transfusion_denoise/cached    the same step with DenoisingCache: only the
-//                                 image's 256 rows (baseline: uncached)
+//   transfusion_denoise/cached    the same step with the model's
+//                                 TransfusionDenoisingCache: only the image's
+//                                 256 rows (baseline: uncached)
 //
 // Denoising layout: a 4096-token prefix (text and 3 clean 256-patch images,
 // ending with the BOI of the image being denoised), the image (256 patches,
-// a 32 x 32 x 8 latent with p = 2) and its EOI: 4353 tokens. Model: width
-// 512, 8 heads, 2 layers, MLP 2048. The dense layers use Eigen GEMMs, run with
-// Eigen::setNbThreads(threads) like the attention calls.
+// a 32 x 32 x 8 latent with p = 2) and its EOI: 4353 tokens. Model
+// (effattn::models::TinyTransfusion): width 512, 8 heads, 2 layers, MLP 2048.
+// Its dense layers (nn::linear) and attention calls run on the same
+// Executor(threads).
 #include <benchmark/benchmark.h>
 
-#include <Eigen/Core>
 #include <effattn/attention/materialized.hpp>
+#include <effattn/models/transfusion.hpp>
 #include <effattn/transfusion/transfusion.hpp>
 #include <vector>
 
@@ -105,20 +107,20 @@ void bm_attention(benchmark::State& state, Impl impl, index_t N, index_t images)
 constexpr index_t kPrefix = 4096, kDim = 512, kHeads = 8, kLayers = 2, kHidden = 2048, kPatchDim = 2 * 2 * 8;
 
 struct DenoiseSetup {
-  tf::TinyTransfusion model;
+  effattn::models::TinyTransfusion model;
   tf::Layout layout;
   effattn::nn::Matrix x;       // embedded sequence
   effattn::nn::Matrix text, patches;
   std::vector<index_t> timesteps;
   effattn::nn::Matrix tokens;  // the image being denoised [256, 32]
   DenoiseSetup() {
-    tf::ModelConfig c;
+    effattn::models::TransfusionConfig c;
     c.dim = kDim;
     c.heads = kHeads;
     c.layers = kLayers;
     c.mlp_hidden = kHidden;
     c.patch_dim = kPatchDim;
-    model = tf::TinyTransfusion::random(c, 5);
+    model = effattn::models::TinyTransfusion::random(c, 5);
     // 3 clean images in the prefix, text before each; the 4th image starts at kPrefix.
     const index_t per_image = kImageSide * kImageSide + 2;
     const index_t ntext = kPrefix - 3 * per_image - 1;
@@ -139,18 +141,17 @@ struct DenoiseSetup {
     patches = rnd(layout.num_patches(), kPatchDim, 12);
     timesteps = {0, 0, 0, 700};
     tokens = patches.bottomRows(256);
-    model.embed(layout, text, patches, timesteps, x);
+    model.embed(layout, text, patches, timesteps, x, effattn::Executor{eb::threads()});
   }
 };
 
 void bm_denoise(benchmark::State& state, bool cached) {
-  Eigen::setNbThreads(eb::threads());
   DenoiseSetup s;
   const effattn::Executor ex{eb::threads()};
   effattn::nn::Matrix eps, xf;
   if (cached) {
     state.SetLabel("baseline=transfusion_denoise/uncached");
-    tf::DenoisingCache cache(s.model, s.layout, 3, s.x, ex);
+    effattn::models::TransfusionDenoisingCache cache(s.model, s.layout, 3, s.x, ex);
     eb::reset_peak();
     for (auto _ : state) {
       cache.predict_noise(s.tokens, 700, eps, ex);
@@ -160,7 +161,7 @@ void bm_denoise(benchmark::State& state, bool cached) {
     eb::reset_peak();
     for (auto _ : state) {
       // A full step: re-embed the sequence with the image's current tokens, run every row.
-      s.model.embed(s.layout, s.text, s.patches, s.timesteps, xf);
+      s.model.embed(s.layout, s.text, s.patches, s.timesteps, xf, ex);
       s.model.predict_noise(s.layout, xf, 3, eps, ex);
       benchmark::DoNotOptimize(eps.data());
     }

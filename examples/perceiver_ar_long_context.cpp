@@ -20,13 +20,15 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <effattn/perceiver_ar/perceiver_ar.hpp>
+#include <effattn/models/perceiver_ar.hpp>
 #include <random>
 #include <string>
 #include <vector>
 
 using effattn::index_t;
-namespace pa = effattn::perceiver_ar;
+using effattn::models::PerceiverArConfig;
+using effattn::models::PerceiverArDecoder;
+using effattn::models::PerceiverArModel;
 using effattn::nn::Matrix;
 
 namespace {
@@ -68,7 +70,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "need 2 <= M <= N, N >= 4, 1 <= decode_tokens < N and a storage of f32, f16 or bf16\n");
     return 1;
   }
-  pa::ModelConfig cfg;
+  PerceiverArConfig cfg;
   cfg.vocab = 256;
   cfg.width = width;
   cfg.heads = heads;
@@ -80,7 +82,7 @@ int main(int argc, char** argv) {
               (long long)N, (long long)M, (long long)layers, (long long)width, (long long)heads, ex.num_threads,
               effattn::to_string(cfg.context_kv));
 
-  const pa::Model model = pa::Model::random(cfg, 2024);
+  const PerceiverArModel model = PerceiverArModel::random(cfg, 2024);
   const auto tokens = copy_task(N, cfg.vocab, 7);
   const double rss0 = peak_rss_mib();
 
@@ -97,7 +99,7 @@ int main(int argc, char** argv) {
   // 2. Cached decoding: feed the first N - decode tokens (one latent), then
   //    one token per call, greedily choosing the next token (the memory: the
   //    window's keys/values and max_latents = M cached latents per layer).
-  pa::Decoder dec(model, 1, N + M, M);
+  PerceiverArDecoder dec(model, 1, N + M, M);
   Matrix step_logits;
   t0 = std::chrono::steady_clock::now();
   dec.append(effattn::make_view<const std::int32_t>(tokens.data(), 1, N - decode), step_logits, ex);
@@ -122,19 +124,15 @@ int main(int argc, char** argv) {
               (long long)decode);
 
   // 3. The baseline: a causal transformer of the same depth and width over all
-  //    of its n tokens (the latent stack with M = n: every position is a
+  //    of its n tokens (causal_forward: the latent stack with every position a
   //    latent). Its cost grows like n^2; find the largest power of two n >= 1024
   //    whose forward pass fits in the Perceiver AR forward time.
   index_t best_n = 0;
   double best_t = 0;
   for (index_t n = 1024; n <= N; n *= 2) {
-    Matrix x(n, width), z;
-    for (index_t j = 0; j < n; ++j) model.embed(tokens[j], j, x.data() + j * width);
-    t0 = std::chrono::steady_clock::now();
-    model.query_proj.forward(x, z);
-    model.latent_stack(z, 1, n, {}, ex);
     Matrix full_logits;
-    model.output_logits(z, full_logits, ex);
+    t0 = std::chrono::steady_clock::now();
+    model.causal_forward(effattn::make_view<const std::int32_t>(tokens.data(), 1, n), full_logits, ex);
     const double t = seconds_since(t0);
     std::printf("full causal, %lld layers, n=%7lld: %9.3f s\n", (long long)layers, (long long)n, t);
     if (t > t_forward) break;

@@ -22,6 +22,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <effattn/models/transfusion.hpp>
 #include <effattn/transfusion/transfusion.hpp>
 #include <random>
 #include <stdexcept>
@@ -33,6 +34,9 @@
 using effattn::index_t;
 namespace tf = effattn::transfusion;
 namespace nn = effattn::nn;
+using effattn::models::TinyTransfusion;
+using effattn::models::TransfusionConfig;
+using effattn::models::TransfusionDenoisingCache;
 
 namespace {
 
@@ -139,13 +143,13 @@ int main(int argc, char** argv) {
     }
 
     // ---- 4. diffusion on image 1 with the cache.
-    tf::ModelConfig cfg;
+    TransfusionConfig cfg;
     cfg.dim = 128;
     cfg.heads = 4;
     cfg.layers = 2;
     cfg.mlp_hidden = 512;
     cfg.patch_dim = p * p * C;
-    const auto model = tf::TinyTransfusion::random(cfg, 7);
+    const auto model = TinyTransfusion::random(cfg, 7);
     std::mt19937 g(2);
     std::normal_distribution<float> nd;
     nn::Matrix text(L.num_text(), cfg.dim);
@@ -168,10 +172,10 @@ int main(int argc, char** argv) {
     patches.bottomRows(xt.rows()) = xt;
     std::vector<index_t> ts = {0, t_start};
     nn::Matrix x;
-    model.embed(L, text, patches, ts, x);
+    model.embed(L, text, patches, ts, x, ex);
 
     auto t0 = std::chrono::steady_clock::now();
-    tf::DenoisingCache cache(model, L, 1, x, ex);
+    TransfusionDenoisingCache cache(model, L, 1, x, ex);
     std::printf("denoising image 1: prefix of %td tokens cached in %.1f ms\n", cache.prefix_length(),
                 1e3 * seconds_since(t0));
     nn::Matrix eps, eps_full, next(xt.rows(), xt.cols()), z(xt.rows(), xt.cols());
@@ -186,7 +190,7 @@ int main(int argc, char** argv) {
         // The same step without the cache: the whole sequence through the model.
         ts[1] = t;
         patches.bottomRows(xt.rows()) = xt;
-        model.embed(L, text, patches, ts, x);
+        model.embed(L, text, patches, ts, x, ex);
         t0 = std::chrono::steady_clock::now();
         model.predict_noise(L, x, 1, eps_full, ex);
         const double t_full = seconds_since(t0);

@@ -12,8 +12,9 @@
 //    effattn::invalid_argument and leave every output byte untouched.
 //  - huge extents next to a zero extent (nothing may be allocated or
 //    touched: accepted, or rejected with a shape error);
-//  - a tiny Model (forward) and Decoder (append sequence): 1 vs 2 threads
-//    bit-identical, rejected calls change no state.
+//  - a tiny effattn::models::PerceiverArModel (forward) and its decoder
+//    (append sequence): 1 vs 2 threads bit-identical, rejected calls change
+//    no state.
 #include <array>
 #include <cmath>
 #include <cstdint>
@@ -21,10 +22,15 @@
 #include <string>
 #include <vector>
 
+#include <effattn/models/perceiver_ar.hpp>
+
 #include "fuzz_support.hpp"
 
 using namespace effattn;
 namespace pa = effattn::perceiver_ar;
+using effattn::models::PerceiverArConfig;
+using effattn::models::PerceiverArDecoder;
+using effattn::models::PerceiverArModel;
 using fuzz::FuzzInput;
 using fuzz::Guarded;
 using fuzz::Layout4;
@@ -218,22 +224,22 @@ void run_huge(FuzzInput& in) {
   if (ok) fuzz::fuzz_check(H == 0, "a mismatched output was accepted");
 }
 
-const pa::Model& tiny_model() {
-  static const pa::Model model = [] {
-    pa::ModelConfig cfg;
+const PerceiverArModel& tiny_model() {
+  static const PerceiverArModel model = [] {
+    PerceiverArConfig cfg;
     cfg.vocab = 7;
     cfg.width = 8;
     cfg.heads = 2;
     cfg.layers = 1;
     cfg.mlp_hidden = 8;
-    return pa::Model::random(cfg, 3);
+    return PerceiverArModel::random(cfg, 3);
   }();
   return model;
 }
 
-/// Model::forward and a short Decoder run.
+/// PerceiverArModel::forward and a short decoder run.
 void run_model(FuzzInput& in) {
-  const pa::Model& model = tiny_model();
+  const PerceiverArModel& model = tiny_model();
   const index_t B = in.range(0, 2), N = in.range(0, 6);
   std::vector<std::int32_t> tok(static_cast<size_t>(B * N));
   for (auto& t : tok) t = static_cast<std::int32_t>(in.byte() % 7);
@@ -265,7 +271,7 @@ void run_model(FuzzInput& in) {
 
   // Decoder: a few appends, two thread counts side by side.
   const index_t DB = in.range(1, 2), max_lat = 2 * in.range(1, 2), ctx = max_lat / 2 + in.range(1, 4);
-  pa::Decoder d1(model, DB, ctx, max_lat), d2(model, DB, ctx, max_lat);
+  PerceiverArDecoder d1(model, DB, ctx, max_lat), d2(model, DB, ctx, max_lat);
   const int steps = in.range(1, 6);
   for (int s = 0; s < steps; ++s) {
     const index_t n = in.range(0, d1.max_append() + 1);

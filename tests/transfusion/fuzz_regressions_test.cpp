@@ -3,7 +3,8 @@
 // products that overflowed, huge sizes that reached an allocation, empty views
 // whose null data pointer was offset, an executor checked late (or under
 // another name), user input guarded by EFFATTN_ASSERT, and hand-built layouts,
-// batches, limits, schedules or models read out of bounds. Each test is named
+// batches, limits or schedules read out of bounds (the model's cases moved
+// with it to tests/models/transfusion_regressions_test.cpp). Each test is named
 // after its defect; a throwing call must leave its outputs untouched.
 #include <gtest/gtest.h>
 
@@ -18,7 +19,6 @@
 #include "support/testing.hpp"
 
 namespace tf = effattn::transfusion;
-namespace nn = effattn::nn;
 using effattn::index_t;
 using S = tf::Segment;
 
@@ -29,18 +29,6 @@ using testing_util::expect_throw_with;
 constexpr index_t kMax = std::numeric_limits<index_t>::max();
 constexpr index_t kMin = std::numeric_limits<index_t>::min();
 
-
-// Same shape and values (Eigen's == asserts on a shape mismatch).
-bool same(const nn::Matrix& a, const nn::Matrix& b) {
-  return a.rows() == b.rows() && a.cols() == b.cols() && a == b;
-}
-
-nn::Matrix random_matrix(index_t r, index_t c, unsigned seed) {
-  const auto v = testing_util::random_vector(static_cast<size_t>(r * c), seed);
-  nn::Matrix m(r, c);
-  std::copy(v.begin(), v.end(), m.data());
-  return m;
-}
 
 // ---------------------------------------------------------------- layouts
 
@@ -299,129 +287,6 @@ TEST(TransfusionFuzzRegressions, BlockCausalAttentionEmptyNullViews) {
                                                     effattn::make_view<const index_t>(nolim.data(), 1, 0)));
   EXPECT_NO_THROW(tf::block_causal_attention<float>(e, e, e, effattn::make_view(none.data(), 1, 2, 0, 8),
                                                     tf::block_causal_limits(tf::Layout{})));
-}
-
-// ---------------------------------------------------------------- model
-
-struct Tiny {
-  tf::ModelConfig cfg;
-  tf::TinyTransfusion model;
-  tf::Layout layout;
-  nn::Matrix x;
-  Tiny() {
-    cfg.dim = 16;
-    cfg.heads = 2;
-    cfg.layers = 2;
-    cfg.mlp_hidden = 24;
-    cfg.patch_dim = 8;
-    model = tf::TinyTransfusion::random(cfg, 3);
-    layout = tf::make_layout({S::text(5), S::image(2, 3), S::text(2)});
-    nn::Matrix text = random_matrix(layout.num_text(), cfg.dim, 4);
-    nn::Matrix patches = random_matrix(layout.num_patches(), cfg.patch_dim, 5);
-    model.embed(layout, text, patches, {7}, x);
-  }
-};
-
-TEST(TransfusionFuzzRegressions, RunRowsBadSizesThrowInsteadOfAssert) {
-  Tiny t;
-  const index_t n = t.x.rows();
-  std::vector<index_t> pos(t.layout.position), lim(static_cast<size_t>(n));
-  for (index_t i = 0; i < n; ++i) lim[static_cast<size_t>(i)] = t.layout.key_limit(i);
-  tf::KVStore kv(t.cfg.layers, t.cfg.heads, n, t.cfg.head_dim());
-  const tf::KVStore kv0 = kv;
-  const nn::Matrix x0 = t.x;
-  auto untouched = [&] {
-    EXPECT_TRUE(same(t.x, x0));
-    EXPECT_EQ(kv.k, kv0.k);
-    EXPECT_EQ(kv.v, kv0.v);
-  };
-  auto short_pos = pos;
-  short_pos.pop_back();
-  expect_throw_with<effattn::parameter_error>([&] { t.model.run_rows(t.x, 0, short_pos, lim, kv, {}); }, "pos");
-  auto bad_lim = lim;
-  bad_lim[3] = 1;  // decreasing
-  expect_throw_with<effattn::parameter_error>([&] { t.model.run_rows(t.x, 0, pos, bad_lim, kv, {}); }, "limit");
-  bad_lim = lim;
-  bad_lim.back() = n + 5;  // past the keys
-  expect_throw_with<effattn::parameter_error>([&] { t.model.run_rows(t.x, 0, pos, bad_lim, kv, {}); }, "limit");
-  expect_throw_with<effattn::parameter_error>([&] { t.model.run_rows(t.x, 1, pos, lim, kv, {}); }, "capacity");
-  expect_throw_with<effattn::parameter_error>([&] { t.model.run_rows(t.x, -1, pos, lim, kv, {}); }, "r0");
-  expect_throw_with<effattn::shape_error>([&] { t.model.run_rows(t.x, kMax, pos, lim, kv, {}); }, "r0 + n");
-  tf::KVStore one(1, t.cfg.heads, n + 4, t.cfg.head_dim());
-  expect_throw_with<effattn::parameter_error>([&] { t.model.run_rows(t.x, 4, pos, lim, one, {}); }, "layers");
-  tf::KVStore bad = kv;
-  bad.k[1].resize(3);
-  expect_throw_with<effattn::parameter_error>([&] { t.model.run_rows(t.x, 0, pos, lim, bad, {}); }, "layer 1");
-  expect_throw_with<effattn::parameter_error>([&] { t.model.run_rows(t.x, 0, pos, lim, kv, effattn::Executor(-2)); },
-                                              "run_rows: executor num_threads");
-  untouched();
-}
-
-TEST(TransfusionFuzzRegressions, ModelEntryPointsCheckExecutorFirst) {
-  Tiny t;
-  const effattn::Executor bad(-1);
-  nn::Matrix eps = nn::Matrix::Constant(2, 2, 9.0f);
-  const nn::Matrix eps0 = eps;
-  nn::Matrix x = t.x;
-  expect_throw_with<effattn::parameter_error>([&] { t.model.forward(t.layout, x, bad); },
-                                              "TinyTransfusion::forward: executor");
-  EXPECT_TRUE(same(x, t.x));
-  // k is out of range too: the executor is reported first.
-  expect_throw_with<effattn::parameter_error>([&] { t.model.predict_noise(t.layout, t.x, 5, eps, bad); },
-                                              "TinyTransfusion::predict_noise: executor");
-  expect_throw_with<effattn::parameter_error>([&] { tf::DenoisingCache c(t.model, t.layout, 0, t.x, bad); },
-                                              "DenoisingCache: executor");
-  tf::DenoisingCache cache(t.model, t.layout, 0, t.x);
-  const nn::Matrix tok = random_matrix(6, t.cfg.patch_dim, 8);
-  expect_throw_with<effattn::parameter_error>([&] { cache.predict_noise(tok, 5, eps, bad); },
-                                              "DenoisingCache::predict_noise: executor");
-  EXPECT_TRUE(same(eps, eps0));
-  // Still usable, and equal to the uncached prediction.
-  nn::Matrix e1, e2;
-  cache.predict_noise(tok, 5, e1, effattn::Executor(2));
-  nn::Matrix patches = tok, text = random_matrix(t.layout.num_text(), t.cfg.dim, 4), xx;
-  t.model.embed(t.layout, text, patches, {5}, xx);
-  t.model.predict_noise(t.layout, xx, 0, e2, effattn::Executor(1));
-  EXPECT_TRUE(testing_util::close(std::vector<float>(e1.data(), e1.data() + e1.size()),
-                                  std::vector<float>(e2.data(), e2.data() + e2.size()), 1e-5, 1e-5));
-}
-
-TEST(TransfusionFuzzRegressions, EditedModelIsRejectedNotReadOutOfBounds) {
-  Tiny t;
-  auto m = t.model;
-  m.blocks.pop_back();
-  nn::Matrix x = t.x;
-  expect_throw_with<effattn::parameter_error>([&] { m.forward(t.layout, x); }, "blocks");
-  expect_throw_with<effattn::parameter_error>([&] { tf::DenoisingCache c(m, t.layout, 0, t.x); }, "blocks");
-  m = t.model;
-  std::mt19937 rng(1);
-  m.time_in = nn::Linear::random(t.cfg.dim, 3, rng);
-  nn::Matrix e;
-  expect_throw_with<effattn::shape_error>([&] { m.embed_patches(random_matrix(2, t.cfg.patch_dim, 1), 3, e); },
-                                          "time_in");
-  EXPECT_TRUE(same(x, t.x));
-}
-
-TEST(TransfusionFuzzRegressions, ModelHugeConfigThrowsBeforeAllocating) {
-  tf::ModelConfig c;
-  c.patch_dim = (index_t(1) << 31) + 7;  // 2^37 floats of patch_in: rejected, not bad_alloc
-  expect_throw_with<effattn::parameter_error>([&] { tf::TinyTransfusion::random(c, 1); }, "max_parameters");
-  c = tf::ModelConfig{};
-  c.dim = index_t(1) << 32;
-  c.heads = 2;
-  expect_throw_with<effattn::shape_error>([&] { tf::TinyTransfusion::random(c, 1); }, "parameter count");
-  c = tf::ModelConfig{};
-  c.layers = kMax;
-  expect_throw_with<effattn::shape_error>([&] { tf::TinyTransfusion::random(c, 1); }, "parameter count");
-}
-
-TEST(TransfusionFuzzRegressions, EmbedOutputAliasingAnInputThrows) {
-  Tiny t;
-  nn::Matrix text = random_matrix(t.layout.num_text(), t.cfg.dim, 4);
-  const nn::Matrix text0 = text;
-  nn::Matrix patches = random_matrix(t.layout.num_patches(), t.cfg.patch_dim, 5);
-  expect_throw_with<effattn::shape_error>([&] { t.model.embed(t.layout, text, patches, {7}, text); }, "x must be");
-  EXPECT_TRUE(same(text, text0));
 }
 
 }  // namespace

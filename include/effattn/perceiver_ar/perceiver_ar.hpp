@@ -5,11 +5,10 @@
 //                  and processor masks as engine policies, dense oracles
 //   attention.hpp  cross_attention (M latents -> N inputs, causal) and
 //                  latent_attention (causal among latents), + references
-//   model.hpp      a complete inference network (Model::forward)
-//   decoder.hpp    cached decoding with fixed-size memory (Decoder)
+//
+// The demonstration network built from them (PerceiverArModel and its cached
+// PerceiverArDecoder) is a model, not part of the method: models/perceiver_ar.hpp.
 #pragma once
 
 #include "masks.hpp"
 #include "attention.hpp"
-#include "model.hpp"
-#include "decoder.hpp"

@@ -9,12 +9,13 @@
 //                     the dense boolean mask
 //   diffusion.hpp     cosine schedule, per-image noising, the t <= 500 cap,
 //                     the DDPM epsilon-prediction step
-//   model.hpp         a small transformer over mixed sequences and cached
-//                     denoising of one image
+//
+// The demonstration transformer over mixed sequences and its cached denoising
+// (TinyTransfusion, TransfusionDenoisingCache) are a model, not part of the
+// method: models/transfusion.hpp.
 #pragma once
 
 #include "layout.hpp"
 #include "patchify.hpp"
 #include "block_causal.hpp"
 #include "diffusion.hpp"
-#include "model.hpp"

@@ -1,13 +1,15 @@
 // SPDX-License-Identifier: MIT
-// The Perceiver AR network and its cached decoder: caching equals the
-// uncached forward pass (a port of the official
+// The Perceiver AR model (effattn::models::PerceiverArModel) and its cached
+// decoder: caching equals the uncached forward pass (a port of the official
 // test_caching_context_exceeds_latents semantics), the half-latents
-// recompute policy, padding, threads and argument checks.
+// recompute policy, padding, the causal baseline, bit-identical results for
+// any executor on shapes where the dense layers and the attention really run
+// threaded, and argument checks.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdint>
-#include <effattn/perceiver_ar/perceiver_ar.hpp>
+#include <effattn/models/perceiver_ar.hpp>
 #include <functional>
 #include <random>
 #include <thread>
@@ -18,19 +20,21 @@
 namespace {
 
 using effattn::index_t;
-namespace pa = effattn::perceiver_ar;
+using effattn::models::PerceiverArConfig;
+using effattn::models::PerceiverArDecoder;
+using effattn::models::PerceiverArModel;
 using effattn::nn::Matrix;
 
-pa::Model small_model(index_t layers, unsigned seed, index_t width = 32, index_t heads = 2,
+PerceiverArModel small_model(index_t layers, unsigned seed, index_t width = 32, index_t heads = 2,
                       effattn::Storage kv = effattn::Storage::float32) {
-  pa::ModelConfig cfg;
+  PerceiverArConfig cfg;
   cfg.context_kv = kv;
   cfg.vocab = 23;
   cfg.width = width;
   cfg.heads = heads;
   cfg.layers = layers;
   cfg.mlp_hidden = 2 * width;
-  return pa::Model::random(cfg, seed);
+  return PerceiverArModel::random(cfg, seed);
 }
 
 std::vector<std::int32_t> random_tokens(index_t B, index_t N, index_t vocab, unsigned seed) {
@@ -72,13 +76,13 @@ TEST_P(PerceiverArDecoderStorage, CachingContextExceedsLatents) {
   for (index_t layers : {2, 3})
     for (index_t z : {1, 2, 3, 7}) {
       SCOPED_TRACE(testing::Message() << "layers " << layers << " z " << z);
-      const pa::Model model = small_model(layers, 42 + static_cast<unsigned>(layers), 32, 2, GetParam());
+      const PerceiverArModel model = small_model(layers, 42 + static_cast<unsigned>(layers), 32, 2, GetParam());
       const auto tok = random_tokens(B, N, model.config.vocab, 7 + static_cast<unsigned>(z));
       Matrix uncached;
       model.forward(effattn::make_view<const std::int32_t>(tok.data(), B, N), {}, z, uncached);
       ASSERT_EQ(uncached.rows(), B * z);
       const index_t max_lat = z % 2 ? z + 1 : z;
-      pa::Decoder dec(model, B, N + max_lat, max_lat < 2 ? 2 : max_lat);
+      PerceiverArDecoder dec(model, B, N + max_lat, max_lat < 2 ? 2 : max_lat);
       index_t start = 0;
       for (index_t i = 0; i < z; ++i) {
         const index_t end = N - z + i + 1;
@@ -100,11 +104,11 @@ TEST_P(PerceiverArDecoderStorage, CachingContextExceedsLatents) {
 // The same on a larger shape with several heads, fed token by token from one token on.
 TEST_P(PerceiverArDecoderStorage, TokenByTokenEqualsUncached) {
   const index_t B = 2, N = 61, M = 24;
-  const pa::Model model = small_model(3, 5, 64, 4, GetParam());
+  const PerceiverArModel model = small_model(3, 5, 64, 4, GetParam());
   const auto tok = random_tokens(B, N, model.config.vocab, 99);
   Matrix uncached;
   model.forward(effattn::make_view<const std::int32_t>(tok.data(), B, N), {}, M, uncached);
-  pa::Decoder dec(model, B, 100, 24);
+  PerceiverArDecoder dec(model, B, 100, 24);
   // Prefill N - M + 1 tokens, then one per call.
   std::vector<std::int32_t> pre;
   for (index_t b = 0; b < B; ++b)
@@ -127,10 +131,10 @@ TEST_P(PerceiverArDecoderStorage, TokenByTokenEqualsUncached) {
 // cached number of latents; the memory never grows.
 TEST_P(PerceiverArDecoderStorage, HalfLatentsRecomputePolicy) {
   const index_t B = 2, max_ctx = 40, max_lat = 8, steps = 70;
-  const pa::Model model = small_model(2, 11, 32, 2, GetParam());
+  const PerceiverArModel model = small_model(2, 11, 32, 2, GetParam());
   const auto tok = random_tokens(B, 20 + steps, model.config.vocab, 123);
   const index_t total = 20 + steps;
-  pa::Decoder dec(model, B, max_ctx, max_lat);
+  PerceiverArDecoder dec(model, B, max_ctx, max_lat);
   index_t fed = 0, last_recomputes = 0;
   auto feed = [&](index_t n) {
     std::vector<std::int32_t> chunk;
@@ -175,13 +179,9 @@ INSTANTIATE_TEST_SUITE_P(Storage, PerceiverArDecoderStorage,
                                            effattn::Storage::bfloat16),
                          [](const ::testing::TestParamInfo<effattn::Storage>& i) { return effattn::to_string(i.param); });
 
-// Large enough that every step's attention, projections, LayerNorms and GELUs
-// cross the serial cut-off (effattn::executor_for), with a recompute in the
-// middle; 1 thread, 2 OpenMP threads and a host pool give the same bits.
-TEST(PerceiverArDecoder, BitIdenticalForOneAndTwoThreads) {
-  const index_t B = 2, N = 4300, pre = 4280;
-  const pa::Model model = small_model(2, 3, 128, 4);
-  const auto tok = random_tokens(B, N, model.config.vocab, 5);
+/// Three executors that must give the same bits: 1 thread, 2 OpenMP threads,
+/// and a host pool hook (3 std::threads per call).
+std::vector<effattn::Executor> three_executors() {
   effattn::Executor pool;
   pool.parallel_for = [](index_t n, const std::function<void(index_t, index_t)>& body) {
     std::vector<std::thread> ts;
@@ -189,8 +189,36 @@ TEST(PerceiverArDecoder, BitIdenticalForOneAndTwoThreads) {
     for (index_t b = 0; b < n; b += chunk) ts.emplace_back(body, b, std::min(n, b + chunk));
     for (auto& t : ts) t.join();
   };
-  const effattn::Executor exs[] = {effattn::Executor{1}, effattn::Executor{2}, pool};
-  std::vector<pa::Decoder> decs;
+  return {effattn::Executor{1}, effattn::Executor{2}, pool};
+}
+
+/// True when a step of `work` element operations runs on the executor it is
+/// given (not on the calling thread alone) under the core's small-work rule:
+/// the tests below check their shapes with it, so that they still exercise
+/// threads if the cut-off moves.
+bool runs_threaded(double work) { return effattn::detail::executor_for(effattn::Executor{2}, work).num_threads == 2; }
+
+// Cached decoding with a prefill of 4280 tokens, 20 single-token steps and a
+// recompute in the middle: the prefill's key/value projections (1024-row
+// chunks, several output tiles) and each step's attention over the ~4300-token
+// window (and the recompute's cross-attention) are above the serial cut-off,
+// so 1 thread, 2 OpenMP threads and a host pool really differ in how the work
+// is split; they must give the same bits. (A step's dense layers on 4 rows, at
+// most 0.6e6 multiply-adds, run threaded only with a cut-off below that.)
+TEST(PerceiverArDecoder, BitIdenticalForOneAndTwoThreads) {
+  const index_t B = 4, N = 4300, pre = 4280, W = 128, H = 4;
+  PerceiverArConfig cfg;
+  cfg.vocab = 1100;
+  cfg.width = W;
+  cfg.heads = H;
+  cfg.layers = 2;
+  cfg.mlp_hidden = 1024;
+  const PerceiverArModel model = PerceiverArModel::random(cfg, 3);
+  ASSERT_TRUE(runs_threaded(1024.0 * W * W)) << "prefill key/value projection";
+  ASSERT_TRUE(runs_threaded(double(B) * H * pre * W * 2 / H)) << "a decode step's cross-attention";
+  const auto tok = random_tokens(B, N, model.config.vocab, 5);
+  const auto exs = three_executors();
+  std::vector<PerceiverArDecoder> decs;
   for (int i = 0; i < 3; ++i) decs.emplace_back(model, B, 4400, 16);
   auto feed = [&](index_t j0, index_t n) {
     std::vector<std::int32_t> chunk;
@@ -206,12 +234,86 @@ TEST(PerceiverArDecoder, BitIdenticalForOneAndTwoThreads) {
   EXPECT_EQ(decs[0].recomputes(), 1);
 }
 
+// The uncached forward on a shape where every kind of step runs threaded:
+// 2048-row latent projections (3 row tiles), the MLP's 512 hidden outputs and
+// the 500-way head (2 column tiles), the input key/value projections (1024-row
+// chunks) and both attentions. Executor(1), Executor(2) and a host pool give
+// the same bits, for float32 and float16 context storage.
+TEST(PerceiverArModel, ForwardBitIdenticalForOneAndTwoThreads) {
+  const index_t B = 2, N = 2048, M = 1024, W = 128, H = 4, hidden = 512;
+  for (effattn::Storage kv : {effattn::Storage::float32, effattn::Storage::float16}) {
+    SCOPED_TRACE(effattn::to_string(kv));
+    PerceiverArConfig cfg;
+    cfg.vocab = 500;
+    cfg.width = W;
+    cfg.heads = H;
+    cfg.layers = 2;
+    cfg.mlp_hidden = hidden;
+    cfg.context_kv = kv;
+    const PerceiverArModel model = PerceiverArModel::random(cfg, 21);
+    ASSERT_TRUE(runs_threaded(double(B) * M * W * W)) << "latent projections";
+    ASSERT_TRUE(runs_threaded(double(B) * H * M * M * 2 * (W / H))) << "latent attention";
+    const auto tok = random_tokens(B, N, cfg.vocab, 77);
+    std::vector<index_t> len{N, N - 300};  // one padded sequence
+    const auto tv = effattn::make_view<const std::int32_t>(tok.data(), B, N);
+    const auto lv = effattn::make_view<const index_t>(len.data(), B);
+    const auto exs = three_executors();
+    Matrix l[3];
+    for (int i = 0; i < 3; ++i) model.forward(tv, lv, M, l[i], 0, exs[i]);
+    ASSERT_EQ(l[0].rows(), B * M);
+    ASSERT_EQ(l[0].cols(), cfg.vocab);
+    for (int i = 1; i < 3; ++i)
+      EXPECT_TRUE((l[i].array() == l[0].array()).all()) << "executor " << i;
+  }
+}
+
+// causal_forward is the latent blocks over every position: row j depends on
+// tokens 0..j only, and it is bit-identical for any executor.
+TEST(PerceiverArModel, CausalForwardIsCausalAndThreadInvariant) {
+  const index_t B = 2, N = 900;
+  PerceiverArConfig cfg;
+  cfg.vocab = 50;
+  cfg.width = 64;
+  cfg.heads = 4;
+  cfg.layers = 2;
+  cfg.mlp_hidden = 512;
+  const PerceiverArModel model = PerceiverArModel::random(cfg, 8);
+  auto tok = random_tokens(B, N, cfg.vocab, 4);
+  const auto tv = effattn::make_view<const std::int32_t>(tok.data(), B, N);
+  const auto exs = three_executors();
+  Matrix l[3];
+  for (int i = 0; i < 3; ++i) model.causal_forward(tv, l[i], exs[i]);
+  ASSERT_EQ(l[0].rows(), B * N);
+  ASSERT_EQ(l[0].cols(), cfg.vocab);
+  for (int i = 1; i < 3; ++i) EXPECT_TRUE((l[i].array() == l[0].array()).all()) << "executor " << i;
+  for (index_t r = 0; r < l[0].rows(); ++r)
+    for (index_t c = 0; c < l[0].cols(); ++c) ASSERT_TRUE(std::isfinite(l[0](r, c)));
+  // Changing token 600 of sequence 1 leaves its rows 0..599 and sequence 0 alone.
+  tok[N + 600] = (tok[N + 600] + 1) % 50;
+  Matrix l2;
+  model.causal_forward(tv, l2, exs[1]);
+  for (index_t j = 0; j < N; ++j)
+    testing_util::expect_close(row(l2, j), row(l[0], j), 1e-5, 1e-5, "sequence 0 row " + std::to_string(j));
+  for (index_t j = 0; j < 600; ++j)
+    testing_util::expect_close(row(l2, N + j), row(l[0], N + j), 1e-5, 1e-5, "sequence 1 row " + std::to_string(j));
+  EXPECT_GT(testing_util::max_abs_diff(row(l2, N + 600), row(l[0], N + 600)), 1e-4);
+  // Bad input.
+  Matrix out = Matrix::Constant(2, 2, 3.0f);
+  tok[5] = 50;
+  EXPECT_THROW(model.causal_forward(tv, out), effattn::parameter_error);
+  tok[5] = 0;
+  EXPECT_THROW(model.causal_forward(tv, out, effattn::Executor(-1)), effattn::parameter_error);
+  EXPECT_TRUE((out.array() == 3.0f).all() && out.rows() == 2);
+  model.causal_forward(effattn::make_view<const std::int32_t>(tok.data(), 0, N), out);
+  EXPECT_EQ(out.rows(), 0);
+}
+
 // Right padding never leaks: a padded sequence gives the same valid-latent
 // logits as the same tokens without padding (when L >= M), and fully padded
 // sequences give finite logits.
 TEST(PerceiverArModel, PaddingDoesNotLeak) {
   const index_t B = 3, N = 40, M = 8;
-  const pa::Model model = small_model(2, 17);
+  const PerceiverArModel model = small_model(2, 17);
   auto tok = random_tokens(B, N, model.config.vocab, 1);
   std::vector<index_t> len{N, 25, 0};
   Matrix padded;
@@ -257,27 +359,27 @@ TEST(PerceiverArModel, SixteenBitContextStorage) {
   EXPECT_TRUE(testing_util::close(bf, a, 2e-2, 2e-2));
   EXPECT_GT(testing_util::max_abs_diff(h, a), 0.0);  // the storage is really 16-bit
 
-  const pa::Model m32 = small_model(1, 4, 64, 4), m16 = small_model(1, 4, 64, 4, effattn::Storage::float16);
-  pa::Decoder d32(m32, 2, 1000, 16), d16(m16, 2, 1000, 16);
+  const PerceiverArModel m32 = small_model(1, 4, 64, 4), m16 = small_model(1, 4, 64, 4, effattn::Storage::float16);
+  PerceiverArDecoder d32(m32, 2, 1000, 16), d16(m16, 2, 1000, 16);
   EXPECT_EQ(d16.context_storage(), effattn::Storage::float16);
   const std::size_t ctx32 = 2 * 2 * 1000 * 64 * 4, lat = 2 * 1 * 2 * 16 * 64 * 4, toks = 2 * 1000 * 4;
   EXPECT_EQ(d32.memory_bytes(), ctx32 + lat + toks);
   EXPECT_EQ(d16.memory_bytes(), ctx32 / 2 + lat + toks);
 
-  pa::ModelConfig bad;
+  PerceiverArConfig bad;
   bad.width = 8;
   bad.heads = 2;
   bad.context_kv = static_cast<effattn::Storage>(7);
-  EXPECT_THROW(pa::Model::random(bad, 1), effattn::parameter_error);
-  pa::Model tampered = m32;
+  EXPECT_THROW(PerceiverArModel::random(bad, 1), effattn::parameter_error);
+  PerceiverArModel tampered = m32;
   tampered.config.context_kv = static_cast<effattn::Storage>(7);
   Matrix out;
   EXPECT_THROW(tampered.forward(tv, {}, M, out), effattn::parameter_error);
-  EXPECT_THROW(pa::Decoder(tampered, 1, 10, 4), effattn::parameter_error);
+  EXPECT_THROW(PerceiverArDecoder(tampered, 1, 10, 4), effattn::parameter_error);
 }
 
 TEST(PerceiverArModel, BadInputThrows) {
-  const pa::Model model = small_model(1, 1);
+  const PerceiverArModel model = small_model(1, 1);
   auto tok = random_tokens(2, 10, model.config.vocab, 1);
   Matrix out;
   auto tv = effattn::make_view<const std::int32_t>(tok.data(), 2, 10);
@@ -290,10 +392,10 @@ TEST(PerceiverArModel, BadInputThrows) {
   tok[3] = -1;
   EXPECT_THROW(model.forward(tv, {}, 4, out), effattn::parameter_error);
   tok[3] = 0;
-  EXPECT_THROW(pa::Decoder(model, 2, 10, 3), effattn::parameter_error);  // odd max_latents
-  EXPECT_THROW(pa::Decoder(model, 0, 10, 4), effattn::parameter_error);
-  EXPECT_THROW(pa::Decoder(model, 2, 2, 4), effattn::parameter_error);
-  pa::Decoder dec(model, 2, 12, 4);
+  EXPECT_THROW(PerceiverArDecoder(model, 2, 10, 3), effattn::parameter_error);  // odd max_latents
+  EXPECT_THROW(PerceiverArDecoder(model, 0, 10, 4), effattn::parameter_error);
+  EXPECT_THROW(PerceiverArDecoder(model, 2, 2, 4), effattn::parameter_error);
+  PerceiverArDecoder dec(model, 2, 12, 4);
   EXPECT_THROW(dec.append(effattn::make_view<const std::int32_t>(tok.data(), 1, 5), out), effattn::shape_error);
   EXPECT_THROW(dec.append(effattn::make_view<const std::int32_t>(tok.data(), 2, 0), out), effattn::parameter_error);
   EXPECT_THROW(dec.append(effattn::make_view<const std::int32_t>(tok.data(), 1, 11), out), effattn::shape_error);
