@@ -4,20 +4,26 @@
 //     averaged over 12 heads, 64 dims) + merge_wavg of the [N, 768] features,
 //     against the 12-head attention of the same N tokens, N in {197, 577,
 //     1024, 4096}, batch 1. "speedup" here reads: attention time / ToMe time.
-//  2. tome/vit_r0 vs tome/vit_tome: ViT-B/16 encoder (12 pre-LN blocks, width
-//     768, 12 heads, MLP 3072, 197 tokens), batch 8, r in {8, 13, 16}; counters
-//     images_per_s and tome_frac (share of the encoder time spent in ToMe's
-//     matching + merging).
+//  2. tome/vit_r0 vs tome/vit_tome: ViT-B/16 encoder (effattn::models, 12
+//     pre-LN blocks, width 768, 12 heads, MLP 3072, 197 tokens), batch 8, r in
+//     {8, 13, 16}; counters images_per_s and tokens_out.
+//     tome/vit_tome_step: ToMe's own work in that encoder pass, timed by
+//     itself: for every block, the metric (models::key_metric),
+//     bipartite_soft_matching and merge_wavg on the inputs the block really
+//     had (captured once from a forward pass: its qkv projection, x after the
+//     attention residual, the sizes). report.py divides its time by
+//     tome/vit_tome's (same params) for the share of the encoder spent in ToMe.
 //  3. tome/sd_attn_unmerged vs tome/sd_attn_merged: ToMe for diffusion on a
 //     self-attention block over a 64 x 64 latent (4096 tokens, width 320, 8
 //     heads): LayerNorm, [merge], qkv, attention, proj, [unmerge], residual;
 //     ratio 0.5, sx = sy = 2, top-left destinations.
 // Everything runs on Executor{EFFATTN_BENCH_THREADS} (the GEMMs too, through
-// tome::detail::linear); Eigen's own threading is not used.
+// nn::linear); Eigen's own threading is not used.
 #include <Eigen/Core>
-#include <chrono>
 #include <effattn/effattn.hpp>
+#include <effattn/models/vit_tome.hpp>
 #include <effattn/tome/tome.hpp>
+#include <map>
 #include <random>
 #include <vector>
 
@@ -69,39 +75,115 @@ void BM_match_merge(benchmark::State& state, index_t N) {
 
 // ---------------------------------------------------------------- 2. ViT-B encoder
 
-const tome::ViTEncoder& vit_b() {
-  static const tome::ViTEncoder enc = [] {
+constexpr index_t kVitB = 8, kVitN = 197, kVitC = 768, kVitHeads = 12, kVitDepth = 12;
+
+const models::ViTEncoder& vit_b() {
+  static const models::ViTEncoder enc = [] {
     std::mt19937 rng(2023);
-    return tome::ViTEncoder::random(rng, 12, 768, 12, 3072);
+    return models::ViTEncoder::random(rng, kVitDepth, kVitC, kVitHeads, 3072);
   }();
   return enc;
 }
 
+const Matrix& vit_input() {
+  static const Matrix x0 = [] {
+    auto xin = eb::random_vector(kVitB * kVitN * kVitC, 6);
+    return Matrix(Eigen::Map<const Matrix>(xin.data(), kVitB * kVitN, kVitC));
+  }();
+  return x0;
+}
+
+std::vector<index_t> vit_schedule(index_t r) { return r > 0 ? tome::parse_r(kVitDepth, r) : std::vector<index_t>{}; }
+
 void BM_vit(benchmark::State& state, index_t r) {
-  const index_t B = 8, N = 197, C = 768;
   const auto& enc = vit_b();
-  auto xin = eb::random_vector(B * N * C, 6);
-  const Matrix x0 = Eigen::Map<const Matrix>(xin.data(), B * N, C);
+  const Matrix& x0 = vit_input();
   Executor ex{eb::threads()};  // every part of the encoder runs on this executor
-  tome::ViTWorkspace ws;
-  tome::ToMeBlockOptions opt;
+  models::ViTWorkspace ws;
+  models::ToMeBlockOptions opt;
+  const auto schedule = vit_schedule(r);
   Matrix x;
-  double total = 0;
-  ws.tome_seconds = 0;
   for (auto _ : state) {
     state.PauseTiming();
     x = x0;
     state.ResumeTiming();
-    const auto t0 = std::chrono::steady_clock::now();
-    tome::ToMeState st;
-    enc.forward(x, B, r > 0 ? tome::parse_r(12, r) : std::vector<index_t>{}, st, opt, ws, ex);
-    total += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    models::ToMeState st;
+    enc.forward(x, kVitB, schedule, st, opt, ws, ex);
     benchmark::DoNotOptimize(x.data());
   }
-  state.counters["images_per_s"] = benchmark::Counter(double(B), benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["tome_frac"] = total > 0 ? ws.tome_seconds / total : 0;
-  state.counters["tokens_out"] = double(x.rows() / B);
+  state.counters["images_per_s"] = benchmark::Counter(double(kVitB), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["tokens_out"] = double(x.rows() / kVitB);
   if (r > 0) state.SetLabel("baseline=tome/vit_r0");
+}
+
+/// What ToMe's step of one block works on, as the block had it in a real
+/// encoder pass.
+struct TomeStepInput {
+  Matrix qkv;               ///< [B*N, 3C] the block's qkv projection (the metric's source)
+  Matrix x_attn;            ///< [B*N, C] x after the attention residual (what merge_wavg merges)
+  std::vector<float> size;  ///< [B, N] token sizes coming in (empty: all ones)
+  index_t tokens = 0, r = 0;
+};
+
+/// The ToMe steps of one encoder pass with schedule parse_r(12, r), captured
+/// block by block (the qkv projection recomputed from the block input with
+/// the block's own LayerNorm and nn::linear, as the block computes it).
+const std::vector<TomeStepInput>& tome_steps(index_t r) {
+  static std::map<index_t, std::vector<TomeStepInput>> cache;
+  auto it = cache.find(r);
+  if (it != cache.end()) return it->second;
+  const auto& enc = vit_b();
+  const auto schedule = vit_schedule(r);
+  const Executor ex{eb::threads()};
+  const models::ToMeBlockOptions opt;
+  models::ViTWorkspace ws;
+  models::ToMeState st;
+  st.reset(kVitB, kVitN);
+  Matrix x = vit_input(), h;
+  std::vector<TomeStepInput> steps;
+  for (size_t i = 0; i < enc.blocks.size(); ++i) {
+    const auto& blk = enc.blocks[i];
+    TomeStepInput in;
+    in.tokens = st.tokens;
+    in.size = st.size;
+    in.r = i < schedule.size() ? schedule[i] : 0;
+    nn::layer_norm(x, blk.norm1_weight, blk.norm1_bias, blk.eps, h, ex);
+    nn::linear(blk.qkv, h, in.qkv, ex);
+    models::ToMeBlockTrace trace;
+    models::tome_block_forward(blk, x, st, in.r, opt, ws, ex, &trace);
+    in.x_attn = std::move(trace.x_attn);
+    if (in.r > 0) steps.push_back(std::move(in));
+  }
+  return cache.emplace(r, std::move(steps)).first->second;
+}
+
+/// ToMe's own cost in one encoder pass: metric + matching + merge_wavg of
+/// every block, on the block's real inputs and shapes.
+void BM_vit_tome_step(benchmark::State& state, index_t r) {
+  const auto& steps = tome_steps(r);
+  Executor ex{eb::threads()};
+  const models::ToMeBlockOptions opt;
+  const index_t B = kVitB, C = kVitC, hd = kVitC / kVitHeads;
+  std::vector<float> metric, xo, so;
+  index_t merged = 0;
+  for (auto _ : state) {
+    merged = 0;
+    for (const auto& s : steps) {
+      const index_t N = s.tokens;
+      models::key_metric(s.qkv, kVitHeads, metric);
+      const auto plan = tome::bipartite_soft_matching(make_view<const float>(metric.data(), B, N, hd), s.r, opt.match, ex);
+      const index_t Np = plan.out_tokens();
+      xo.resize(static_cast<size_t>(B * Np * C));
+      so.resize(static_cast<size_t>(B * Np));
+      const ConstView<float, 2> sz = s.size.empty() ? ConstView<float, 2>() : make_view<const float>(s.size.data(), B, N);
+      tome::merge_wavg<float>(plan, make_view<const float>(s.x_attn.data(), B, N, C), sz, make_view(xo.data(), B, Np, C),
+                              make_view(so.data(), B, Np), ex);
+      benchmark::DoNotOptimize(xo.data());
+      merged += plan.r;
+    }
+  }
+  state.counters["blocks"] = double(steps.size());
+  state.counters["tokens_merged"] = double(merged);  // per image
 }
 
 // ---------------------------------------------------------------- 3. ToMe for diffusion
@@ -191,7 +273,7 @@ int main(int argc, char** argv) {
         ->Unit(benchmark::kMillisecond)
         ->UseRealTime();
   }
-  benchmark::RegisterBenchmark(eb::name("tome/vit_r0", {{"B", 8}, {"N", 197}, {"C", 768}, {"L", 12}, {"t", t}}).c_str(),
+  benchmark::RegisterBenchmark(eb::name("tome/vit_r0", {{"B", kVitB}, {"N", kVitN}, {"C", kVitC}, {"L", kVitDepth}, {"t", t}}).c_str(),
                                [](benchmark::State& s) { BM_vit(s, 0); })
       ->Unit(benchmark::kMillisecond)
       ->UseRealTime()
@@ -199,11 +281,18 @@ int main(int argc, char** argv) {
   for (index_t r : {8, 13, 16}) {
     if (eb::quick() && r != 16) continue;
     benchmark::RegisterBenchmark(
-        eb::name("tome/vit_tome", {{"B", 8}, {"N", 197}, {"C", 768}, {"L", 12}, {"t", t}, {"r", r}}).c_str(),
+        eb::name("tome/vit_tome", {{"B", kVitB}, {"N", kVitN}, {"C", kVitC}, {"L", kVitDepth}, {"t", t}, {"r", r}}).c_str(),
         [r](benchmark::State& s) { BM_vit(s, r); })
         ->Unit(benchmark::kMillisecond)
         ->UseRealTime()
         ->Iterations(eb::quick() ? 1 : 3);
+    // Same params as tome/vit_tome: report.py pairs them for ToMe's share.
+    benchmark::RegisterBenchmark(
+        eb::name("tome/vit_tome_step", {{"B", kVitB}, {"N", kVitN}, {"C", kVitC}, {"L", kVitDepth}, {"t", t}, {"r", r}})
+            .c_str(),
+        [r](benchmark::State& s) { BM_vit_tome_step(s, r); })
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
   }
   benchmark::RegisterBenchmark(eb::name("tome/sd_attn_unmerged", {{"N", 4096}, {"C", 320}, {"H", 8}, {"t", t}}).c_str(),
                                [](benchmark::State& s) { BM_sd(s, 0.0); })

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-// libFuzzer target: ToMe's public entry points (effattn::tome).
+// libFuzzer target: ToMe's public entry points (effattn::tome), and the ViT
+// encoder with ToMe (effattn::models, models/vit_tome.hpp).
 //
 // The first byte picks the entry point:
 //   0-2  bipartite_soft_matching / _threshold / _random2d (MatchOptions, a
@@ -16,8 +17,8 @@
 //        overflows, an overlapping or aliasing output): must be rejected;
 //   8    bipartite_soft_matching_partition with fuzzed (sometimes broken)
 //        token lists, then the merge family as for 0-2;
-//   9    a tiny ViT block / ViTEncoder (invariants, thread bit-identity, x
-//        unchanged when a call is rejected).
+//   9    a tiny models::tome_block_forward / models::ViTEncoder (invariants,
+//        thread bit-identity, x unchanged when a call is rejected).
 // Shapes are small (or 0, or huge only where rejection is required or next to
 // a zero extent), strides contiguous / permuted / padded / broadcast (inputs),
 // the thread count -1, 0, 1 or 2, values sometimes non-finite. Every accepted
@@ -29,6 +30,7 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <effattn/models/vit_tome.hpp>
 #include <functional>
 #include <limits>
 #include <random>
@@ -1237,8 +1239,8 @@ void fuzz_vit(FuzzInput& in, int threads) {
   const index_t heads = in.range(1, 2), hd = in.range(1, 3), C = heads * hd, hidden = in.range(1, 8);
   const index_t B = in.range(1, 2), N = in.range(1, 9), depth = in.range(1, 2);
   std::mt19937 rng(in.u16());
-  auto enc = tome::ViTEncoder::random(rng, depth, C, heads, hidden);
-  tome::ToMeBlockOptions opt;
+  auto enc = models::ViTEncoder::random(rng, depth, C, heads, hidden);
+  models::ToMeBlockOptions opt;
   opt.prop_attn = in.flag();
   opt.match.class_token = in.flag();
   opt.match.distill_token = in.byte() < 16;
@@ -1248,17 +1250,17 @@ void fuzz_vit(FuzzInput& in, int threads) {
   const int bad = in.byte() % 16;  // 1: a zero size, 2: a source row out of range, 3: a wrong block width
   nn::Matrix x0(B * N, C);
   for (index_t i = 0; i < x0.size(); ++i) x0.data()[i] = static_cast<float>(static_cast<std::int8_t>(in.byte())) / 64.0f;
-  if (bad == 3 && C > 1) enc.blocks.back() = tome::ViTBlock::random(C + heads, heads, hidden, rng);
+  if (bad == 3 && C > 1) enc.blocks.back() = models::ViTBlock::random(C + heads, heads, hidden, rng);
   const bool use_block = in.flag();
   const bool bad_width = bad == 3 && C > 1 && (!use_block || depth == 1);  // the block that runs is broken
   bool valid = !(opt.match.distill_token && !opt.match.class_token) && !bad_width;
   for (size_t i = 0; i < (use_block ? 1 : schedule.size()); ++i) valid = valid && schedule[i] >= 0;
   struct Res {
     nn::Matrix x;
-    tome::ToMeState st;
+    models::ToMeState st;
     std::vector<index_t> counts;
   };
-  auto make_state = [&](tome::ToMeState& st) {
+  auto make_state = [&](models::ToMeState& st) {
     st.reset(B, N, trace);
     if (bad == 1) st.size.assign(static_cast<size_t>(B * N), 1.0f), st.size[0] = 0.0f;
     if (bad == 2 && trace) st.source_map[0] = N;
@@ -1267,14 +1269,14 @@ void fuzz_vit(FuzzInput& in, int threads) {
   auto run = [&](const Executor& ex, Res& res) {
     res.x = x0;
     make_state(res.st);
-    tome::ViTWorkspace ws;
+    models::ViTWorkspace ws;
     if (use_block)
-      tome::tome_block_forward(enc.blocks[0], res.x, res.st, schedule[0], opt, ws, ex);
+      models::tome_block_forward(enc.blocks[0], res.x, res.st, schedule[0], opt, ws, ex);
     else
       enc.forward(res.x, B, schedule, res.st, opt, ws, ex, &res.counts);
   };
   Res r1;
-  const char* what = use_block ? "tome::tome_block_forward" : "tome::ViTEncoder::forward";
+  const char* what = use_block ? "models::tome_block_forward" : "models::ViTEncoder::forward";
   const bool ok = fuzz::accepted([&] { run(Executor(threads < 0 ? -1 : 1), r1); }, what);
   if (!ok) {
     fuzz_check(threads < 0 || !valid, std::string(what) + ": a valid call was rejected");

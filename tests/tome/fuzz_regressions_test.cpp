@@ -249,61 +249,10 @@ TEST(TomeFuzzRegressions, NegativeExecutorRejectedForSmallAndBigInputs) {
     });
     EXPECT_TRUE(all_equal(ao, kSentinel));
   }
-  // The ViT block and encoder.
-  std::mt19937 rng(5);
-  auto enc = tome::ViTEncoder::random(rng, 2, 16, 2, 32);
-  const index_t B = 2, N = 9;
-  auto xin = testing_util::random_vector(B * N * 16, 6);
-  const effattn::nn::Matrix x0 = Eigen::Map<effattn::nn::Matrix>(xin.data(), B * N, 16);
-  effattn::nn::Matrix x = x0;
-  tome::ToMeState st;
-  st.reset(B, N);
-  tome::ViTWorkspace ws;
-  EXPECT_THROW(tome::tome_block_forward(enc.blocks[0], x, st, 2, {}, ws, bad), effattn::parameter_error);
-  EXPECT_THROW(enc.forward(x, B, {2, 2}, st, {}, ws, bad), effattn::parameter_error);
-  EXPECT_TRUE(x == x0);
-  EXPECT_EQ(st.tokens, N);
 }
 
 // Defect 5: every check happens before the first write to an output.
 TEST(TomeFuzzRegressions, ThrowingCallsLeaveOutputsUntouched) {
-  // The encoder checks every block and its final norm before the first block
-  // changes x or the state.
-  std::mt19937 rng(7);
-  auto enc = tome::ViTEncoder::random(rng, 3, 16, 2, 32);
-  const index_t B = 2, N = 9;
-  auto xin = testing_util::random_vector(B * N * 16, 8);
-  const effattn::nn::Matrix x0 = Eigen::Map<effattn::nn::Matrix>(xin.data(), B * N, 16);
-  tome::ViTWorkspace ws;
-  auto bad_last = enc;
-  bad_last.blocks[2].heads = 3;  // does not divide the width
-  auto bad_norm = enc;
-  bad_norm.norm_bias.resize(15);
-  auto bad_width = enc;
-  bad_width.blocks[1] = tome::ViTBlock::random(32, 2, 32, rng);
-  for (const auto* e : {&bad_last, &bad_norm, &bad_width}) {
-    effattn::nn::Matrix x = x0;
-    tome::ToMeState st;
-    st.reset(5, 1);
-    EXPECT_THROW(e->forward(x, B, {2, 2, 2}, st, {}, ws), effattn::invalid_argument);
-    EXPECT_TRUE(x == x0);
-    EXPECT_EQ(st.batch, 5);
-  }
-  // A block whose state carries a size <= 0 or a source map row out of range
-  // throws before the attention step changes x.
-  for (int which = 0; which < 2; ++which) {
-    effattn::nn::Matrix x = x0;
-    tome::ToMeState st;
-    st.reset(B, N, which == 1);
-    if (which == 0) {
-      st.size.assign(B * N, 1.0f);
-      st.size[4] = 0.0f;
-    } else {
-      st.source_map[3] = N;
-    }
-    EXPECT_THROW(tome::tome_block_forward(enc.blocks[0], x, st, 2, {}, ws), effattn::parameter_error);
-    EXPECT_TRUE(x == x0);
-  }
   // random2d_partition checks rand_idx before touching its output lists.
   std::vector<index_t> ri = {0, 9}, a = {1}, b = {2};
   EXPECT_THROW(tome::random2d_partition(tome::Grid2d{4, 2, 2, 2}, make_view<const index_t>(ri.data(), 1, 2), a, b),

@@ -756,53 +756,6 @@ TEST(TomeBadInput, ThrowsAndWritesNothing) {
   for (index_t v : mo) ASSERT_EQ(v, -7);
 }
 
-TEST(TomeViT, BlockWithRZeroIsAPlainBlockAndEncoderCountsTokens) {
-  std::mt19937 rng(3);
-  auto enc = tome::ViTEncoder::random(rng, 4, 48, 4, 96);
-  const index_t B = 2, N = 29;
-  auto xin = testing_util::random_vector(B * N * 48, 5);
-  effattn::nn::Matrix x0 = Eigen::Map<effattn::nn::Matrix>(xin.data(), B * N, 48);
-  tome::ViTWorkspace ws;
-  tome::ToMeBlockOptions opt;
-  // r = 0 through ToMe equals the reference-backend block without ToMe.
-  effattn::nn::Matrix a = x0, b = x0;
-  tome::ToMeState s1, s2;
-  s1.reset(B, N);
-  s2.reset(B, N);
-  tome::tome_block_forward(enc.blocks[0], a, s1, 0, opt, ws);
-  auto ref_opt = opt;
-  ref_opt.attention_backend = effattn::Backend::reference;
-  tome::tome_block_forward(enc.blocks[0], b, s2, 0, ref_opt, ws);
-  EXPECT_LT((a - b).cwiseAbs().maxCoeff(), 1e-4f);
-  // Encoder: tokens after each block follow the official caps; tracing the
-  // sources gives every original token a valid row.
-  for (index_t r : {0, 3, 20}) {
-    effattn::nn::Matrix x = x0;
-    tome::ToMeState st;
-    st.trace_source = true;
-    std::vector<index_t> counts;
-    enc.forward(x, B, tome::schedule_constant(4, r), st, opt, ws, {}, &counts);
-    EXPECT_EQ(counts, tome::tokens_after_layers(N, tome::schedule_constant(4, r), 1)) << "r=" << r;
-    EXPECT_EQ(x.rows(), B * counts.back());
-    EXPECT_EQ(static_cast<index_t>(st.source_map.size()), B * N);
-    double total = 0;
-    for (float s : st.size) total += s;
-    if (r > 0) {
-      EXPECT_NEAR(total, B * N, 1e-3);
-    }
-    for (index_t v : st.source_map) EXPECT_TRUE(v >= 0 && v < counts.back());
-    for (index_t bb = 0; bb < B; ++bb) EXPECT_EQ(st.source_map[bb * N], 0);  // class token stays row 0
-  }
-  // Bad input to the block: wrong row count, negative r.
-  effattn::nn::Matrix bad(B * N + 1, 48);
-  tome::ToMeState st;
-  st.reset(B, N);
-  EXPECT_THROW(tome::tome_block_forward(enc.blocks[0], bad, st, 2, opt, ws), effattn::shape_error);
-  effattn::nn::Matrix ok = x0;
-  EXPECT_THROW(tome::tome_block_forward(enc.blocks[0], ok, st, -1, opt, ws), effattn::parameter_error);
-  EXPECT_EQ((ok - x0).cwiseAbs().maxCoeff(), 0.0f);
-}
-
 TEST(TomeMerge, DoublePrecisionTensors) {
   const index_t B = 2, N = 15, C = 5, Cx = 3;
   auto metric = testing_util::random_vector(B * N * C, 81);
@@ -825,48 +778,4 @@ TEST(TomeMerge, DoublePrecisionTensors) {
       for (index_t t = 0; t < N; ++t) cnt += src[(b * Np + g) * N + t];
       EXPECT_EQ(cnt, s[b * Np + g]);
     }
-}
-
-TEST(TomeViT, TiledLinearMatchesEigenAndThreadCountDoesNotMatter) {
-  std::mt19937 rng(9);
-  for (auto [M, K, N] : std::vector<std::array<index_t, 3>>{{1, 3, 1}, {7, 33, 385}, {769, 64, 770}, {1600, 96, 40}}) {
-    auto l = effattn::nn::Linear::random(K, N, rng);
-    effattn::nn::Matrix x = effattn::nn::Matrix::Random(M, K), y1, y2;
-    effattn::nn::linear(l, x, y1, effattn::Executor{1});
-    effattn::nn::linear(l, x, y2, effattn::Executor{3});
-    EXPECT_EQ(y1, y2) << M << "x" << K << "x" << N;  // bit-identical
-    effattn::nn::Matrix ref;
-    l.forward(x, ref);
-    EXPECT_LT((y1 - ref).cwiseAbs().maxCoeff(), 1e-4f);
-  }
-  // A whole encoder pass, 1 vs 2 threads vs the counting hook: bit-identical
-  // outputs and sizes. The small encoder stays below executor_for's cutoff
-  // (everything serial); the width-256 one over 197 tokens is above it for the
-  // dense layers and the attention, so their parallel path is exercised.
-  struct EncCase {
-    index_t depth, width, heads, mlp, B, N;
-    std::vector<index_t> schedule;
-  };
-  for (const auto& e : std::vector<EncCase>{{3, 64, 4, 128, 3, 41, {6, 5, 4}}, {2, 256, 4, 1024, 4, 197, {16, 8}}}) {
-    auto enc = tome::ViTEncoder::random(rng, e.depth, e.width, e.heads, e.mlp);
-    auto xin = testing_util::random_vector(e.B * e.N * e.width, 10);
-    std::atomic<int> calls{0};
-    std::vector<effattn::nn::Matrix> outs;
-    std::vector<std::vector<float>> sizes;
-    for (const auto& ex : {effattn::Executor{1}, effattn::Executor{2}, counting_executor(calls)}) {
-      effattn::nn::Matrix x = Eigen::Map<effattn::nn::Matrix>(xin.data(), e.B * e.N, e.width);
-      tome::ToMeState st;
-      tome::ViTWorkspace ws;
-      enc.forward(x, e.B, e.schedule, st, {}, ws, ex);
-      outs.push_back(x);
-      sizes.push_back(st.size);
-    }
-    if (e.width >= 256) {
-      EXPECT_GT(calls.load(), 0) << "the encoder never took the parallel path";
-    }
-    for (size_t i = 1; i < outs.size(); ++i) {
-      EXPECT_TRUE(outs[i] == outs[0]) << "width " << e.width << ", run " << i;
-      EXPECT_EQ(sizes[i], sizes[0]) << "width " << e.width << ", run " << i;
-    }
-  }
 }

@@ -5,7 +5,8 @@
 //   proportional.hpp  proportional attention (+ log size per key) on the tiled engine
 //   schedule.hpp      parse_r (constant, (r, inflect), list), tokens_after_layers
 //   diffusion.hpp     ToMe for diffusion: random2d partition and matching
-//   vit.hpp           timm-style ViT block / encoder with ToMe (needs nn/layers.hpp)
+// The method only: a timm-style ViT encoder with ToMe placed as in the
+// official patch is a model, effattn/models/vit_tome.hpp (effattn::models).
 #pragma once
 
 #include "diffusion.hpp"
@@ -13,4 +14,3 @@
 #include "merge.hpp"
 #include "proportional.hpp"
 #include "schedule.hpp"
-#include "vit.hpp"

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
-// effattn::tome: a timm-style pre-LN ViT block and encoder with ToMe placed as
-// in the official patch (facebookresearch/ToMe `tome/patch/timm.py`):
+// effattn::models: a timm-style pre-LN ViT block and encoder with ToMe placed
+// as in the official patch (facebookresearch/ToMe `tome/patch/timm.py`):
 //
 //   attn_size = size if prop_attn else none
 //   x_attn, metric = Attention(LN1(x), attn_size)    metric = k averaged over heads
@@ -10,19 +10,23 @@
 //             x, size = merge_wavg(plan, x, size)
 //   x = x + MLP(LN2(x))                               MLP = fc2(GELU_erf(fc1(.)))
 //
+// A demonstration model (weights from the caller or random from a seed), kept
+// apart from the ToMe method in effattn/tome/ (matching, merging, proportional
+// attention, schedules), which it only uses.
+//
 // Activations are row-major matrices [batch * tokens, width] (batch-major); the
-// token count shrinks block by block. The dense layers (qkv, proj, fc1, fc2) are
-// GEMMs over the whole batch, tiled over the Executor (each tile a
-// single-threaded Eigen tensor contraction); attention runs on effattn's tiled
-// engine straight from the qkv matrix (strided views, no head split copies)
-// with proportional attention via KeyBiasScore(log size); LayerNorm, GELU, the
-// matching and the merge run on the Executor too. Everything is bit-identical
-// for any thread count; Eigen's global thread setting is not used.
+// token count shrinks block by block. The dense layers (qkv, proj, fc1, fc2)
+// are nn::linear over the whole batch (fixed output tiles on the Executor);
+// attention runs on effattn's tiled engine straight from the qkv matrix
+// (strided views, no head split copies) with proportional attention via
+// KeyBiasScore(log size); LayerNorm, GELU, the matching and the merge run on
+// the Executor too. Everything is bit-identical for any thread count and any
+// pool hook; Eigen's global thread setting is not used, and Executor(1) runs
+// the whole forward pass on the calling thread.
 #pragma once
 
 #include <algorithm>
 #include <array>
-#include <chrono>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -30,14 +34,25 @@
 #include "../attention/engine.hpp"
 #include "../core/error.hpp"
 #include "../core/executor.hpp"
-#include <unsupported/Eigen/CXX11/Tensor>
-
+#include "../core/view.hpp"
 #include "../nn/layers.hpp"
-#include "matching.hpp"
-#include "merge.hpp"
+#include "../tome/matching.hpp"
+#include "../tome/merge.hpp"
 
 EFFATTN_NAMESPACE_BEGIN
-namespace tome {
+namespace models {
+namespace detail {
+namespace vit_tome {
+
+/// The extents of a randomly initialised block.
+inline void check_shape_args(index_t width, index_t heads, index_t mlp_hidden, const char* op) {
+  effattn::detail::require(width > 0 && heads > 0 && width % heads == 0, op, "heads",
+                           "must divide width, got width=", width, " heads=", heads);
+  effattn::detail::require(mlp_hidden > 0, op, "mlp_hidden", "must be > 0, got ", mlp_hidden);
+}
+
+}  // namespace vit_tome
+}  // namespace detail
 
 /// Weights of one pre-LN ViT block (torch Linear layout [out, in]).
 struct ViTBlock {
@@ -53,10 +68,11 @@ struct ViTBlock {
   index_t width() const { return qkv.in_features(); }
 
   /// Random weights (torch-like uniform bounds, LayerNorm weight 1 + noise).
+  /// Throws parameter_error unless width > 0, heads > 0 divides it and
+  /// mlp_hidden > 0.
   template <class Rng>
   static ViTBlock random(index_t width, index_t heads, index_t mlp_hidden, Rng& rng) {
-    effattn::detail::require(width > 0 && heads > 0 && width % heads == 0, "tome::ViTBlock::random", "heads",
-            "must divide width, got width=", width, " heads=", heads);
+    detail::vit_tome::check_shape_args(width, heads, mlp_hidden, "models::ViTBlock::random");
     ViTBlock b;
     std::normal_distribution<float> nd(0.0f, 0.02f);
     b.norm1_weight = nn::Vector::Ones(width);
@@ -90,7 +106,7 @@ struct ToMeState {
   /// Throws (and changes nothing) for a negative extent or, when tracing, a
   /// batch * tokens that overflows.
   void reset(index_t batch_, index_t tokens_, bool trace = false) {
-    const char* op = "tome::ToMeState::reset";
+    const char* op = "models::ToMeState::reset";
     effattn::detail::require(batch_ >= 0 && tokens_ >= 0, op, "batch/tokens", "must be >= 0, got batch=", batch_, " tokens=", tokens_);
     if (trace) effattn::detail::checked_mul(batch_, tokens_, op, "source map batch * tokens");
     batch = batch_;
@@ -109,8 +125,8 @@ struct ToMeState {
 
 /// Options of a ToMe block.
 struct ToMeBlockOptions {
-  bool prop_attn = true;                   ///< proportional attention (+ log size)
-  MatchOptions match{true, false};         ///< class token on, no distillation token
+  bool prop_attn = true;                  ///< proportional attention (+ log size)
+  tome::MatchOptions match{true, false};  ///< class token on, no distillation token
   Backend attention_backend = Backend::tiled;
 };
 
@@ -118,7 +134,7 @@ struct ToMeBlockOptions {
 struct ToMeBlockTrace {
   nn::Matrix x_attn;           ///< [B*N, C] after the attention residual
   std::vector<float> metric;   ///< [B, N, hd] keys averaged over heads
-  MergePlan plan;              ///< the merge (identity when r == 0)
+  tome::MergePlan plan;        ///< the merge (identity when r == 0)
   std::vector<float> x_merged; ///< [B*N', C] after merge_wavg, before the MLP
 };
 
@@ -126,12 +142,10 @@ struct ToMeBlockTrace {
 struct ViTWorkspace {
   nn::Matrix h, qkv, attn, tmp, hidden, merged;
   std::vector<float> metric, log_size, size_out;
-  /// Wall time spent in ToMe's own work (metric, matching, merge_wavg, source
-  /// map) since the workspace was made; for measuring ToMe's overhead.
-  double tome_seconds = 0;
 };
 
 namespace detail {
+namespace vit_tome {
 
 inline void check_block(const ViTBlock& blk, const char* op) {
   const index_t C = blk.qkv.in_features();
@@ -176,12 +190,42 @@ inline void check_block_state(const nn::Matrix& x, const ToMeState& st, index_t 
       effattn::detail::require(st.source_map[i] >= 0 && st.source_map[i] < N, op, "state.source_map", "values must be rows in [0, N=",
               N, "), got ", st.source_map[i], " at ", i);
   }
-  check_match_options(opt.match, op);
+  effattn::detail::require(!opt.match.distill_token || opt.match.class_token, op, "match.distill_token",
+                           "requires match.class_token (the official output order is undefined without it)");
   effattn::detail::require(opt.attention_backend == Backend::tiled || opt.attention_backend == Backend::reference, op,
           "attention_backend", "must be tiled or reference");
 }
 
+}  // namespace vit_tome
 }  // namespace detail
+
+/// ToMe's similarity metric of a block (the official `metric = k.mean(1)`):
+/// the keys of the block's qkv projection averaged over the heads. qkv is
+/// [rows, 3C] as ViTBlock::qkv lays it out (keys in columns [C, 2C), head h in
+/// columns C + h*hd ..); metric is resized to [rows, hd], hd = C / heads. This
+/// is the step tome_block_forward runs before the matching. Throws (before
+/// writing metric) shape_error for a qkv width that is not a positive multiple
+/// of 3, parameter_error for heads that do not divide C.
+inline void key_metric(const nn::Matrix& qkv, index_t heads, std::vector<float>& metric) {
+  const char* op = "models::key_metric";
+  if (qkv.cols() <= 0 || qkv.cols() % 3 != 0)
+    EFFATTN_THROW(shape_error(effattn::detail::concat(op, ": qkv must be [rows,3C] with C > 0, got [", qkv.rows(), ",",
+                                                      qkv.cols(), "]")));
+  const index_t C = qkv.cols() / 3, rows = qkv.rows();
+  effattn::detail::require(heads > 0 && C % heads == 0, op, "heads", "must divide the width C=", C, ", got ", heads);
+  const index_t H = heads, hd = C / H, C3 = 3 * C;
+  metric.resize(static_cast<size_t>(rows * hd));
+  const float* p = qkv.data();
+  for (index_t t = 0; t < rows; ++t) {
+    const float* kr = p + t * C3 + C;
+    float* m = metric.data() + t * hd;
+    for (index_t d = 0; d < hd; ++d) {
+      float s = 0;
+      for (index_t h = 0; h < H; ++h) s += kr[h * hd + d];
+      m[d] = s / static_cast<float>(H);
+    }
+  }
+}
 
 /// One ViT block with ToMe. x [B*N, C] (B = st.batch, N = st.tokens) is
 /// replaced by the block output [B*N', C], N' = N - r_eff; st.tokens, st.size
@@ -194,10 +238,10 @@ inline void check_block_state(const nn::Matrix& x, const ToMeState& st, index_t 
 inline void tome_block_forward(const ViTBlock& blk, nn::Matrix& x, ToMeState& st, index_t r,
                                const ToMeBlockOptions& opt, ViTWorkspace& ws, const Executor& ex = {},
                                ToMeBlockTrace* trace = nullptr) {
-  const char* op = "tome::tome_block_forward";
+  const char* op = "models::tome_block_forward";
   effattn::detail::check_executor(ex, op);
-  detail::check_block(blk, op);
-  detail::check_block_state(x, st, blk.width(), opt, op);
+  detail::vit_tome::check_block(blk, op);
+  detail::vit_tome::check_block_state(x, st, blk.width(), opt, op);
   effattn::detail::require(r >= 0, op, "r", "must be >= 0, got ", r);
   const index_t B = st.batch, N = st.tokens, C = blk.width(), H = blk.heads, hd = C / H;
 
@@ -223,25 +267,14 @@ inline void tome_block_forward(const ViTBlock& blk, nn::Matrix& x, ToMeState& st
   x += ws.tmp;
   if (trace) trace->x_attn = x;
 
-  // ToMe between attention and MLP.
-  const auto t_tome = std::chrono::steady_clock::now();
-  MergePlan plan;
-  if (r > 0 || trace) {
-    ws.metric.resize(static_cast<size_t>(B * N * hd));
-    for (index_t t = 0; t < B * N; ++t) {
-      const float* kr = qkv + t * C3 + C;
-      float* m = ws.metric.data() + t * hd;
-      for (index_t d = 0; d < hd; ++d) {
-        float s = 0;
-        for (index_t h = 0; h < H; ++h) s += kr[h * hd + d];
-        m[d] = s / static_cast<float>(H);
-      }
-    }
-  }
+  // ToMe between attention and MLP (benchmarks/bench_tome.cpp times these
+  // steps on their own: key_metric, bipartite_soft_matching, merge_wavg).
+  tome::MergePlan plan;
+  if (r > 0 || trace) key_metric(ws.qkv, H, ws.metric);
   if (r > 0) {
-    plan = bipartite_soft_matching(make_view<const float>(ws.metric.data(), B, N, hd), r, opt.match, ex);
+    plan = tome::bipartite_soft_matching(make_view<const float>(ws.metric.data(), B, N, hd), r, opt.match, ex);
   } else {
-    plan = MergePlan::identity(B, N);
+    plan = tome::MergePlan::identity(B, N);
   }
   if (trace) {
     trace->metric = ws.metric;
@@ -252,19 +285,17 @@ inline void tome_block_forward(const ViTBlock& blk, nn::Matrix& x, ToMeState& st
     if (st.trace_source) {
       const index_t N0 = st.original_tokens();
       View<index_t, 2> map(st.source_map.data(), {B, N0});
-      merge_source_map(plan, map, map);
+      tome::merge_source_map(plan, map, map);
     }
     ws.merged.resize(B * Np, C);
     ws.size_out.resize(static_cast<size_t>(B * Np));
     ConstView<float, 2> sz = st.size.empty() ? ConstView<float, 2>() : make_view<const float>(st.size.data(), B, N);
-    merge_wavg<float>(plan, make_view<const float>(x.data(), B, N, C), sz, make_view(ws.merged.data(), B, Np, C),
-                      make_view(ws.size_out.data(), B, Np), ex);
+    tome::merge_wavg<float>(plan, make_view<const float>(x.data(), B, N, C), sz,
+                            make_view(ws.merged.data(), B, Np, C), make_view(ws.size_out.data(), B, Np), ex);
     x.swap(ws.merged);
     st.size.assign(ws.size_out.begin(), ws.size_out.end());
     st.tokens = Np;
   }
-
-  ws.tome_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t_tome).count();
   if (trace) trace->x_merged.assign(x.data(), x.data() + x.size());
 
   // MLP.
@@ -283,9 +314,14 @@ struct ViTEncoder {
   float eps = 1e-6f;
 
   /// ViT-B/16 shape by default: width 768, 12 heads, MLP 3072, 12 blocks.
+  /// Throws parameter_error unless depth >= 0, width > 0, heads > 0 divides
+  /// it and mlp_hidden > 0.
   template <class Rng>
   static ViTEncoder random(Rng& rng, index_t depth = 12, index_t width = 768, index_t heads = 12,
                            index_t mlp_hidden = 3072) {
+    const char* op = "models::ViTEncoder::random";
+    effattn::detail::require(depth >= 0, op, "depth", "must be >= 0, got ", depth);
+    detail::vit_tome::check_shape_args(width, heads, mlp_hidden, op);
     ViTEncoder e;
     for (index_t i = 0; i < depth; ++i) e.blocks.push_back(ViTBlock::random(width, heads, mlp_hidden, rng));
     e.norm_weight = nn::Vector::Ones(width);
@@ -302,7 +338,7 @@ struct ViTEncoder {
   void forward(nn::Matrix& x, index_t batch, const std::vector<index_t>& schedule, ToMeState& st,
                const ToMeBlockOptions& opt, ViTWorkspace& ws, const Executor& ex = {},
                std::vector<index_t>* tokens_after = nullptr) const {
-    const char* op = "tome::ViTEncoder::forward";
+    const char* op = "models::ViTEncoder::forward";
     effattn::detail::check_executor(ex, op);
     effattn::detail::require(batch >= 1 && x.rows() % batch == 0, op, "batch", "must divide the rows of x, got batch=", batch,
             " rows=", x.rows());
@@ -311,7 +347,7 @@ struct ViTEncoder {
     // or st change: a throwing call leaves both as they were.
     const index_t C = x.cols();
     for (const ViTBlock& blk : blocks) {
-      detail::check_block(blk, op);
+      detail::vit_tome::check_block(blk, op);
       if (blk.width() != C)
         EFFATTN_THROW(shape_error(effattn::detail::concat(op, ": every block must have the width of x, ", C,
                                                           ", got ", blk.width())));
@@ -322,7 +358,7 @@ struct ViTEncoder {
     effattn::detail::require(std::isfinite(eps) && eps > 0, op, "eps", "must be finite and > 0, got ", eps);
     ToMeState fresh;
     fresh.reset(batch, x.rows() / batch, st.trace_source);
-    if (!blocks.empty()) detail::check_block_state(x, fresh, C, opt, op);
+    if (!blocks.empty()) detail::vit_tome::check_block_state(x, fresh, C, opt, op);
     st = std::move(fresh);
     if (tokens_after) tokens_after->clear();
     for (size_t i = 0; i < blocks.size(); ++i) {
@@ -335,5 +371,5 @@ struct ViTEncoder {
   }
 };
 
-}  // namespace tome
+}  // namespace models
 EFFATTN_NAMESPACE_END
