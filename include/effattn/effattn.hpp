@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // effattn: efficient attention operators for CPU inference. The only include
-// users need.
+// users of the operators need; the demonstration models built from them are in
+// <effattn/models/models.hpp>.
 #pragma once
 
 #include "core/config.hpp"
