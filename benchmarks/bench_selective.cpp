@@ -49,7 +49,7 @@ void bm_prefill(benchmark::State& state, index_t N, bool selective) {
   effattn_bench::reset_peak();
   for (auto _ : state) {
     if (selective)
-      effattn::selective_attention<float>(qv, kv, vv, ov, {}, ex);
+      effattn::selective::selective_attention<float>(qv, kv, vv, ov, {}, ex);
     else
       effattn::flash_attention<float>(qv, kv, vv, ov, {0, true}, ex);
     benchmark::DoNotOptimize(out.data());
@@ -69,7 +69,7 @@ void bm_decode(benchmark::State& state, index_t N, index_t K, bool full) {
   auto qs = effattn_bench::random_vector(static_cast<size_t>(steps * kH * kD), 14);
   auto ks = effattn_bench::random_vector(qs.size(), 15), vs = effattn_bench::random_vector(qs.size(), 16);
   std::vector<float> out(static_cast<size_t>(kH * N * kD)), o1(static_cast<size_t>(kH * kD));
-  effattn::SelectiveKVCache<float> cache(1, kH, kH, kD, kD, K);
+  effattn::selective::SelectiveKVCache<float> cache(1, kH, kH, kD, kD, K);
   cache.prefill(effattn::make_view<const float>(q.data(), 1, kH, N, kD), effattn::make_view<const float>(k.data(), 1, kH, N, kD),
                 effattn::make_view<const float>(v.data(), 1, kH, N, kD), effattn::make_view(out.data(), 1, kH, N, kD), ex);
   index_t s = 0;

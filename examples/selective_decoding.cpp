@@ -48,7 +48,7 @@ struct Result {
 Result run(const std::vector<Layer>& layers, const Matrix& x, index_t P, index_t H, index_t budget, int threads) {
   const index_t N = x.rows(), C = x.cols(), L = static_cast<index_t>(layers.size());
   const effattn::Executor ex(threads);
-  std::vector<effattn::SelectiveKVCache<float>> caches;
+  std::vector<effattn::selective::SelectiveKVCache<float>> caches;
   for (index_t l = 0; l < L; ++l) caches.emplace_back(1, H, H, kHeadDim, kHeadDim, budget);
 
   // Prompt: every layer prefills all P tokens at once.

@@ -40,11 +40,11 @@ namespace {
 
 
 /// Selection options: the default head, another head, groups, or bad ones.
-SelectiveOptions make_options(FuzzInput& in, index_t H, bool& bad, bool* bad_tile = nullptr) {
-  SelectiveOptions opt;
+selective::SelectiveOptions make_options(FuzzInput& in, index_t H, bool& bad, bool* bad_tile = nullptr) {
+  selective::SelectiveOptions opt;
   bad = false;
   const std::uint8_t sb = in.byte();
-  opt.scale = sb < 200 ? 0.0 : (sb < 240 ? 0.0625 * (sb - 199) : (sb < 248 ? -1.0 : std::nan("")));
+  opt.attention.scale = sb < 200 ? 0.0 : (sb < 240 ? 0.0625 * (sb - 199) : (sb < 248 ? -1.0 : std::nan("")));
   bad = bad || sb >= 240;
   const std::uint8_t hk = in.byte() % 8;
   if (hk < 4) {
@@ -61,9 +61,9 @@ SelectiveOptions make_options(FuzzInput& in, index_t H, bool& bad, bool* bad_til
   const index_t quantum = effattn::detail::attention_query_tile_quantum();
   const std::uint8_t qb = in.byte();
   // A block_q that is not a multiple of the quantum is rounded up (valid); 4097 is not.
-  opt.block_q = qb < 180 ? 0 : (qb < 245 ? quantum * in.range(1, 2) + (qb & 1) : 4097);
+  opt.attention.block_q = qb < 180 ? 0 : (qb < 245 ? quantum * in.range(1, 2) + (qb & 1) : 4097);
   const std::uint8_t kb = in.byte();
-  opt.block_k = kb < 170 ? 0 : (kb < 250 ? in.pick<index_t, 4>({1, 3, 16, 4096}) : 4097);
+  opt.attention.block_k = kb < 170 ? 0 : (kb < 250 ? in.pick<index_t, 4>({1, 3, 16, 4096}) : 4097);
   if (bad_tile) *bad_tile = qb >= 245 || kb >= 250;
   return opt;
 }
@@ -99,7 +99,7 @@ void run_prefill(FuzzInput& in) {
   const index_t D = in.pick<index_t, 5>({1, 4, 8, 3, 0});
   const index_t Dv = in.byte() < 200 ? (D > 0 ? D : 1) : in.range(1, 9);
   bool bad_opt = false, bad_tile = false;
-  const SelectiveOptions opt = make_options(in, H, bad_opt, &bad_tile);
+  const selective::SelectiveOptions opt = make_options(in, H, bad_opt, &bad_tile);
   const int threads = in.pick<int, 6>({1, 2, 0, 2, 1, -1});
   const bool with_lse = in.flag(), with_f = in.flag(), wild = in.byte() < 30, misalign = in.flag();
   if (B * std::max<index_t>(H, 1) * N * std::max<index_t>(std::max(D, Dv), 1) > 6000) return;
@@ -129,7 +129,7 @@ void run_prefill(FuzzInput& in) {
   auto L = [&](Guarded<float>& g) { return with_lse ? make_view(ln ? g.data() : nullptr, B, H, N) : View<float, 3>{}; };
   auto Fn = [&](Guarded<double>& g) { return with_f ? make_view(fnn ? g.data() : nullptr, B, G, N) : View<double, 3>{}; };
   auto call = [&](Guarded<float>& og, Guarded<float>& lg, Guarded<double>& fg, int t) {
-    return fuzz::accepted([&] { selective_attention<float>(Q, K, V, O(og), opt, Executor(t), L(lg), Fn(fg)); },
+    return fuzz::accepted([&] { selective::selective_attention<float>(Q, K, V, O(og), opt, Executor(t), L(lg), Fn(fg)); },
                           "selective_attention");
   };
   const bool ok1 = call(out1, lse1, f1, threads);
@@ -150,11 +150,11 @@ void run_prefill(FuzzInput& in) {
 
   // The dense oracle with S and F.
   Dense dn{B, G, N, std::vector<double>(static_cast<size_t>(B * G * N * N)), std::vector<double>(static_cast<size_t>(B * G * N * N))};
-  SelectiveOptions ro = opt;
-  ro.block_q = ro.block_k = 0;
+  selective::SelectiveOptions ro = opt;
+  ro.attention.block_q = ro.attention.block_k = 0;
   const bool okr = fuzz::accepted(
       [&] {
-        selective_attention_reference<float>(Q, K, V, O(outr), ro, L(lser),
+        selective::selective_attention_reference<float>(Q, K, V, O(outr), ro, L(lser),
                                              View<double, 4>(data_or_null(dn.S), {B, G, N, N}),
                                              View<double, 4>(data_or_null(dn.F), {B, G, N, N}));
       },
@@ -204,7 +204,7 @@ struct Snapshot {
     return size == o.size && seen == o.seen && kv == o.kv && total == o.total && pos == o.pos && ev == o.ev && f == o.f;
   }
 };
-Snapshot snapshot(const SelectiveKVCache<float>& c) {
+Snapshot snapshot(const selective::SelectiveKVCache<float>& c) {
   Snapshot s{c.size(), c.tokens_seen(), c.kv_bytes(), c.total_bytes(), {}, {}, {}};
   for (index_t b = 0; b < c.batch(); ++b) {
     s.pos.push_back(c.positions(b));
@@ -223,7 +223,7 @@ void run_cache(FuzzInput& in) {
   const std::uint8_t bb = in.byte();
   if (bb < 8) budget = in.range(-1, 1);  // rejected
   bool bad_opt = false;
-  SelectiveOptions opt = make_options(in, H, bad_opt);
+  selective::SelectiveOptions opt = make_options(in, H, bad_opt);
   // Contiguous [B,H,T,D] token data; step t reads a strided slice.
   std::vector<float> q(static_cast<size_t>(B * H * T * D)), k(static_cast<size_t>(B * Hkv * T * D)),
       v(static_cast<size_t>(B * Hkv * T * Dv));
@@ -234,27 +234,27 @@ void run_cache(FuzzInput& in) {
     return ConstView<float, 4>(x.data() + t0 * d, {B, h, n, d}, {h * T * d, T * d, d, 1});
   };
 
-  const bool ctor_ok = fuzz::accepted([&] { SelectiveKVCache<float> c(B, H, Hkv, D, Dv, budget, opt); },
+  const bool ctor_ok = fuzz::accepted([&] { selective::SelectiveKVCache<float> c(B, H, Hkv, D, Dv, budget, opt); },
                                       "SelectiveKVCache");
   if (!ctor_ok) return;
   fuzz::fuzz_check(budget >= 2, "a budget < 2 was accepted");
   // The constructor checks the scale and the heads; the tile sizes are prefill's.
-  fuzz::fuzz_check(!(bad_opt && (opt.scale < 0 || std::isnan(opt.scale) || opt.selection_head < 0 ||
+  fuzz::fuzz_check(!(bad_opt && (opt.attention.scale < 0 || std::isnan(opt.attention.scale) || opt.selection_head < 0 ||
                                  opt.selection_head >= H)),
                    "the cache accepted bad options");
-  SelectiveKVCache<float> c1(B, H, Hkv, D, Dv, budget, opt), c2(B, H, Hkv, D, Dv, budget, opt);
+  selective::SelectiveKVCache<float> c1(B, H, Hkv, D, Dv, budget, opt), c2(B, H, Hkv, D, Dv, budget, opt);
   const index_t G = c1.groups();
 
   // The dense reference over all T tokens: S and F (F of a cached token is the
   // dense F, whatever was evicted).
-  SelectiveOptions ro = opt;
-  ro.block_q = ro.block_k = 0;
+  selective::SelectiveOptions ro = opt;
+  ro.attention.block_q = ro.attention.block_k = 0;
   Dense dn{B, G, T, std::vector<double>(static_cast<size_t>(B * G * T * T)), std::vector<double>(static_cast<size_t>(B * G * T * T))};
   std::vector<float> outd(static_cast<size_t>(B * H * T * Dv));
-  selective_attention_reference<float>(view(q, H, D, 0, T), view(k, Hkv, D, 0, T), view(v, Hkv, Dv, 0, T),
+  selective::selective_attention_reference<float>(view(q, H, D, 0, T), view(k, Hkv, D, 0, T), view(v, Hkv, Dv, 0, T),
                                        make_view(outd.data(), B, H, T, Dv), ro, {}, make_view(dn.S.data(), B, G, T, T),
                                        make_view(dn.F.data(), B, G, T, T));
-  const double scale = opt.scale == 0 ? 1.0 / std::sqrt(static_cast<double>(D)) : opt.scale;
+  const double scale = opt.attention.scale == 0 ? 1.0 / std::sqrt(static_cast<double>(D)) : opt.attention.scale;
   std::vector<std::set<index_t>> evicted(static_cast<size_t>(B));
   /// out[b,h,:] of query t over the tokens not evicted (dense formula).
   auto expect_query = [&](const float* got, index_t ld_h, index_t ld_b, index_t t,
@@ -359,7 +359,7 @@ void run_profile(FuzzInput& in) {
   const index_t N = in.pick<index_t, 6>({0, 1, 2, 5, 9, 20});
   const index_t D = in.pick<index_t, 4>({1, 4, 8, 0});
   bool bad_opt = false;
-  const SelectiveOptions opt = make_options(in, H, bad_opt);
+  const selective::SelectiveOptions opt = make_options(in, H, bad_opt);
   const std::uint8_t tb = in.byte();
   const double tau = tb < 200 ? 1.0 : (tb < 230 ? 0.25 * (tb - 199) : (tb < 245 ? 0.0 : std::nan("")));
   const Layout4 lq = make_layout(in, {B, H, N, D}, true), lk = make_layout(in, {B, Hkv, N, D}, true);
@@ -369,7 +369,7 @@ void run_profile(FuzzInput& in) {
   const ConstView<float, 4> Q(data_or_null(q), lq.shape, lq.strides), K(data_or_null(k), lk.shape, lk.strides);
   Guarded<double> m(static_cast<size_t>(B * N));
   const bool ok = fuzz::accepted(
-      [&] { selective_memory_profile<float>(Q, K, View<double, 2>(B * N ? m.data() : nullptr, {B, N}), opt, tau); },
+      [&] { selective::selective_memory_profile<float>(Q, K, View<double, 2>(B * N ? m.data() : nullptr, {B, N}), opt, tau); },
       "selective_memory_profile");
   fuzz::fuzz_check(m.guards_intact(), "a guard zone around m changed");
   if (!ok) {
@@ -386,9 +386,9 @@ void run_profile(FuzzInput& in) {
   const index_t G = opt.group_selection_heads.empty() ? 1 : static_cast<index_t>(opt.group_selection_heads.size());
   std::vector<float> v(static_cast<size_t>(B * Hkv * N)), out(static_cast<size_t>(B * H * N));
   std::vector<double> F(static_cast<size_t>(B * G * N * N));
-  SelectiveOptions ro = opt;
-  ro.block_q = ro.block_k = 0;
-  selective_attention_reference<float>(Q, K, make_view<const float>(v.data(), B, Hkv, N, 1),
+  selective::SelectiveOptions ro = opt;
+  ro.attention.block_q = ro.attention.block_k = 0;
+  selective::selective_attention_reference<float>(Q, K, make_view<const float>(v.data(), B, Hkv, N, 1),
                                        make_view(out.data(), B, H, N, 1), ro, {}, {}, make_view(F.data(), B, G, N, N));
   for (index_t b = 0; b < B; ++b)
     for (index_t i = 0; i < N; ++i) {
@@ -416,7 +416,7 @@ void run_huge(FuzzInput& in) {
   const bool overflow = bytes > std::numeric_limits<index_t>::max();
   const bool negative = B < 1 || D < 1 || Dv < 1;
   if (which == 3 || overflow || negative) {
-    const bool ok = fuzz::accepted([&] { SelectiveKVCache<float> c(B, 2, 2, D, Dv, budget); }, "SelectiveKVCache huge");
+    const bool ok = fuzz::accepted([&] { selective::SelectiveKVCache<float> c(B, 2, 2, D, Dv, budget); }, "SelectiveKVCache huge");
     if (which < 3) fuzz::fuzz_check(!ok, "a cache with an overflowing size was accepted");
   }
   // A huge N next to H = 0 or B = 0: nothing to compute, nothing allocated.
@@ -430,10 +430,10 @@ void run_huge(FuzzInput& in) {
   Guarded<double> m(4);
   const int th = in.pick<int, 3>({1, 2, -1});
   const View<float, 4> o(out.data(), {Bq, Hq, N, 2}, {0, 0, 0, 0});
-  const bool ok1 = fuzz::accepted([&] { selective_attention<float>(q, k, k, o, {}, Executor(th)); }, "selective_attention huge");
+  const bool ok1 = fuzz::accepted([&] { selective::selective_attention<float>(q, k, k, o, {}, Executor(th)); }, "selective_attention huge");
   if (ok1) fuzz::fuzz_check(th >= 0, "a negative thread count was accepted");
-  fuzz::accepted([&] { selective_attention_reference<float>(q, k, k, o); }, "selective_attention_reference huge");
-  fuzz::accepted([&] { selective_memory_profile<float>(q, k, View<double, 2>(m.data(), {Bq, zero_b ? N : 0}, {0, 0})); },
+  fuzz::accepted([&] { selective::selective_attention_reference<float>(q, k, k, o); }, "selective_attention_reference huge");
+  fuzz::accepted([&] { selective::selective_memory_profile<float>(q, k, View<double, 2>(m.data(), {Bq, zero_b ? N : 0}, {0, 0})); },
                  "selective_memory_profile huge");
   fuzz::fuzz_check(out.untouched() && m.untouched(), "an empty output was written");
 }

@@ -54,7 +54,7 @@ struct Snapshot {
            positions == o.positions && evicted == o.evicted && f == o.f;
   }
 };
-Snapshot snapshot(const SelectiveKVCache<float>& c) {
+Snapshot snapshot(const selective::SelectiveKVCache<float>& c) {
   Snapshot s{c.size(), c.tokens_seen(), c.kv_bytes(), c.total_bytes(), {}, {}, {}};
   for (index_t b = 0; b < c.batch(); ++b) {
     s.positions.push_back(c.positions(b));
@@ -70,12 +70,12 @@ Snapshot snapshot(const SelectiveKVCache<float>& c) {
 // while the cache grows, when it is full (eviction), and in prefill; the next
 // good steps give bit for bit what a cache that never saw the bad call gives.
 TEST(SelectiveFuzzRegressions, StepWithNegativeExecutorLeavesCacheUnchanged) {
-  SelectiveOptions opt;
+  selective::SelectiveOptions opt;
   opt.group_selection_heads = {0, 3};
   for (index_t D : {4, 64}) {  // a small step and a bigger one
     const index_t B = 2, H = 4, Hkv = 2, T = 12, budget = 5;
     const Tokens tk(B, H, Hkv, T, D, 7 + static_cast<unsigned>(D));
-    SelectiveKVCache<float> cache(B, H, Hkv, D, D, budget, opt), twin(B, H, Hkv, D, D, budget, opt);
+    selective::SelectiveKVCache<float> cache(B, H, Hkv, D, D, budget, opt), twin(B, H, Hkv, D, D, budget, opt);
     std::vector<float> out(static_cast<size_t>(B * H * D)), out_twin(out.size()), lse(static_cast<size_t>(B * H), 3.0f);
     auto ov = make_view(out.data(), B, H, 1, D);
     for (index_t t = 0; t < T; ++t) {
@@ -105,9 +105,9 @@ TEST(SelectiveFuzzRegressions, StepWithNegativeExecutorLeavesCacheUnchanged) {
 TEST(SelectiveFuzzRegressions, PrefillWithBadArgumentsLeavesCacheAndOutputsUnchanged) {
   const index_t B = 1, H = 2, Hkv = 1, T = 9, D = 8;
   const Tokens tk(B, H, Hkv, T, D, 3);
-  SelectiveOptions bad_tile;
-  bad_tile.block_q = -3;  // a negative tile: rejected by prefill
-  SelectiveKVCache<float> cache(B, H, Hkv, D, D, 4), tiled(B, H, Hkv, D, D, 4, bad_tile);
+  selective::SelectiveOptions bad_tile;
+  bad_tile.attention.block_q = -3;  // a negative tile: rejected by prefill
+  selective::SelectiveKVCache<float> cache(B, H, Hkv, D, D, 4), tiled(B, H, Hkv, D, D, 4, bad_tile);
   std::vector<float> out(static_cast<size_t>(B * H * T * D), 42.0f);
   const auto ov = make_view(out.data(), B, H, T, D);
   auto msg = message_of([&] { cache.prefill(tk.qs(T), tk.ks(T), tk.vs(T), ov, Executor(-1)); });
@@ -133,13 +133,13 @@ TEST(SelectiveFuzzRegressions, SelectiveAttentionRejectsNegativeExecutorFirst) {
     std::vector<float> out(static_cast<size_t>(B * H * N * D), 42.0f);
     std::vector<double> fn(static_cast<size_t>(B * N), 5.0);
     auto msg = message_of([&] {
-      selective_attention<float>(tk.qs(N), tk.ks(N), tk.vs(N), make_view(out.data(), B, H, N, D), {}, Executor(-1), {},
+      selective::selective_attention<float>(tk.qs(N), tk.ks(N), tk.vs(N), make_view(out.data(), B, H, N, D), {}, Executor(-1), {},
                                  make_view(fn.data(), B, 1, N));
     });
     EXPECT_TRUE(contains(msg, "selective_attention: executor num_threads")) << msg;
     // First, even with another bad argument (a wrong out shape).
     msg = message_of([&] {
-      selective_attention<float>(tk.qs(N), tk.ks(N), tk.vs(N), make_view(out.data(), B, H, N - 1, D), {}, Executor(-1));
+      selective::selective_attention<float>(tk.qs(N), tk.ks(N), tk.vs(N), make_view(out.data(), B, H, N - 1, D), {}, Executor(-1));
     });
     EXPECT_TRUE(contains(msg, "executor num_threads")) << msg;
     for (float x : out) ASSERT_EQ(x, 42.0f);
@@ -155,19 +155,19 @@ TEST(SelectiveFuzzRegressions, ReferenceWithNoHeadsReadsNothing) {
   const ConstView<float, 4> q(none.data(), {B, 0, N, 4}), k(none.data(), {B, 0, N, 4}), v(none.data(), {B, 0, N, 2});
   const View<float, 4> out(none.data(), {B, 0, N, 2});
   std::vector<double> S(static_cast<size_t>(B * N * N), 7.0), F(S.size(), 7.0);
-  EXPECT_NO_THROW(selective_attention_reference<float>(q, k, v, out, {}, {}, make_view(S.data(), B, 1, N, N),
+  EXPECT_NO_THROW(selective::selective_attention_reference<float>(q, k, v, out, {}, {}, make_view(S.data(), B, 1, N, N),
                                                        make_view(F.data(), B, 1, N, N)));
   for (double x : S) EXPECT_EQ(x, 0.0);
   for (double x : F) EXPECT_EQ(x, 0.0);
   std::vector<double> fn(static_cast<size_t>(B * N), 7.0);
-  EXPECT_NO_THROW(selective_attention<float>(q, k, v, out, {}, {}, {}, make_view(fn.data(), B, 1, N)));
+  EXPECT_NO_THROW(selective::selective_attention<float>(q, k, v, out, {}, {}, {}, make_view(fn.data(), B, 1, N)));
   for (double x : fn) EXPECT_EQ(x, 0.0);
   // A huge N with no head and no S/F: nothing is allocated.
   const index_t big = index_t(1) << 40;  // N * N overflows, N * D does not
   const ConstView<float, 4> qn(none.data(), {1, 0, big, 4}), kn(none.data(), {1, 0, big, 4}),
       vn(none.data(), {1, 0, big, 2});
-  EXPECT_NO_THROW(selective_attention_reference<float>(qn, kn, vn, View<float, 4>(none.data(), {1, 0, big, 2})));
-  EXPECT_NO_THROW(selective_attention<float>(qn, kn, vn, View<float, 4>(none.data(), {1, 0, big, 2})));
+  EXPECT_NO_THROW(selective::selective_attention_reference<float>(qn, kn, vn, View<float, 4>(none.data(), {1, 0, big, 2})));
+  EXPECT_NO_THROW(selective::selective_attention<float>(qn, kn, vn, View<float, 4>(none.data(), {1, 0, big, 2})));
 }
 
 TEST(SelectiveFuzzRegressions, MemoryProfileWithNoHeadsReadsNothing) {
@@ -177,7 +177,7 @@ TEST(SelectiveFuzzRegressions, MemoryProfileWithNoHeadsReadsNothing) {
   const std::vector<float> k1(static_cast<size_t>(B * N * 4), 1.0f);
   for (index_t hkv : {0, 1}) {
     std::fill(m.begin(), m.end(), -1.0);
-    EXPECT_NO_THROW(selective_memory_profile<float>(ConstView<float, 4>(none.data(), {B, 0, N, 4}),
+    EXPECT_NO_THROW(selective::selective_memory_profile<float>(ConstView<float, 4>(none.data(), {B, 0, N, 4}),
                                                     ConstView<float, 4>(hkv ? k1.data() : none.data(), {B, hkv, N, 4}),
                                                     make_view(m.data(), B, N)));
     for (index_t b = 0; b < B; ++b)
@@ -185,12 +185,12 @@ TEST(SelectiveFuzzRegressions, MemoryProfileWithNoHeadsReadsNothing) {
   }
   // No sequence, a huge N: nothing allocated (before: a G * N buffer).
   const index_t big = index_t(1) << 40;
-  EXPECT_NO_THROW(selective_memory_profile<float>(ConstView<float, 4>(none.data(), {0, 1, big, 4}),
+  EXPECT_NO_THROW(selective::selective_memory_profile<float>(ConstView<float, 4>(none.data(), {0, 1, big, 4}),
                                                   ConstView<float, 4>(none.data(), {0, 1, big, 4}),
                                                   View<double, 2>(nullptr, {0, big})));
   // k without heads while q has some is still an error.
   std::vector<float> q(static_cast<size_t>(B * N * 4), 1.0f);
-  EXPECT_THROW(selective_memory_profile<float>(make_view<const float>(q.data(), B, 1, N, 4),
+  EXPECT_THROW(selective::selective_memory_profile<float>(make_view<const float>(q.data(), B, 1, N, 4),
                                                ConstView<float, 4>(none.data(), {B, 0, N, 4}), make_view(m.data(), B, N)),
                shape_error);
 }
@@ -207,16 +207,16 @@ TEST(SelectiveFuzzRegressions, EmptyShapesWithNullPointers) {
     const ConstView<float, 4> q(n, {B, H, N, 4}), k(n, {B, Hkv, N, 4}), v(n, {B, Hkv, N, 2});
     const View<float, 4> out(none.data(), {B, H, N, 2});
     const View<float, 3> lse(none.data(), {B, H, N});
-    EXPECT_NO_THROW(selective_attention<float>(q, k, v, out, {}, Executor(2), lse, View<double, 3>(dnone.data(), {B, 1, N})));
-    EXPECT_NO_THROW(selective_attention_reference<float>(q, k, v, out, {}, lse, View<double, 4>(dnone.data(), {B, 1, N, N}),
+    EXPECT_NO_THROW(selective::selective_attention<float>(q, k, v, out, {}, Executor(2), lse, View<double, 3>(dnone.data(), {B, 1, N})));
+    EXPECT_NO_THROW(selective::selective_attention_reference<float>(q, k, v, out, {}, lse, View<double, 4>(dnone.data(), {B, 1, N, N}),
                                                          View<double, 4>(dnone.data(), {B, 1, N, N})));
     if (B == 0 || N == 0) {
-      EXPECT_NO_THROW(selective_memory_profile<float>(q, ConstView<float, 4>(n, {B, 1, N, 4}),
+      EXPECT_NO_THROW(selective::selective_memory_profile<float>(q, ConstView<float, 4>(n, {B, 1, N, 4}),
                                                       View<double, 2>(dnone.data(), {B, N})));
     }
   }
   // An empty prompt on a cache.
-  SelectiveKVCache<float> cache(1, 2, 1, 4, 2, 3);
+  selective::SelectiveKVCache<float> cache(1, 2, 1, 4, 2, 3);
   EXPECT_NO_THROW(cache.prefill(ConstView<float, 4>(n, {1, 2, 0, 4}), ConstView<float, 4>(n, {1, 1, 0, 4}),
                                 ConstView<float, 4>(n, {1, 1, 0, 2}), View<float, 4>(none.data(), {1, 2, 0, 2})));
   EXPECT_EQ(cache.tokens_seen(), 0);
@@ -227,12 +227,12 @@ TEST(SelectiveFuzzRegressions, EmptyShapesWithNullPointers) {
 // Sizes that overflow the index type are shape errors at construction, not
 // std::length_error / bad_alloc (or a wrapped size) later.
 TEST(SelectiveFuzzRegressions, CacheHugeSizesThrowShapeError) {
-  EXPECT_THROW(SelectiveKVCache<float>(kHuge, 1, 1, 4, 4, 2), shape_error);
-  EXPECT_THROW(SelectiveKVCache<float>(1, 1, 1, kHuge, 4, 2), shape_error);
-  EXPECT_THROW(SelectiveKVCache<float>(1, 1, 1, 4, kHuge, 2), shape_error);
-  EXPECT_THROW(SelectiveKVCache<float>(index_t(1) << 31, 2, 2, index_t(1) << 31, 4, 2), shape_error);
+  EXPECT_THROW(selective::SelectiveKVCache<float>(kHuge, 1, 1, 4, 4, 2), shape_error);
+  EXPECT_THROW(selective::SelectiveKVCache<float>(1, 1, 1, kHuge, 4, 2), shape_error);
+  EXPECT_THROW(selective::SelectiveKVCache<float>(1, 1, 1, 4, kHuge, 2), shape_error);
+  EXPECT_THROW(selective::SelectiveKVCache<float>(index_t(1) << 31, 2, 2, index_t(1) << 31, 4, 2), shape_error);
   // A huge budget alone is fine ("never prune"): storage grows with the tokens.
-  SelectiveKVCache<float> unlimited(1, 2, 1, 4, 4, std::numeric_limits<index_t>::max());
+  selective::SelectiveKVCache<float> unlimited(1, 2, 1, 4, 4, std::numeric_limits<index_t>::max());
   const Tokens tk(1, 2, 1, 3, 4, 5);
   std::vector<float> out(8);
   for (index_t t = 0; t < 3; ++t) unlimited.step(tk.q_at(t), tk.k_at(t), tk.v_at(t), make_view(out.data(), 1, 2, 1, 4));
@@ -258,8 +258,8 @@ TEST(SelectiveFuzzRegressions, NaNSelectionLogitMasksNothingInPrefill) {
              V = make_view<const float>(v.data(), B, Hkv, N, D);
   std::vector<float> out(q.size()), ref(q.size());
   std::vector<double> fn(static_cast<size_t>(N)), S(static_cast<size_t>(N * N)), F(S.size());
-  selective_attention<float>(Q, K, V, make_view(out.data(), B, H, N, D), {}, Executor(1), {}, make_view(fn.data(), B, 1, N));
-  selective_attention_reference<float>(Q, K, V, make_view(ref.data(), B, H, N, D), {}, {}, make_view(S.data(), B, 1, N, N),
+  selective::selective_attention<float>(Q, K, V, make_view(out.data(), B, H, N, D), {}, Executor(1), {}, make_view(fn.data(), B, 1, N));
+  selective::selective_attention_reference<float>(Q, K, V, make_view(ref.data(), B, H, N, D), {}, {}, make_view(S.data(), B, 1, N, N),
                                        make_view(F.data(), B, 1, N, N));
   for (index_t j = 0; j < N; ++j) {
     EXPECT_FALSE(std::isnan(fn[static_cast<size_t>(j)])) << "f_next[" << j << "]";
@@ -274,7 +274,7 @@ TEST(SelectiveFuzzRegressions, NaNSelectionLogitMasksNothingInPrefill) {
       EXPECT_NEAR(out[o], ref[o], 1e-4) << "head 1, query " << i;
     }
   // The cache, step by step, agrees.
-  SelectiveKVCache<float> cache(B, H, Hkv, D, D, N);
+  selective::SelectiveKVCache<float> cache(B, H, Hkv, D, D, N);
   std::vector<float> so(static_cast<size_t>(H * D));
   for (index_t t = 0; t < N; ++t) {
     auto at = [&](const std::vector<float>& x, index_t h) {

@@ -156,8 +156,8 @@ TEST(SelectiveGolden, AllCases) {
     const auto qa = c.array("q"), ka = c.array("k"), va = c.array("v");
     const index_t B = qa.dim(0), H = qa.dim(1), N = qa.dim(2), D = qa.dim(3), Hkv = ka.dim(1), Dv = va.dim(3);
     const auto q = qa.as_float(), k = ka.as_float(), v = va.as_float();
-    SelectiveOptions opt;
-    opt.scale = c.params["params"]["scale"].get<double>();
+    selective::SelectiveOptions opt;
+    opt.attention.scale = c.params["params"]["scale"].get<double>();
     opt.selection_head = c.params["params"]["selection_head"].get<index_t>();
     const auto qv = make_view(q.data(), B, H, N, D);
     const auto kv = make_view(k.data(), B, Hkv, N, D);
@@ -166,7 +166,7 @@ TEST(SelectiveGolden, AllCases) {
     // Dense reference: S, F, out, lse.
     std::vector<float> out(static_cast<size_t>(B * H * N * Dv)), lse(static_cast<size_t>(B * H * N));
     std::vector<double> S(static_cast<size_t>(B * N * N)), F(S.size());
-    selective_attention_reference<float>(qv, kv, vv, make_view(out.data(), B, H, N, Dv), opt,
+    selective::selective_attention_reference<float>(qv, kv, vv, make_view(out.data(), B, H, N, Dv), opt,
                                          make_view(lse.data(), B, H, N), make_view(S.data(), B, index_t(1), N, N),
                                          make_view(F.data(), B, index_t(1), N, N));
     for (const auto& role : {"intermediate", "output"})
@@ -188,13 +188,13 @@ TEST(SelectiveGolden, AllCases) {
       }
 
     // Tiled prefill (small query tiles: several tiles even at N = 37), 1 and 2 threads.
-    SelectiveOptions topt = opt;
-    topt.block_q = effattn::detail::attention_query_tile_quantum();
+    selective::SelectiveOptions topt = opt;
+    topt.attention.block_q = effattn::detail::attention_query_tile_quantum();
     std::vector<float> o1(out.size()), o2(out.size()), l1(lse.size()), l2(lse.size());
     std::vector<double> fn(static_cast<size_t>(B * N)), fn2(fn.size());
-    selective_attention<float>(qv, kv, vv, make_view(o1.data(), B, H, N, Dv), topt, Executor{1},
+    selective::selective_attention<float>(qv, kv, vv, make_view(o1.data(), B, H, N, Dv), topt, Executor{1},
                                make_view(l1.data(), B, H, N), make_view(fn.data(), B, index_t(1), N));
-    selective_attention<float>(qv, kv, vv, make_view(o2.data(), B, H, N, Dv), topt, Executor{2},
+    selective::selective_attention<float>(qv, kv, vv, make_view(o2.data(), B, H, N, Dv), topt, Executor{2},
                                make_view(l2.data(), B, H, N), make_view(fn2.data(), B, index_t(1), N));
     testing_util::expect_close(o1, c.array("out").data, c.atol, c.rtol, "tiled out");
     testing_util::expect_close(l1, c.array("lse").data, c.atol, c.rtol, "tiled lse");
@@ -208,7 +208,7 @@ TEST(SelectiveGolden, AllCases) {
     testing_util::expect_close(fn, want_next, 2 * c.atol, c.rtol, "tiled f_next");
 
     // Decoding token by token without pruning reproduces the golden output.
-    SelectiveKVCache<float> cache(B, H, Hkv, D, Dv, N + 1, opt);
+    selective::SelectiveKVCache<float> cache(B, H, Hkv, D, Dv, N + 1, opt);
     std::vector<float> od(out.size()), ld(lse.size()), step_out(static_cast<size_t>(B * H * Dv)), step_lse(B * H);
     for (index_t t = 0; t < N; ++t) {
       auto at = [&](const std::vector<float>& x, index_t heads, index_t d) {
@@ -233,9 +233,9 @@ TEST(SelectiveF, Properties) {
   const index_t N = p.N;
   std::vector<float> out(p.out_size());
   std::vector<double> S(static_cast<size_t>(p.B * N * N)), F(S.size());
-  SelectiveOptions opt;
+  selective::SelectiveOptions opt;
   opt.selection_head = 1;
-  selective_attention_reference<float>(p.qv(), p.kv(), p.vv(), out_view(out, p), opt, {},
+  selective::selective_attention_reference<float>(p.qv(), p.kv(), p.vv(), out_view(out, p), opt, {},
                                        make_view(S.data(), p.B, index_t(1), N, N), make_view(F.data(), p.B, index_t(1), N, N));
   double fmax = 0;
   for (index_t b = 0; b < p.B; ++b)
@@ -257,8 +257,8 @@ TEST(SelectiveF, Properties) {
   EXPECT_GT(fmax, 1.0) << "the data should actually mask something";
   // The tiled prefill's f_next equals the reference F's next row.
   std::vector<double> fn(static_cast<size_t>(p.B * N));
-  opt.block_q = effattn::detail::attention_query_tile_quantum();
-  selective_attention<float>(p.qv(), p.kv(), p.vv(), out_view(out, p), opt, {}, {}, make_view(fn.data(), p.B, index_t(1), N));
+  opt.attention.block_q = effattn::detail::attention_query_tile_quantum();
+  selective::selective_attention<float>(p.qv(), p.kv(), p.vv(), out_view(out, p), opt, {}, {}, make_view(fn.data(), p.B, index_t(1), N));
   for (index_t b = 0; b < p.B; ++b)
     for (index_t j = 0; j < N; ++j)
       EXPECT_NEAR(fn[b * N + j], F[(b * N + N - 1) * N + j] + S[(b * N + N - 1) * N + j], 1e-5 * (1 + fmax));
@@ -275,16 +275,16 @@ TEST(SelectiveF, HandMadeWrongAxis) {
                           0.5f, 1.0f, 3.0f, -1.0f};
   float k[16] = {0}, v[16] = {0};
   for (int j = 0; j < 4; ++j) k[j * 4 + j] = v[j * 4 + j] = 1.0f;  // v_j = e_j: out row = the probabilities
-  SelectiveOptions opt;
-  opt.scale = 1.0;
+  selective::SelectiveOptions opt;
+  opt.attention.scale = 1.0;
   const auto qv = make_view(q, 1, 1, 4, 4), kv = make_view<const float>(k, 1, 1, 4, 4), vv = make_view<const float>(v, 1, 1, 4, 4);
   std::vector<float> ref(16), tiled(16);
   std::vector<double> F(16);
-  selective_attention_reference<float>(qv, kv, vv, make_view(ref.data(), 1, 1, 4, 4), opt, {}, {},
+  selective::selective_attention_reference<float>(qv, kv, vv, make_view(ref.data(), 1, 1, 4, 4), opt, {}, {},
                                        make_view(F.data(), 1, 1, 4, 4));
   const std::vector<double> want_f = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0};
   EXPECT_EQ(F, want_f);
-  selective_attention<float>(qv, kv, vv, make_view(tiled.data(), 1, 1, 4, 4), opt);
+  selective::selective_attention<float>(qv, kv, vv, make_view(tiled.data(), 1, 1, 4, 4), opt);
   // Row 3 by hand: softmax([0.5, 1 - 2, 3, -1]); wrong axis: softmax([0.5, 1, 3 - 1, -1 - 4]).
   auto softmax = [](std::vector<double> x) {
     double m = *std::max_element(x.begin(), x.end()), s = 0;
@@ -310,7 +310,7 @@ TEST(SelectiveF, ZeroSelectionIsCausal) {
   kill_selection(p, 0);
   std::vector<float> sel(p.out_size()), causal(p.out_size());
   std::vector<double> fn(static_cast<size_t>(p.B * p.N));
-  selective_attention<float>(p.qv(), p.kv(), p.vv(), out_view(sel, p), {}, {}, {}, make_view(fn.data(), p.B, index_t(1), p.N));
+  selective::selective_attention<float>(p.qv(), p.kv(), p.vv(), out_view(sel, p), {}, {}, {}, make_view(fn.data(), p.B, index_t(1), p.N));
   flash_attention<float>(p.qv(), p.kv(), p.vv(), out_view(causal, p), {0, true});
   for (double f : fn) ASSERT_EQ(f, 0.0);
   testing_util::expect_close(sel, causal, 1e-6, 1e-6, "S == 0 must be causal attention");
@@ -335,21 +335,21 @@ class SelectiveTiled : public ::testing::TestWithParam<Shape> {};
 TEST_P(SelectiveTiled, MatchesReference) {
   const Shape s = GetParam();
   Problem p(s.B, s.H, s.Hkv, s.N, s.D, s.Dv, static_cast<unsigned>(s.N * 7 + s.H));
-  SelectiveOptions opt;
+  selective::SelectiveOptions opt;
   opt.selection_head = s.sel;
   opt.group_selection_heads = s.groups;
   const index_t ng = s.groups.empty() ? 1 : static_cast<index_t>(s.groups.size());
   if (s.small_tiles) {
-    opt.block_q = effattn::detail::attention_query_tile_quantum();
-    opt.block_k = 16;
+    opt.attention.block_q = effattn::detail::attention_query_tile_quantum();
+    opt.attention.block_k = 16;
   }
   std::vector<float> ref(p.out_size()), got(p.out_size()), got2(p.out_size());
   std::vector<float> lref(static_cast<size_t>(s.B * s.H * s.N)), lgot(lref.size()), lgot2(lref.size());
   std::vector<double> F(static_cast<size_t>(s.B * ng * s.N * s.N)), S(F.size());
   std::vector<double> fn(static_cast<size_t>(s.B * ng * s.N)), fn2(fn.size());
-  selective_attention_reference<float>(p.qv(), p.kv(), p.vv(), out_view(ref, p), opt, make_view(lref.data(), s.B, s.H, s.N),
+  selective::selective_attention_reference<float>(p.qv(), p.kv(), p.vv(), out_view(ref, p), opt, make_view(lref.data(), s.B, s.H, s.N),
                                        make_view(S.data(), s.B, ng, s.N, s.N), make_view(F.data(), s.B, ng, s.N, s.N));
-  selective_attention<float>(p.qv(), p.kv(), p.vv(), out_view(got, p), opt, Executor{1},
+  selective::selective_attention<float>(p.qv(), p.kv(), p.vv(), out_view(got, p), opt, Executor{1},
                              make_view(lgot.data(), s.B, s.H, s.N), make_view(fn.data(), s.B, ng, s.N));
   testing_util::expect_close(got, ref, 2e-5, 2e-5, "out");
   testing_util::expect_close(lgot, lref, 2e-5, 2e-5, "lse");
@@ -359,7 +359,7 @@ TEST_P(SelectiveTiled, MatchesReference) {
       EXPECT_NEAR(fn[bg * s.N + j], F[last] + S[last], 1e-5 * (1 + std::fabs(F[last] + S[last])));
     }
   // Two threads: bit-identical.
-  selective_attention<float>(p.qv(), p.kv(), p.vv(), out_view(got2, p), opt, Executor{2},
+  selective::selective_attention<float>(p.qv(), p.kv(), p.vv(), out_view(got2, p), opt, Executor{2},
                              make_view(lgot2.data(), s.B, s.H, s.N), make_view(fn2.data(), s.B, ng, s.N));
   EXPECT_TRUE(bit_equal(got, got2) && bit_equal(lgot, lgot2) && bit_equal(fn, fn2)) << "1 vs 2 threads";
 }
@@ -381,23 +381,23 @@ TEST(SelectiveTiledMore, StridedInputsAndHook) {
   ConstView<float, 4> q(qd.data(), shape, strides), k(kd.data(), shape, strides), v(vd.data(), shape, strides);
   std::vector<float> od(qd.size()), ref(qd.size()), hook(qd.size());
   View<float, 4> o(od.data(), shape, strides);
-  SelectiveOptions opt;
-  opt.block_q = effattn::detail::attention_query_tile_quantum();
+  selective::SelectiveOptions opt;
+  opt.attention.block_q = effattn::detail::attention_query_tile_quantum();
   std::vector<float> serial(qd.size());
-  selective_attention<float>(q, k, v, View<float, 4>(serial.data(), shape, strides), opt, Executor{1});
-  selective_attention<float>(q, k, v, o, opt, Executor{2});
-  selective_attention_reference<float>(q, k, v, View<float, 4>(ref.data(), shape, strides), opt);
+  selective::selective_attention<float>(q, k, v, View<float, 4>(serial.data(), shape, strides), opt, Executor{1});
+  selective::selective_attention<float>(q, k, v, o, opt, Executor{2});
+  selective::selective_attention_reference<float>(q, k, v, View<float, 4>(ref.data(), shape, strides), opt);
   testing_util::expect_close(serial, ref, 2e-5, 2e-5, "strided");
   EXPECT_TRUE(bit_equal(serial, od)) << "1 vs 2 threads";
   // A host pool: the ranges run concurrently on std::threads, started in
   // reverse order. The same bits as Executor(1).
   ThreadPoolHook pool;
-  selective_attention<float>(q, k, v, View<float, 4>(hook.data(), shape, strides), opt, pool.executor());
+  selective::selective_attention<float>(q, k, v, View<float, 4>(hook.data(), shape, strides), opt, pool.executor());
   EXPECT_TRUE(bit_equal(serial, hook)) << "host pool vs Executor(1)";
   // The pool really ran the work: every query tile has a parallel loop over
   // its B x H = 8 heads, and the loops were split over several ranges that
   // ran on threads other than the caller's.
-  const index_t ntiles = (N + opt.block_q - 1) / opt.block_q;
+  const index_t ntiles = (N + opt.attention.block_q - 1) / opt.attention.block_q;
   EXPECT_GE(pool.split_calls, ntiles) << "the hook must see more than one range";
   EXPECT_GE(pool.max_threads, 2) << "distinct threads that ran work in one call";
   EXPECT_FALSE(pool.caller_ran);
@@ -408,14 +408,70 @@ TEST(SelectiveTiledMore, DoublePrecision) {
   auto qf = testing_util::random_vector(static_cast<size_t>(B * H * N * D), 31);
   auto kf = testing_util::random_vector(qf.size(), 32), vf = testing_util::random_vector(qf.size(), 33);
   std::vector<double> q(qf.begin(), qf.end()), k(kf.begin(), kf.end()), v(vf.begin(), vf.end()), o(q.size()), r(q.size());
-  SelectiveOptions opt;
-  opt.block_q = effattn::detail::attention_query_tile_quantum();
-  selective_attention<double>(make_view<const double>(q.data(), B, H, N, D), make_view<const double>(k.data(), B, H, N, D),
+  selective::SelectiveOptions opt;
+  opt.attention.block_q = effattn::detail::attention_query_tile_quantum();
+  selective::selective_attention<double>(make_view<const double>(q.data(), B, H, N, D), make_view<const double>(k.data(), B, H, N, D),
                               make_view<const double>(v.data(), B, H, N, D), make_view(o.data(), B, H, N, D), opt);
-  selective_attention_reference<double>(make_view<const double>(q.data(), B, H, N, D),
+  selective::selective_attention_reference<double>(make_view<const double>(q.data(), B, H, N, D),
                                         make_view<const double>(k.data(), B, H, N, D),
                                         make_view<const double>(v.data(), B, H, N, D), make_view(r.data(), B, H, N, D), opt);
   testing_util::expect_close(o, r, 1e-11, 1e-11, "double");
+}
+
+// opt.attention.backend = Backend::reference runs the dense oracle: the bits
+// of selective_attention_reference, and f_next = F's last row + S's last row
+// exactly; the cache then prefills and decodes on the reference engine too.
+TEST(SelectiveTiledMore, ReferenceBackend) {
+  Problem p(2, 4, 2, 37, 16, 8, 35);
+  const index_t B = p.B, H = p.H, N = p.N, ng = 2;
+  selective::SelectiveOptions opt;
+  opt.group_selection_heads = {1, 2};
+  opt.attention.backend = Backend::reference;
+  std::vector<float> ref(p.out_size()), got(p.out_size()), tiled(p.out_size());
+  std::vector<float> lref(static_cast<size_t>(B * H * N)), lgot(lref.size());
+  std::vector<double> S(static_cast<size_t>(B * ng * N * N)), F(S.size()), fn(static_cast<size_t>(B * ng * N));
+  selective::selective_attention_reference<float>(p.qv(), p.kv(), p.vv(), out_view(ref, p), opt,
+                                                  make_view(lref.data(), B, H, N), make_view(S.data(), B, ng, N, N),
+                                                  make_view(F.data(), B, ng, N, N));
+  selective::selective_attention<float>(p.qv(), p.kv(), p.vv(), out_view(got, p), opt, Executor{2},
+                                        make_view(lgot.data(), B, H, N), make_view(fn.data(), B, ng, N));
+  EXPECT_TRUE(bit_equal(ref, got) && bit_equal(lref, lgot)) << "reference backend vs selective_attention_reference";
+  for (index_t bg = 0; bg < B * ng; ++bg)
+    for (index_t j = 0; j < N; ++j) {
+      const size_t last = static_cast<size_t>((bg * N + N - 1) * N + j);
+      EXPECT_EQ(fn[static_cast<size_t>(bg * N + j)], F[last] + S[last]) << "bg=" << bg << " j=" << j;
+    }
+  selective::SelectiveOptions topt = opt;
+  topt.attention.backend = Backend::tiled;
+  selective::selective_attention<float>(p.qv(), p.kv(), p.vv(), out_view(tiled, p), topt);
+  testing_util::expect_close(tiled, ref, 2e-5, 2e-5, "tiled vs reference backend");
+
+  // The cache on either backend (no pruning: the same tokens stay cached).
+  const index_t prompt = 15;
+  selective::SelectiveKVCache<float> cr(B, H, p.Hkv, p.D, p.Dv, N, opt), ct(B, H, p.Hkv, p.D, p.Dv, N, topt);
+  auto sub = [&](const std::vector<float>& x, index_t heads, index_t d) {
+    return ConstView<float, 4>(x.data(), {B, heads, prompt, d}, {heads * N * d, N * d, d, 1});
+  };
+  std::vector<float> pr(static_cast<size_t>(B * H * prompt * p.Dv)), pt(pr.size());
+  cr.prefill(sub(p.q, H, p.D), sub(p.k, p.Hkv, p.D), sub(p.v, p.Hkv, p.Dv), make_view(pr.data(), B, H, prompt, p.Dv));
+  ct.prefill(sub(p.q, H, p.D), sub(p.k, p.Hkv, p.D), sub(p.v, p.Hkv, p.Dv), make_view(pt.data(), B, H, prompt, p.Dv));
+  testing_util::expect_close(pr, pt, 2e-5, 2e-5, "cache prefill, reference vs tiled backend");
+  std::vector<float> sr(static_cast<size_t>(B * H * p.Dv)), st(sr.size());
+  for (index_t t = prompt; t < N; ++t) {
+    cr.step(p.q_at(t), p.k_at(t), p.v_at(t), make_view(sr.data(), B, H, index_t(1), p.Dv));
+    ct.step(p.q_at(t), p.k_at(t), p.v_at(t), make_view(st.data(), B, H, index_t(1), p.Dv));
+    testing_util::expect_close(sr, st, 2e-5, 2e-5, "cache step, reference vs tiled backend");
+  }
+
+  // An unknown backend is rejected everywhere, before anything is written.
+  selective::SelectiveOptions bad;
+  bad.attention.backend = static_cast<Backend>(7);
+  std::vector<float> untouched(p.out_size(), 42.0f), out = untouched;
+  EXPECT_THROW(selective::selective_attention<float>(p.qv(), p.kv(), p.vv(), out_view(out, p), bad), parameter_error);
+  EXPECT_THROW(selective::selective_attention_reference<float>(p.qv(), p.kv(), p.vv(), out_view(out, p), bad),
+               parameter_error);
+  EXPECT_THROW(selective::SelectiveKVCache<float>(B, H, p.Hkv, p.D, p.Dv, 4, bad), parameter_error);
+  EXPECT_EQ(out, untouched);
 }
 
 TEST(SelectiveTiledMore, LongContextFDoesNotDrift) {
@@ -424,7 +480,7 @@ TEST(SelectiveTiledMore, LongContextFDoesNotDrift) {
   Problem p(1, 1, 1, 3000, 16, 16, 41);
   std::vector<float> out(p.out_size());
   std::vector<double> fn(static_cast<size_t>(p.N));
-  selective_attention<float>(p.qv(), p.kv(), p.vv(), out_view(out, p), {}, {}, {}, make_view(fn.data(), 1, 1, p.N));
+  selective::selective_attention<float>(p.qv(), p.kv(), p.vv(), out_view(out, p), {}, {}, {}, make_view(fn.data(), 1, 1, p.N));
   // Column sums in double from the inputs.
   const double scale = 0.25;
   double worst = 0;
@@ -445,11 +501,11 @@ TEST(SelectiveTiledMore, LongContextFDoesNotDrift) {
 TEST(SelectiveDecode, StepsWithoutPruningEqualPrefill) {
   Problem p(2, 4, 2, 70, 32, 16, 51);
   std::vector<float> pre(p.out_size());
-  selective_attention<float>(p.qv(), p.kv(), p.vv(), out_view(pre, p));
+  selective::selective_attention<float>(p.qv(), p.kv(), p.vv(), out_view(pre, p));
   // (a) from the first token; (b) a 30-token prompt, then steps.
   for (index_t prompt : {index_t(0), index_t(30)}) {
     SCOPED_TRACE(prompt);
-    SelectiveKVCache<float> cache(p.B, p.H, p.Hkv, p.D, p.Dv, p.N);
+    selective::SelectiveKVCache<float> cache(p.B, p.H, p.Hkv, p.D, p.Dv, p.N);
     std::vector<float> got(p.out_size()), step(static_cast<size_t>(p.B * p.H * p.Dv));
     if (prompt > 0) {
       std::vector<float> po(static_cast<size_t>(p.B * p.H * prompt * p.Dv));
@@ -482,14 +538,14 @@ TEST(SelectiveDecode, PrunedEqualsDenseWithEvictedMasked) {
     SCOPED_TRACE(groups.size());
     Problem p(2, 4, 2, 60, 16, 16, 61);
     const index_t N = p.N, K = 7, prompt = 12;
-    SelectiveOptions opt;
+    selective::SelectiveOptions opt;
     opt.group_selection_heads = groups;
     const index_t ng = groups.empty() ? 1 : 2;
     // Reference F[b][g][i][j] = sum_{i' < i} S[b][g][i'][j]: what the cache
     // holds for token j just before query i.
     std::vector<double> F(static_cast<size_t>(p.B * ng * N * N));
     std::vector<float> scratch(p.out_size()), want(p.out_size());
-    selective_attention_reference<float>(p.qv(), p.kv(), p.vv(), out_view(scratch, p), opt, {}, {},
+    selective::selective_attention_reference<float>(p.qv(), p.kv(), p.vv(), out_view(scratch, p), opt, {}, {},
                                          make_view(F.data(), p.B, ng, N, N));
     auto f_ref = [&](index_t b, index_t g, index_t i, index_t j) {
       return F[static_cast<size_t>(((b * ng + g) * N + i) * N + j)];
@@ -502,7 +558,7 @@ TEST(SelectiveDecode, PrunedEqualsDenseWithEvictedMasked) {
     };
     const double tol = 1e-4;  // cache (float S terms) vs reference (float64)
     // The cache's running F of every cached token against the reference, before query i.
-    auto expect_f = [&](const SelectiveKVCache<float>& c, index_t i) {
+    auto expect_f = [&](const selective::SelectiveKVCache<float>& c, index_t i) {
       for (index_t b = 0; b < p.B; ++b) {
         const auto pos = c.positions(b);
         for (index_t s = 0; s < c.size(); ++s)
@@ -515,7 +571,7 @@ TEST(SelectiveDecode, PrunedEqualsDenseWithEvictedMasked) {
     };
     index_t decisive = 0, choices = 0;
 
-    SelectiveKVCache<float> cache(p.B, p.H, p.Hkv, p.D, p.Dv, K, opt);
+    selective::SelectiveKVCache<float> cache(p.B, p.H, p.Hkv, p.D, p.Dv, K, opt);
     // evicted_at[b][j] = the step whose query first can no longer see j.
     std::vector<std::vector<index_t>> evicted_at(p.B, std::vector<index_t>(N, N + 1));
     std::vector<float> got(p.out_size());
@@ -601,7 +657,7 @@ TEST(SelectiveDecode, FirstTokenNeverEvictedAndTieRule) {
   Problem p(1, 2, 1, 40, 8, 8, 71);
   kill_selection(p, 0);
   for (index_t K : {index_t(2), index_t(5)}) {
-    SelectiveKVCache<float> cache(p.B, p.H, p.Hkv, p.D, p.Dv, K);
+    selective::SelectiveKVCache<float> cache(p.B, p.H, p.Hkv, p.D, p.Dv, K);
     std::vector<float> step(static_cast<size_t>(p.H * p.Dv));
     for (index_t t = 0; t < p.N; ++t) {
       cache.step(p.q_at(t), p.k_at(t), p.v_at(t), make_view(step.data(), p.B, p.H, index_t(1), p.Dv));
@@ -615,7 +671,7 @@ TEST(SelectiveDecode, FirstTokenNeverEvictedAndTieRule) {
   // The same rule in prefill: the prompt's oldest tokens after token 0 go.
   {
     const index_t K = 5, P = 12;
-    SelectiveKVCache<float> cache(p.B, p.H, p.Hkv, p.D, p.Dv, K);
+    selective::SelectiveKVCache<float> cache(p.B, p.H, p.Hkv, p.D, p.Dv, K);
     std::vector<float> po(static_cast<size_t>(p.H * P * p.Dv));
     auto sub = [&](const std::vector<float>& x, index_t heads, index_t d) {
       return ConstView<float, 4>(x.data(), {p.B, heads, P, d}, {heads * p.N * d, p.N * d, d, 1});
@@ -630,7 +686,7 @@ TEST(SelectiveDecode, FirstTokenNeverEvictedAndTieRule) {
   }
   // With real selection data token 0 (F == 0 always) is never evicted either.
   Problem r(2, 2, 2, 80, 8, 8, 72);
-  SelectiveKVCache<float> cache(r.B, r.H, r.Hkv, r.D, r.Dv, 3);
+  selective::SelectiveKVCache<float> cache(r.B, r.H, r.Hkv, r.D, r.Dv, 3);
   std::vector<float> step(static_cast<size_t>(r.B * r.H * r.Dv));
   for (index_t t = 0; t < r.N; ++t) {
     cache.step(r.q_at(t), r.k_at(t), r.v_at(t), make_view(step.data(), r.B, r.H, index_t(1), r.Dv));
@@ -646,7 +702,7 @@ TEST(SelectiveDecode, BudgetAtLeastNIsNoPruning) {
   Problem p(1, 3, 3, 50, 16, 16, 81);
   std::vector<std::vector<float>> outs;
   for (index_t K : {p.N, 10 * p.N, index_t(1) << 40}) {
-    SelectiveKVCache<float> cache(p.B, p.H, p.Hkv, p.D, p.Dv, K);
+    selective::SelectiveKVCache<float> cache(p.B, p.H, p.Hkv, p.D, p.Dv, K);
     std::vector<float> all(p.out_size()), step(static_cast<size_t>(p.H * p.Dv));
     for (index_t t = 0; t < p.N; ++t) {
       cache.step(p.q_at(t), p.k_at(t), p.v_at(t), make_view(step.data(), p.B, p.H, index_t(1), p.Dv));
@@ -660,34 +716,54 @@ TEST(SelectiveDecode, BudgetAtLeastNIsNoPruning) {
   }
   EXPECT_TRUE(bit_equal(outs[0], outs[1]) && bit_equal(outs[0], outs[2]));
   std::vector<float> ref(p.out_size());
-  selective_attention_reference<float>(p.qv(), p.kv(), p.vv(), out_view(ref, p));
+  selective::selective_attention_reference<float>(p.qv(), p.kv(), p.vv(), out_view(ref, p));
   testing_util::expect_close(outs[0], ref, 2e-5, 2e-5, "no pruning vs reference");
 }
 
 TEST(SelectiveDecode, MemoryIsBoundedAndThreadsBitIdentical) {
-  Problem p(2, 4, 2, 120, 16, 16, 91);
-  const index_t K = 9;
-  SelectiveKVCache<float> c1(p.B, p.H, p.Hkv, p.D, p.Dv, K), c2(p.B, p.H, p.Hkv, p.D, p.Dv, K);
-  std::vector<float> s1(static_cast<size_t>(p.B * p.H * p.Dv)), s2(s1.size());
-  // A decode step this small is below every serial cut-off, so Executor(2)
-  // would run on the calling thread. A host pool is always used as given:
-  // the parallel run is a pool of real threads, which records that it ran.
-  ThreadPoolHook pool;
-  pool.parts = 2;
-  const Executor parallel = pool.executor();
-  for (index_t t = 0; t < p.N; ++t) {
-    c1.step(p.q_at(t), p.k_at(t), p.v_at(t), make_view(s1.data(), p.B, p.H, index_t(1), p.Dv), Executor{1});
-    c2.step(p.q_at(t), p.k_at(t), p.v_at(t), make_view(s2.data(), p.B, p.H, index_t(1), p.Dv), parallel);
-    ASSERT_TRUE(bit_equal(s1, s2)) << "t=" << t;
+  // A small budget: memory stays bounded, and a host pool gives the bits of
+  // Executor(1) (steps this small run on the calling thread anyway: the
+  // engine's small-work rule, effattn::detail::executor_for).
+  {
+    Problem p(2, 4, 2, 120, 16, 16, 91);
+    const index_t K = 9;
+    selective::SelectiveKVCache<float> c1(p.B, p.H, p.Hkv, p.D, p.Dv, K), c2(p.B, p.H, p.Hkv, p.D, p.Dv, K);
+    std::vector<float> s1(static_cast<size_t>(p.B * p.H * p.Dv)), s2(s1.size());
+    ThreadPoolHook pool;
+    pool.parts = 2;
+    const Executor parallel = pool.executor();
+    for (index_t t = 0; t < p.N; ++t) {
+      c1.step(p.q_at(t), p.k_at(t), p.v_at(t), make_view(s1.data(), p.B, p.H, index_t(1), p.Dv), Executor{1});
+      c2.step(p.q_at(t), p.k_at(t), p.v_at(t), make_view(s2.data(), p.B, p.H, index_t(1), p.Dv), parallel);
+      ASSERT_TRUE(bit_equal(s1, s2)) << "t=" << t;
+    }
+    EXPECT_FALSE(pool.caller_ran);
+    EXPECT_EQ(c1.kv_bytes(), static_cast<size_t>(p.B * p.Hkv * K * (p.D + p.Dv) * sizeof(float)));
+    EXPECT_EQ(c1.tokens_seen(), p.N);
   }
-  // Every step handed its B x H query rows to the pool, split over two
-  // ranges that ran on two threads, never on the caller's.
-  EXPECT_EQ(pool.calls, p.N);
-  EXPECT_EQ(pool.split_calls, p.N) << "every step must reach the pool with more than one range";
-  EXPECT_EQ(pool.max_threads, 2);
-  EXPECT_FALSE(pool.caller_ran);
-  EXPECT_EQ(c1.kv_bytes(), static_cast<size_t>(p.B * p.Hkv * K * (p.D + p.Dv) * sizeof(float)));
-  EXPECT_EQ(c1.tokens_seen(), p.N);
+  // A budget large enough that the later steps pass the small-work cut-off:
+  // those steps hand their query rows to the pool, split over two ranges that
+  // run on two threads (never the caller's), with the bits of Executor(1).
+  {
+    Problem p(1, 4, 4, 420, 64, 64, 92);
+    const index_t K = 400;
+    selective::SelectiveKVCache<float> c1(p.B, p.H, p.Hkv, p.D, p.Dv, K), c2(p.B, p.H, p.Hkv, p.D, p.Dv, K);
+    std::vector<float> s1(static_cast<size_t>(p.B * p.H * p.Dv)), s2(s1.size());
+    ThreadPoolHook pool;
+    pool.parts = 2;
+    const Executor parallel = pool.executor();
+    for (index_t t = 0; t < p.N; ++t) {
+      c1.step(p.q_at(t), p.k_at(t), p.v_at(t), make_view(s1.data(), p.B, p.H, index_t(1), p.Dv), Executor{1});
+      c2.step(p.q_at(t), p.k_at(t), p.v_at(t), make_view(s2.data(), p.B, p.H, index_t(1), p.Dv), parallel);
+      ASSERT_TRUE(bit_equal(s1, s2)) << "t=" << t;
+    }
+    EXPECT_GT(pool.calls, 0) << "the large steps must reach the pool";
+    EXPECT_LT(pool.calls, p.N) << "the small first steps run on the calling thread";
+    EXPECT_EQ(pool.split_calls, pool.calls) << "every call must split its rows over more than one range";
+    EXPECT_EQ(pool.max_threads, 2);
+    EXPECT_FALSE(pool.caller_ran);
+    EXPECT_EQ(c1.size(), K);
+  }
 }
 
 TEST(SelectiveDecode, DoubleCache) {
@@ -695,9 +771,9 @@ TEST(SelectiveDecode, DoubleCache) {
   auto qf = testing_util::random_vector(static_cast<size_t>(H * N * D), 101);
   auto kf = testing_util::random_vector(qf.size(), 102), vf = testing_util::random_vector(qf.size(), 103);
   std::vector<double> q(qf.begin(), qf.end()), k(kf.begin(), kf.end()), v(vf.begin(), vf.end()), ref(q.size()), got(q.size());
-  selective_attention_reference<double>(make_view<const double>(q.data(), 1, H, N, D), make_view<const double>(k.data(), 1, H, N, D),
+  selective::selective_attention_reference<double>(make_view<const double>(q.data(), 1, H, N, D), make_view<const double>(k.data(), 1, H, N, D),
                                         make_view<const double>(v.data(), 1, H, N, D), make_view(ref.data(), 1, H, N, D));
-  SelectiveKVCache<double> cache(1, H, H, D, D, N);
+  selective::SelectiveKVCache<double> cache(1, H, H, D, D, N);
   std::vector<double> step(static_cast<size_t>(H * D));
   for (index_t t = 0; t < N; ++t) {
     auto at = [&](const std::vector<double>& x) {
@@ -714,17 +790,17 @@ TEST(SelectiveDecode, DoubleCache) {
 
 TEST(SelectiveMemory, Requirement) {
   const double row[5] = {0.0, 0.25, 1.0, 7.0, -0.0};
-  EXPECT_DOUBLE_EQ(selective_memory_requirement(make_view(row, 5)), 5 - (0.25 + 1 + 1));
-  EXPECT_DOUBLE_EQ(selective_memory_requirement(make_view(row, 5), 2.0), 5 - (0.125 + 0.5 + 1));
-  EXPECT_THROW(selective_memory_requirement(make_view(row, 5), 0.0), parameter_error);
+  EXPECT_DOUBLE_EQ(selective::selective_memory_requirement(make_view(row, 5)), 5 - (0.25 + 1 + 1));
+  EXPECT_DOUBLE_EQ(selective::selective_memory_requirement(make_view(row, 5), 2.0), 5 - (0.125 + 0.5 + 1));
+  EXPECT_THROW(selective::selective_memory_requirement(make_view(row, 5), 0.0), parameter_error);
 
   Problem p(1, 2, 1, 30, 8, 8, 111);
   std::vector<double> m(static_cast<size_t>(p.N)), F(static_cast<size_t>(p.N * p.N));
   std::vector<float> out(p.out_size());
-  selective_memory_profile<float>(p.qv(), p.kv(), make_view(m.data(), 1, p.N));
-  selective_attention_reference<float>(p.qv(), p.kv(), p.vv(), out_view(out, p), {}, {}, {}, make_view(F.data(), 1, 1, p.N, p.N));
+  selective::selective_memory_profile<float>(p.qv(), p.kv(), make_view(m.data(), 1, p.N));
+  selective::selective_attention_reference<float>(p.qv(), p.kv(), p.vv(), out_view(out, p), {}, {}, {}, make_view(F.data(), 1, 1, p.N, p.N));
   for (index_t i = 0; i < p.N; ++i) {
-    const double want = selective_memory_requirement(ConstView<double, 1>(F.data() + i * p.N, {i + 1}));
+    const double want = selective::selective_memory_requirement(ConstView<double, 1>(F.data() + i * p.N, {i + 1}));
     EXPECT_NEAR(m[i], want, 1e-9);
     EXPECT_LE(m[i], i + 1.0);
     EXPECT_GE(m[i], 1.0);  // token 0 and the query itself are never masked
@@ -737,34 +813,34 @@ TEST(SelectiveErrors, Throws) {
   Problem p(1, 4, 2, 10, 8, 8, 121);
   std::vector<float> out(p.out_size(), 42.0f);
   const auto untouched = out;
-  SelectiveOptions bad;
+  selective::SelectiveOptions bad;
   bad.selection_head = 4;
-  EXPECT_THROW(selective_attention<float>(p.qv(), p.kv(), p.vv(), out_view(out, p), bad), parameter_error);
-  EXPECT_THROW(selective_attention_reference<float>(p.qv(), p.kv(), p.vv(), out_view(out, p), bad), parameter_error);
+  EXPECT_THROW(selective::selective_attention<float>(p.qv(), p.kv(), p.vv(), out_view(out, p), bad), parameter_error);
+  EXPECT_THROW(selective::selective_attention_reference<float>(p.qv(), p.kv(), p.vv(), out_view(out, p), bad), parameter_error);
   bad.selection_head = -1;
-  EXPECT_THROW(selective_attention<float>(p.qv(), p.kv(), p.vv(), out_view(out, p), bad), parameter_error);
-  SelectiveOptions groups;
+  EXPECT_THROW(selective::selective_attention<float>(p.qv(), p.kv(), p.vv(), out_view(out, p), bad), parameter_error);
+  selective::SelectiveOptions groups;
   groups.group_selection_heads = {0, 1, 2};  // 3 does not divide H = 4
-  EXPECT_THROW(selective_attention<float>(p.qv(), p.kv(), p.vv(), out_view(out, p), groups), parameter_error);
+  EXPECT_THROW(selective::selective_attention<float>(p.qv(), p.kv(), p.vv(), out_view(out, p), groups), parameter_error);
   groups.group_selection_heads = {0, 7};
-  EXPECT_THROW(selective_attention<float>(p.qv(), p.kv(), p.vv(), out_view(out, p), groups), parameter_error);
+  EXPECT_THROW(selective::selective_attention<float>(p.qv(), p.kv(), p.vv(), out_view(out, p), groups), parameter_error);
   // Mismatched shapes: k with fewer tokens, v with another D, out with another N.
-  EXPECT_THROW(selective_attention<float>(p.qv(), make_view(p.k.data(), 1, 2, 9, 8), p.vv(), out_view(out, p)), shape_error);
-  EXPECT_THROW(selective_attention<float>(p.qv(), p.kv(), make_view(p.v.data(), 1, 2, 10, 7), out_view(out, p)), shape_error);
-  EXPECT_THROW(selective_attention<float>(p.qv(), p.kv(), p.vv(), make_view(out.data(), 1, 4, 9, 8)), shape_error);
+  EXPECT_THROW(selective::selective_attention<float>(p.qv(), make_view(p.k.data(), 1, 2, 9, 8), p.vv(), out_view(out, p)), shape_error);
+  EXPECT_THROW(selective::selective_attention<float>(p.qv(), p.kv(), make_view(p.v.data(), 1, 2, 10, 7), out_view(out, p)), shape_error);
+  EXPECT_THROW(selective::selective_attention<float>(p.qv(), p.kv(), p.vv(), make_view(out.data(), 1, 4, 9, 8)), shape_error);
   std::vector<double> fn(5);
-  EXPECT_THROW(selective_attention<float>(p.qv(), p.kv(), p.vv(), out_view(out, p), {}, {}, {}, make_view(fn.data(), 1, 1, 5)),
+  EXPECT_THROW(selective::selective_attention<float>(p.qv(), p.kv(), p.vv(), out_view(out, p), {}, {}, {}, make_view(fn.data(), 1, 1, 5)),
                shape_error);
   EXPECT_EQ(out, untouched) << "nothing may be written before a throw";
 
   // The cache.
-  EXPECT_THROW(SelectiveKVCache<float>(1, 4, 2, 8, 8, 1), parameter_error);
-  EXPECT_THROW(SelectiveKVCache<float>(1, 4, 2, 8, 8, 0), parameter_error);
-  SelectiveOptions sel5;
+  EXPECT_THROW(selective::SelectiveKVCache<float>(1, 4, 2, 8, 8, 1), parameter_error);
+  EXPECT_THROW(selective::SelectiveKVCache<float>(1, 4, 2, 8, 8, 0), parameter_error);
+  selective::SelectiveOptions sel5;
   sel5.selection_head = 5;
-  EXPECT_THROW(SelectiveKVCache<float>(1, 4, 2, 8, 8, 4, sel5), parameter_error);
-  EXPECT_THROW(SelectiveKVCache<float>(1, 4, 3, 8, 8, 4), parameter_error);
-  SelectiveKVCache<float> cache(1, 4, 2, 8, 8, 4);
+  EXPECT_THROW(selective::SelectiveKVCache<float>(1, 4, 2, 8, 8, 4, sel5), parameter_error);
+  EXPECT_THROW(selective::SelectiveKVCache<float>(1, 4, 3, 8, 8, 4), parameter_error);
+  selective::SelectiveKVCache<float> cache(1, 4, 2, 8, 8, 4);
   std::vector<float> step(32, 42.0f);
   const auto step0 = step;
   EXPECT_THROW(cache.step(p.q_at(0), p.k_at(0), make_view(p.v.data(), 1, 2, 1, 7), make_view(step.data(), 1, 4, 1, 8)),

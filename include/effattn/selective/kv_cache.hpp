@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// effattn: decoding with selective attention and a pruned KV cache.
+// effattn::selective: decoding with selective attention and a pruned KV cache.
 //
 // One SelectiveKVCache holds one layer's keys and values for B sequences, at
 // most `budget` tokens each, plus the running F of every cached token (the sum
@@ -36,6 +36,7 @@
 #include "selection.hpp"
 
 EFFATTN_NAMESPACE_BEGIN
+namespace selective {
 namespace detail {
 
 /// Score policy of the cache: adds bias[(b * G + h / hpg) * ld + j] = -F.
@@ -67,8 +68,9 @@ class SelectiveKVCache {
 
   /// batch B, query heads H, key/value heads Hkv (H a multiple of Hkv), head
   /// dims D and Dv, `budget` = most tokens kept per sequence (>= 2: the first
-  /// token and the current one). opt.scale (0: 1/sqrt(D)) and the selection
-  /// head(s) are checked here; opt.block_q / block_k only affect prefill().
+  /// token and the current one). opt.attention.scale (0: 1/sqrt(D)), its
+  /// backend and the selection head(s) are checked here; the tile sizes
+  /// opt.attention.block_q / block_k only affect (and are checked by) prefill().
   SelectiveKVCache(index_t batch, index_t heads, index_t kv_heads, index_t head_dim, index_t value_dim,
                    index_t budget, SelectiveOptions opt = {})
       : B_(batch), H_(heads), Hkv_(kv_heads), D_(head_dim), Dv_(value_dim), budget_(budget), opt_(std::move(opt)) {
@@ -79,24 +81,28 @@ class SelectiveKVCache {
     effattn::detail::require(D_ >= 1, op, "head_dim", "must be >= 1, got ", D_);
     effattn::detail::require(Dv_ >= 1, op, "value_dim", "must be >= 1, got ", Dv_);
     effattn::detail::require(budget_ >= 2, op, "budget", "must be >= 2 (the first token and the current one), got ", budget_);
-    effattn::detail::require(std::isfinite(opt_.scale) && opt_.scale >= 0, op, "scale",
-            "must be finite and > 0 (or 0 for 1/sqrt(D)), got ", opt_.scale);
+    const double scale_opt = opt_.attention.scale;
+    effattn::detail::require(std::isfinite(scale_opt) && scale_opt >= 0, op, "scale",
+                             "must be finite and > 0 (or 0 for 1/sqrt(D)), got ", scale_opt);
+    effattn::detail::require(opt_.attention.backend == Backend::tiled || opt_.attention.backend == Backend::reference,
+                             op, "backend", "is unknown: ", static_cast<int>(opt_.attention.backend));
     sel_ = detail::selection_heads(opt_, H_, op);
     ng_ = static_cast<index_t>(sel_.size());
-    scale_ = opt_.scale == 0 ? 1.0 / std::sqrt(static_cast<double>(D_)) : opt_.scale;
+    scale_ = scale_opt == 0 ? 1.0 / std::sqrt(static_cast<double>(D_)) : scale_opt;
     // The storage of one slot across the batch must fit the index type in
     // bytes (each growth checks its own size again, see check_capacity()).
-    slot_bytes_ = detail::checked_add(
-        detail::checked_add(detail::checked_product(op, "key bytes per slot B * Hkv * D", B_, Hkv_, D_, index_t(sizeof(T))),
-                            detail::checked_product(op, "value bytes per slot B * Hkv * Dv", B_, Hkv_, Dv_,
-                                                    index_t(sizeof(T))),
-                            op, "bytes per slot"),
-        detail::checked_product(op, "F, bias and position bytes per slot", B_,
-                                detail::checked_add(detail::checked_mul(ng_, index_t(sizeof(double) + sizeof(S)), op,
-                                                                        "F bytes per slot"),
-                                                    index_t(sizeof(index_t)), op, "bytes per slot")),
-        op, "bytes per slot");
-    detail::checked_product(op, "bookkeeping bytes B * sizeof(vector)", B_, index_t(sizeof(std::vector<index_t>)));
+    {
+      namespace ed = effattn::detail;
+      const index_t kv = ed::checked_add(
+          ed::checked_product(op, "key bytes per slot B * Hkv * D", B_, Hkv_, D_, index_t(sizeof(T))),
+          ed::checked_product(op, "value bytes per slot B * Hkv * Dv", B_, Hkv_, Dv_, index_t(sizeof(T))), op,
+          "bytes per slot");
+      const index_t per_b = ed::checked_add(ed::checked_mul(ng_, index_t(sizeof(double) + sizeof(S)), op, "F bytes per slot"),
+                                            index_t(sizeof(index_t)), op, "bytes per slot");
+      slot_bytes_ = ed::checked_add(kv, ed::checked_product(op, "F, bias and position bytes per slot", B_, per_b), op,
+                                    "bytes per slot");
+      ed::checked_product(op, "bookkeeping bytes B * sizeof(vector)", B_, index_t(sizeof(std::vector<index_t>)));
+    }
     evicted_.resize(static_cast<size_t>(B_));
     qsel_.resize(static_cast<size_t>(D_));
   }
@@ -148,11 +154,11 @@ class SelectiveKVCache {
   /// q [B,H,P,D], k [B,Hkv,P,D], v [B,Hkv,P,Dv], out [B,H,P,Dv], optional
   /// lse [B,H,P]. Temporary memory O(P) per sequence. Throws if the cache is
   /// not empty or on bad shapes, before writing anything.
-  void prefill(detail::identity_t<ConstView<T, 4>> q, detail::identity_t<ConstView<T, 4>> k,
-               detail::identity_t<ConstView<T, 4>> v, View<T, 4> out, const Executor& ex = {},
-               detail::identity_t<View<S, 3>> lse = {}) {
+  void prefill(effattn::detail::identity_t<ConstView<T, 4>> q, effattn::detail::identity_t<ConstView<T, 4>> k,
+               effattn::detail::identity_t<ConstView<T, 4>> v, View<T, 4> out, const Executor& ex = {},
+               effattn::detail::identity_t<View<S, 3>> lse = {}) {
     const char* op = "SelectiveKVCache::prefill";
-    detail::check_executor(ex, op);
+    effattn::detail::check_executor(ex, op);
     check_inputs(op, q, k, v, out, lse, q.dim(2));
     {  // the prefill's own options (tile sizes), checked before anything is written
       std::vector<index_t> sel;
@@ -163,7 +169,7 @@ class SelectiveKVCache {
     if (P == 0) return;  // an empty prompt changes nothing
     const index_t keep = std::min(P, budget_);
     check_capacity(keep, op);
-    std::vector<double> fn(static_cast<size_t>(detail::checked_product(op, "F rows B * G * P", B_, ng_, P)));
+    std::vector<double> fn(static_cast<size_t>(effattn::detail::checked_product(op, "F rows B * G * P", B_, ng_, P)));
     Storage grown;
     if (keep > cap_) grown = grow(keep);  // allocated before anything is written; taken after
     selective_attention<T>(q, k, v, out, opt_, ex, lse, View<double, 3>(fn.data(), {B_, ng_, P}));
@@ -197,11 +203,11 @@ class SelectiveKVCache {
   /// q [B,H,1,D], k [B,Hkv,1,D], v [B,Hkv,1,Dv], out [B,H,1,Dv], optional
   /// lse [B,H,1]. Evicts one token per sequence first when the cache is full.
   /// Throws on bad shapes before changing the cache or writing anything.
-  void step(detail::identity_t<ConstView<T, 4>> q, detail::identity_t<ConstView<T, 4>> k,
-            detail::identity_t<ConstView<T, 4>> v, View<T, 4> out, const Executor& ex = {},
-            detail::identity_t<View<S, 3>> lse = {}) {
+  void step(effattn::detail::identity_t<ConstView<T, 4>> q, effattn::detail::identity_t<ConstView<T, 4>> k,
+            effattn::detail::identity_t<ConstView<T, 4>> v, View<T, 4> out, const Executor& ex = {},
+            effattn::detail::identity_t<View<S, 3>> lse = {}) {
     const char* op = "SelectiveKVCache::step";
-    detail::check_executor(ex, op);
+    effattn::detail::check_executor(ex, op);
     check_inputs(op, q, k, v, out, lse, 1);
     const index_t t = seen_;
     index_t slot_all = n_;
@@ -231,8 +237,9 @@ class SelectiveKVCache {
     // Attention over the cached tokens (slot order: attention does not care).
     const ConstView<T, 4> kc(k_.data(), {B_, Hkv_, n_, D_}, {Hkv_ * cap_ * D_, cap_ * D_, D_, 1});
     const ConstView<T, 4> vc(v_.data(), {B_, Hkv_, n_, Dv_}, {Hkv_ * cap_ * Dv_, cap_ * Dv_, Dv_, 1});
-    AttentionOptions ao;
+    AttentionOptions ao;  // the tile sizes are prefill's: a decoding step runs the engine's decode path
     ao.scale = scale_;
+    ao.backend = opt_.attention.backend;
     // (The engine runs a decode step this small on the calling thread.)
     attention<T>(q, kc, vc, out, NoMask{}, detail::GroupKeyBias<S>{bias_.data(), ng_, H_ / ng_, cap_}, ao, ex, lse);
 
@@ -259,7 +266,7 @@ class SelectiveKVCache {
  private:
   void check_b(index_t b, const char* what) const {
     if (b < 0 || b >= B_)
-      EFFATTN_THROW(parameter_error(detail::concat("SelectiveKVCache::", what, ": b must be in [0, ", B_, "), got ", b)));
+      EFFATTN_THROW(parameter_error(effattn::detail::concat("SelectiveKVCache::", what, ": b must be in [0, ", B_, "), got ", b)));
   }
 
   /// The cache's own shapes first (so that a wrong k or v is named as such),
@@ -268,12 +275,12 @@ class SelectiveKVCache {
   template <class L>
   void check_inputs(const char* op, const ConstView<T, 4>& q, const ConstView<T, 4>& k, const ConstView<T, 4>& v,
                     const View<T, 4>& out, const View<L, 3>& lse, index_t n) const {
-    detail::check_shape(q, op, "q", "[B,H,N,D]", {B_, H_, n, D_});
-    detail::check_shape(k, op, "k", "[B,Hkv,N,D]", {B_, Hkv_, n, D_});
-    detail::check_shape(v, op, "v", "[B,Hkv,N,Dv]", {B_, Hkv_, n, Dv_});
+    effattn::detail::check_shape(q, op, "q", "[B,H,N,D]", {B_, H_, n, D_});
+    effattn::detail::check_shape(k, op, "k", "[B,Hkv,N,D]", {B_, Hkv_, n, D_});
+    effattn::detail::check_shape(v, op, "v", "[B,Hkv,N,Dv]", {B_, Hkv_, n, Dv_});
     AttentionOptions ao;  // scale_ is valid; the tile sizes are prefill's (checked there)
     ao.scale = scale_;
-    detail::check_attention_args(op, q, k, v, out, lse, ao, 1);
+    effattn::detail::check_attention_args(op, q, k, v, out, lse, ao, 1);
   }
 
   /// Eviction score of token j from F rows fr[g * stride + j]: the smallest F
@@ -326,7 +333,7 @@ class SelectiveKVCache {
   }
   /// Throws shape_error when the storage for grow(n) overflows the index type.
   void check_capacity(index_t n, const char* op) const {
-    detail::checked_mul(slot_bytes_, grown_capacity(n), op, "cache bytes per slot * slots");
+    effattn::detail::checked_mul(slot_bytes_, grown_capacity(n), op, "cache bytes per slot * slots");
   }
 
   /// The cache's storage at some capacity.
@@ -386,5 +393,13 @@ class SelectiveKVCache {
   std::vector<S> qsel_;           // [D] step(): the scaled query row of one selection head
   std::vector<std::vector<index_t>> evicted_;
 };
+
+}  // namespace selective
+
+// ------------------------------------------------ deprecated effattn:: name
+// (see selection.hpp)
+
+template <class T = float>
+using SelectiveKVCache [[deprecated("use effattn::selective::SelectiveKVCache")]] = selective::SelectiveKVCache<T>;
 
 EFFATTN_NAMESPACE_END

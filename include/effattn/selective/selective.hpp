@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// effattn: selective attention (Leviathan, Kalman, Matias 2024, arXiv
+// effattn::selective: selective attention (Leviathan, Kalman, Matias 2024, arXiv
 // 2410.02703), umbrella header:
 //   selection.hpp  options, the dense float64 reference, the memory measure
 //   prefill.hpp    selective_attention(): the tiled prefill on the engine

@@ -3,11 +3,13 @@
 // `ToMeAttention.forward`): softmax(q k^T * scale + log(size)[key]) v, so that a
 // merged token that stands for s original tokens weighs as s keys would.
 //
-// It runs on the tiled engine with a per-key score policy (KeyBiasScore): the
-// only extra memory is the [B, Nk] vector log(size). No N x N buffer.
+// It runs on the tiled engine with a per-key score policy (KeyBiasScore; in
+// double a twin with a double bias): the only extra memory is the [B, Nk]
+// vector log(size). No N x N buffer. float and double, as effattn::attention.
 #pragma once
 
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "../attention/engine.hpp"
@@ -18,10 +20,49 @@
 EFFATTN_NAMESPACE_BEGIN
 namespace tome {
 
-/// log_size[b, j] = log(size[b, j]). size [B, N] (a [B, N, 1] tensor viewed
-/// as rank 2) must be finite and > 0 (parameter_error); log_size [B, N]. In
-/// place (log_size over size's memory) only with size's own strides.
-inline void log_size(ConstView<float, 2> size, View<float, 2> out) {
+namespace detail {
+
+/// KeyBiasScore with a double bias: proportional attention in double adds
+/// log(size) without rounding it to float (same interface and checks).
+struct DoubleKeyBiasScore {
+  ConstView<double, 2> bias;
+  static constexpr bool active = true;
+  struct Bound {
+    const double* p;
+    index_t stride;
+    template <class S>
+    void apply(index_t, index_t j0, index_t j1, S* s, index_t st) const {
+      for (index_t j = j0; j < j1; ++j) s[(j - j0) * st] += static_cast<S>(p[j * stride]);
+    }
+    double score(index_t, index_t j) const { return p[j * stride]; }
+    template <class S>
+    void apply_tile(index_t i0, index_t i1, index_t j0, index_t j1, S* st, index_t ld) const {
+      for (index_t j = j0; j < j1; ++j) {
+        const S bj = static_cast<S>(p[j * stride]);
+        S* row = st + (j - j0) * ld;
+        for (index_t c = 0; c < i1 - i0; ++c) row[c] += bj;
+      }
+    }
+  };
+  void check(const char* op, index_t B, index_t, index_t, index_t nk) const {
+    effattn::detail::check_view(bias, op, "bias", false);
+    effattn::detail::check_shape(bias, op, "bias", "[B,Nk]", {B, nk});
+  }
+  Bound bind(index_t b, index_t) const {
+    return Bound{bias.empty() ? bias.data() : bias.data() + b * bias.stride(0), bias.stride(1)};
+  }
+};
+
+}  // namespace detail
+
+/// log_size[b, j] = log(size[b, j]), T float or double. size [B, N] (a
+/// [B, N, 1] tensor viewed as rank 2) must be finite and > 0
+/// (parameter_error); log_size [B, N]. In place (log_size over size's memory)
+/// only with size's own strides.
+template <class T>
+void log_size(effattn::detail::identity_t<ConstView<T, 2>> size, View<T, 2> out) {
+  static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value,
+                "tome::log_size supports float and double");
   const char* op = "tome::log_size";
   effattn::detail::check_view(size, op, "size", false);
   effattn::detail::check_view(out, op, "log_size", true);
@@ -29,8 +70,8 @@ inline void log_size(ConstView<float, 2> size, View<float, 2> out) {
   if (size.empty()) return;  // nothing to check or write, whatever the other extent
   for (index_t b = 0; b < size.dim(0); ++b)
     for (index_t j = 0; j < size.dim(1); ++j)
-      effattn::detail::require(std::isfinite(size(b, j)) && size(b, j) > 0.0f, op, "size", "must be finite and > 0, got ",
-              size(b, j), " at [", b, ",", j, "]");
+      effattn::detail::require(std::isfinite(size(b, j)) && size(b, j) > T(0), op, "size", "must be finite and > 0, got ",
+                               size(b, j), " at [", b, ",", j, "]");
   if (out.data() != size.data())
     effattn::detail::check_no_alias(out, "log_size", size, "size", op);
   else if (out.strides() != size.strides())
@@ -39,31 +80,42 @@ inline void log_size(ConstView<float, 2> size, View<float, 2> out) {
     for (index_t j = 0; j < size.dim(1); ++j) out(b, j) = std::log(size(b, j));
 }
 
-/// Proportional attention with any mask policy:
+/// Proportional attention with any mask policy, T float or double (as
+/// effattn::attention):
 ///   out[b,h,i] = sum_j softmax_j(scale <q_i, k_j> + log size[b, j]) v_j.
 /// q [B,H,Nq,D], k [B,Hkv,Nk,D], v [B,Hkv,Nk,Dv], out [B,H,Nq,Dv] (as
 /// effattn::attention), size [B, Nk] token sizes (> 0), or an absent view
-/// ({}) for plain attention (the official size=None). Throws before writing
-/// anything (a negative executor thread count first of all).
-template <class Mask = NoMask>
-void proportional_attention(ConstView<float, 4> q, ConstView<float, 4> k, ConstView<float, 4> v, View<float, 4> out,
-                            ConstView<float, 2> size, const Mask& mask = {}, const AttentionOptions& opt = {},
-                            const Executor& ex = {}) {
+/// ({}) for plain attention (the official size=None). lse [B,H,Nq] optional
+/// (pass {} to skip): the log-sum-exp of the biased logits, as attention's
+/// with KeyBiasScore{log size}. Throws before writing anything (a negative
+/// executor thread count first of all).
+template <class T, class Mask = NoMask>
+void proportional_attention(effattn::detail::identity_t<ConstView<T, 4>> q,
+                            effattn::detail::identity_t<ConstView<T, 4>> k,
+                            effattn::detail::identity_t<ConstView<T, 4>> v, View<T, 4> out,
+                            effattn::detail::identity_t<ConstView<T, 2>> size, const Mask& mask = {},
+                            const AttentionOptions& opt = {}, const Executor& ex = {},
+                            effattn::detail::identity_t<View<acc_t<T>, 3>> lse = {}) {
+  static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value,
+                "tome::proportional_attention supports float and double");
   const char* op = "tome::proportional_attention";
   effattn::detail::check_executor(ex, op);
   if (detail::is_absent(size)) {
-    attention<float>(q, k, v, out, mask, NoScore{}, opt, ex);
+    attention<T>(q, k, v, out, mask, NoScore{}, opt, ex, lse);
     return;
   }
   effattn::detail::check_view(size, op, "size", false);
   effattn::detail::check_view(k, op, "k", false);
   effattn::detail::check_shape(size, op, "size", "[B,Nk]", {k.dim(0), k.dim(2)});
   // size passed check_view, so its element count fits; an empty size gives an
-  // empty (null) lg whose pointer KeyBiasScore never offsets.
-  std::vector<float> lg(static_cast<size_t>(size.size()));
-  log_size(size, make_view(lg.data(), size.dim(0), size.dim(1)));
-  KeyBiasScore score{make_view<const float>(lg.data(), size.dim(0), size.dim(1))};
-  attention<float>(q, k, v, out, mask, score, opt, ex);
+  // empty (null) lg whose pointer the score never offsets.
+  std::vector<T> lg(static_cast<size_t>(size.size()));
+  log_size<T>(size, make_view(lg.data(), size.dim(0), size.dim(1)));
+  const ConstView<T, 2> lgv = make_view<const T>(lg.data(), size.dim(0), size.dim(1));
+  if constexpr (std::is_same<T, float>::value)
+    attention<T>(q, k, v, out, mask, KeyBiasScore{lgv}, opt, ex, lse);
+  else
+    attention<T>(q, k, v, out, mask, detail::DoubleKeyBiasScore{lgv}, opt, ex, lse);
 }
 
 }  // namespace tome
