@@ -369,7 +369,7 @@ void run_profile(FuzzInput& in) {
   const ConstView<float, 4> Q(data_or_null(q), lq.shape, lq.strides), K(data_or_null(k), lk.shape, lk.strides);
   Guarded<double> m(static_cast<size_t>(B * N));
   const bool ok = fuzz::accepted(
-      [&] { selective::selective_memory_profile<float>(Q, K, View<double, 2>(B * N ? m.data() : nullptr, {B, N}), opt, tau); },
+      [&] { selective::selective_memory_profile<float>(Q, K, View<double, 2>(B * N != 0 ? m.data() : nullptr, {B, N}), opt, tau); },
       "selective_memory_profile");
   fuzz::fuzz_check(m.guards_intact(), "a guard zone around m changed");
   if (!ok) {

@@ -98,9 +98,13 @@ inline PipelineTiles pipeline_tiles(index_t Nq, const AttentionOptions& opt) {
 /// prologue and score (see the contract at the top of this file). `p` must
 /// come from make_problem (checked shapes, B, H, Nq >= 1 or nothing to do).
 template <class T, class KV, class Mask, class Stages>
-void run_tile_pipeline(const Problem<T, KV>& p, const Mask& mask, const AttentionOptions& opt, const Executor& ex,
+void run_tile_pipeline(const Problem<T, KV>& p, const Mask& mask, const AttentionOptions& opt, const Executor& ex_in,
                        const Stages& stages, const char* op) {
   using S = acc_t<T>;
+  // The core's one small-work rule, judged on the attention work (the
+  // prologue is the caller's and is not counted): a small problem runs on
+  // the calling thread, same bits.
+  const Executor ex = executor_for(ex_in, attention_work(p));
   using PScratch = typename Stages::PrologueScratch;
   const PipelineTiles tiles = pipeline_tiles(p.Nq, opt);
   const index_t nqt = tiles.count, bq = tiles.bq, bk = tiles.bk, BH = p.B * p.H;
