@@ -8,10 +8,8 @@
 # AddressSanitizer + UndefinedBehaviorSanitizer, together with the libFuzzer
 # targets of tests/fuzz: the unit tests, then each fuzz target for a fixed,
 # seeded number of executions (EFFATTN_FUZZ_RUNS per target, 40000 by
-# default). With CI=true the GCC builds treat warnings as errors
-# (EFFATTN_WERROR); the clang leg prints its warnings (-Werror there is the
-# next step, once a full clang build has been seen warning-free). Installs
-# missing Debian packages first.
+# default). With CI=true every leg treats warnings in effattn's own targets as
+# errors (EFFATTN_WERROR). Installs missing Debian packages first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sanitize=0
@@ -44,6 +42,7 @@ if [ "$sanitize" = 1 ]; then
 
   echo "effattn: test suite and fuzz targets with clang + libomp under AddressSanitizer + UndefinedBehaviorSanitizer"
   CC=clang CXX=clang++ cmake -S . -B build/clang-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEFFATTN_SANITIZE=ON \
+        -DEFFATTN_WERROR="$werror" \
         -DEFFATTN_BUILD_TESTS=ON -DEFFATTN_BUILD_FUZZERS=ON -DEFFATTN_FUZZ_RUNS="${EFFATTN_FUZZ_RUNS:-40000}" \
         -DEFFATTN_BUILD_BENCHMARKS=OFF -DEFFATTN_BUILD_EXAMPLES=OFF
   cmake --build build/clang-asan -j "$jobs"
