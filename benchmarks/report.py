@@ -757,10 +757,48 @@ def finite(x):
     return x
 
 
+def torch_context(results_dir):
+    """The context of bench_torch.json (torch's version, CPU capability, threads), or None."""
+    path = os.path.join(results_dir, "bench_torch.json")
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            return json.load(f).get("context") or None
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def torch_section(runs, torch_ctx):
+    """Markdown: effattn against PyTorch's SDPA, measured interleaved in this run, or why it was not."""
+    md = ["## effattn vs PyTorch", ""]
+    pairs = [r for r in runs if r["method"] in ("engine_interleaved", "decode_interleaved") and r["speedup"]]
+    if not torch_ctx or not pairs:
+        md.append("PyTorch's `scaled_dot_product_attention` was not measured in this run (set "
+                  "`EFFATTN_TORCH_PYTHON` to a Python with torch >= 2.1 before `scripts/bench.sh`; see README.md).")
+        md.append("")
+        return md
+    md.append(f"torch {torch_ctx.get('torch_version')} (CPU capability {torch_ctx.get('torch_cpu_capability')}, "
+              f"{torch_ctx.get('torch_threads')} threads), `F.scaled_dot_product_attention` in fp32, timed "
+              f"interleaved with effattn's engine on the same shapes ({torch_ctx.get('torch_rounds')} rounds; "
+              f"medians). Ratio > 1: effattn is faster.")
+    md.append("")
+    md.append("| shape | effattn | torch SDPA | effattn / torch speed |")
+    md.append("|---|---:|---:|---:|")
+    by_name = {r["name"]: r for r in runs}
+    for r in pairs:
+        base = by_name.get(r["baseline"])
+        md.append(f"| {'decode ' if r['method'] == 'decode_interleaved' else ''}{fmt_params(r['params'])} | "
+                  f"{fmt_time(r['median_time_s'])} | {fmt_time(base['median_time_s'] if base else None)} | "
+                  f"**{r['speedup']:.2f}x** |")
+    md.append("")
+    return md
+
+
 def main():
-    if len(sys.argv) != 2:
+    if len(sys.argv) != 2 or sys.argv[1] in ("-h", "--help"):
         print(__doc__)
-        return 2
+        return 0 if len(sys.argv) == 2 else 2
     results_dir = sys.argv[1]
     runs, context = load(results_dir)
     if not runs:
@@ -800,6 +838,8 @@ def main():
                               f"{100 * r['fraction_of_fma_peak']:.0f}% of FMA peak"
                               + (f", {100 * r['fraction_of_sgemm']:.0f}% of sgemm" if r["fraction_of_sgemm"] else ""))
         md.append("")
+    torch_ctx = torch_context(results_dir)
+    md.extend(torch_section(runs, torch_ctx))
     pngs = plots(runs, os.path.join(results_dir, "plots"), context)
     if pngs:
         md.append("## Plots")
@@ -817,6 +857,8 @@ def main():
     summary["format"] = "effattn-benchmark-summary/1"
     summary["context"] = {k: context.get(k) for k in ("date", "host_name", "num_cpus", "mhz_per_cpu", "library_build_type")}
     summary["machine"] = {"fma_peak_gflops": fma, "sgemm_gflops": gemm}
+    summary["torch"] = ({k: torch_ctx.get(k) for k in ("torch_version", "torch_cpu_capability", "torch_threads",
+                                                       "torch_rounds")} if torch_ctx else None)
     keep = ("name", "program", "section", "method", "params", "threads", "median_time_s", "repetitions", "gflops",
             "speedup", "baseline", "peak_mem_bytes", "fraction_of_fma_peak", "fraction_of_sgemm", "counters")
     summary["measurements"] = [OrderedDict((k, r[k]) for k in keep) for r in runs]

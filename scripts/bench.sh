@@ -9,6 +9,10 @@
 #   EFFATTN_BENCH_REPS     repetitions per benchmark (default 3; medians are reported)
 #   EFFATTN_BENCH_FILTER   Google Benchmark filter regex (default: all)
 #   EFFATTN_BENCH_QUICK=1  smallest shapes only (a smoke run)
+#   EFFATTN_TORCH_PYTHON   a Python with torch >= 2.1: also time PyTorch's
+#                          scaled_dot_product_attention on the engine's shapes,
+#                          interleaved with effattn (benchmarks/bench_torch.py);
+#                          unset: the report says torch was not measured
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh build-essential cmake libeigen3-dev libbenchmark-dev libstb-dev python3 python3-matplotlib
@@ -27,4 +31,18 @@ for b in build/release/benchmarks/bench_*; do
        --benchmark_repetitions="${EFFATTN_BENCH_REPS:-3}" --benchmark_report_aggregates_only=false \
        --benchmark_display_aggregates_only=true --benchmark_filter="${EFFATTN_BENCH_FILTER:-.}"
 done
+if [ -n "${EFFATTN_TORCH_PYTHON:-}" ]; then
+  if "$EFFATTN_TORCH_PYTHON" -c 'import sys, torch
+v = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2])
+sys.exit(0 if v >= (2, 1) else 1)'; then
+    echo "effattn: running bench_torch.py (PyTorch SDPA interleaved with effattn)"
+    quick=()
+    if [ "${EFFATTN_BENCH_QUICK:-0}" = "1" ]; then quick=(--quick); fi
+    "$EFFATTN_TORCH_PYTHON" benchmarks/bench_torch.py --effattn build/release/benchmarks/bench_attention \
+        --out "$out/bench_torch.json" --threads "${EFFATTN_BENCH_THREADS:-2}" --rounds "${EFFATTN_BENCH_REPS:-3}" \
+        "${quick[@]}"
+  else
+    echo "effattn: EFFATTN_TORCH_PYTHON=$EFFATTN_TORCH_PYTHON has no torch >= 2.1: PyTorch not measured" >&2
+  fi
+fi
 /usr/bin/python3 benchmarks/report.py "$out"
