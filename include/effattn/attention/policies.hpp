@@ -216,13 +216,16 @@ struct NoScore {
   Bound bind(index_t, index_t) const { return {}; }
 };
 
-/// A per-key additive bias, bias[b, j], shared by all heads and queries.
+/// A per-key additive bias, bias[b, j], shared by all heads and queries,
+/// stored as Bias (float: KeyBiasScore; double: KeyBiasScoreT<double>, which
+/// adds a double bias to double logits without rounding it to float).
 /// ToMe's proportional attention uses bias = log(size).
-struct KeyBiasScore {
-  ConstView<float, 2> bias;
+template <class Bias>
+struct KeyBiasScoreT {
+  ConstView<Bias, 2> bias;
   static constexpr bool active = true;
   struct Bound {
-    const float* p;
+    const Bias* p;
     index_t stride;
     template <class S>
     void apply(index_t, index_t j0, index_t j1, S* s, index_t st) const {
@@ -249,6 +252,7 @@ struct KeyBiasScore {
     return Bound{bias.empty() ? bias.data() : bias.data() + b * bias.stride(0), bias.stride(1)};
   }
 };
+using KeyBiasScore = KeyBiasScoreT<float>;
 
 /// Any bias score(b, h, i, j), added in float.
 template <class F>

@@ -20,41 +20,6 @@
 EFFATTN_NAMESPACE_BEGIN
 namespace tome {
 
-namespace detail {
-
-/// KeyBiasScore with a double bias: proportional attention in double adds
-/// log(size) without rounding it to float (same interface and checks).
-struct DoubleKeyBiasScore {
-  ConstView<double, 2> bias;
-  static constexpr bool active = true;
-  struct Bound {
-    const double* p;
-    index_t stride;
-    template <class S>
-    void apply(index_t, index_t j0, index_t j1, S* s, index_t st) const {
-      for (index_t j = j0; j < j1; ++j) s[(j - j0) * st] += static_cast<S>(p[j * stride]);
-    }
-    double score(index_t, index_t j) const { return p[j * stride]; }
-    template <class S>
-    void apply_tile(index_t i0, index_t i1, index_t j0, index_t j1, S* st, index_t ld) const {
-      for (index_t j = j0; j < j1; ++j) {
-        const S bj = static_cast<S>(p[j * stride]);
-        S* row = st + (j - j0) * ld;
-        for (index_t c = 0; c < i1 - i0; ++c) row[c] += bj;
-      }
-    }
-  };
-  void check(const char* op, index_t B, index_t, index_t, index_t nk) const {
-    effattn::detail::check_view(bias, op, "bias", false);
-    effattn::detail::check_shape(bias, op, "bias", "[B,Nk]", {B, nk});
-  }
-  Bound bind(index_t b, index_t) const {
-    return Bound{bias.empty() ? bias.data() : bias.data() + b * bias.stride(0), bias.stride(1)};
-  }
-};
-
-}  // namespace detail
-
 /// log_size[b, j] = log(size[b, j]), T float or double. size [B, N] (a
 /// [B, N, 1] tensor viewed as rank 2) must be finite and > 0
 /// (parameter_error); log_size [B, N]. In place (log_size over size's memory)
@@ -115,7 +80,7 @@ void proportional_attention(effattn::detail::identity_t<ConstView<T, 4>> q,
   if constexpr (std::is_same<T, float>::value)
     attention<T>(q, k, v, out, mask, KeyBiasScore{lgv}, opt, ex, lse);
   else
-    attention<T>(q, k, v, out, mask, detail::DoubleKeyBiasScore{lgv}, opt, ex, lse);
+    attention<T>(q, k, v, out, mask, KeyBiasScoreT<double>{lgv}, opt, ex, lse);
 }
 
 }  // namespace tome
