@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "support/testing.hpp"
+#include "support/threads.hpp"
 
 using namespace effattn;
 
@@ -177,23 +178,15 @@ void expect_bit_identical(index_t Nq, index_t Nk, bool causal) {
   fo.causal = causal;
   flash_attention<float>(Q, K, V, make_view(o1.data(), B, H, Nq, D), fo, Executor{1}, make_view(l1.data(), B, H, Nq));
   flash_attention<float>(Q, K, V, make_view(o2.data(), B, H, Nq, D), fo, Executor{2}, make_view(l2.data(), B, H, Nq));
-  Executor pool;
-  std::atomic<int> pool_calls{0};
-  pool.parallel_for = [&pool_calls](index_t n, const std::function<void(index_t, index_t)>& body) {
-    ++pool_calls;
-    // A toy host pool: three threads over interleaved ranges.
-    std::vector<std::thread> ts;
-    const index_t chunk = (n + 2) / 3;
-    for (index_t b = 0; b < n; b += chunk) ts.emplace_back(body, b, std::min(n, b + chunk));
-    for (auto& t : ts) t.join();
-  };
+  int pool_calls = 0;
+  const Executor pool = testing_util::pool_executor(3, &pool_calls);
   flash_attention<float>(Q, K, V, make_view(o3.data(), B, H, Nq, D), fo, pool);
   EXPECT_EQ(0, std::memcmp(o1.data(), o2.data(), o1.size() * sizeof(float)));
   EXPECT_EQ(0, std::memcmp(l1.data(), l2.data(), l1.size() * sizeof(float)));
   EXPECT_EQ(0, std::memcmp(o1.data(), o3.data(), o1.size() * sizeof(float)));
   // Every shape here is above the core's small-work rule, so the pool ran it.
   ASSERT_GE(double(B) * H * Nq * Nk * (2 * D), effattn::detail::kSerialWorkBelow);
-  EXPECT_EQ(pool_calls.load(), 1);
+  EXPECT_EQ(pool_calls, 1);
 }
 
 // The one small-work rule: below it the engine runs on the calling thread and

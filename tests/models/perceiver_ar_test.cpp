@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "support/testing.hpp"
+#include "support/threads.hpp"
 
 namespace {
 
@@ -182,13 +183,7 @@ INSTANTIATE_TEST_SUITE_P(Storage, PerceiverArDecoderStorage,
 /// Three executors that must give the same bits: 1 thread, 2 OpenMP threads,
 /// and a host pool hook (3 std::threads per call).
 std::vector<effattn::Executor> three_executors() {
-  effattn::Executor pool;
-  pool.parallel_for = [](index_t n, const std::function<void(index_t, index_t)>& body) {
-    std::vector<std::thread> ts;
-    const index_t chunk = (n + 2) / 3;
-    for (index_t b = 0; b < n; b += chunk) ts.emplace_back(body, b, std::min(n, b + chunk));
-    for (auto& t : ts) t.join();
-  };
+  const effattn::Executor pool = testing_util::pool_executor(3);
   return {effattn::Executor{1}, effattn::Executor{2}, pool};
 }
 

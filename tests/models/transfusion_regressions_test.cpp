@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "support/nn_testing.hpp"
 #include "support/testing.hpp"
 
 namespace tf = effattn::transfusion;
@@ -25,21 +26,14 @@ using S = tf::Segment;
 
 namespace {
 
+using testing_util::same;
+using testing_util::random_matrix;
+
 using testing_util::expect_throw_with;
 
 constexpr index_t kMax = std::numeric_limits<index_t>::max();
 
-// Same shape and values (Eigen's == asserts on a shape mismatch).
-bool same(const nn::Matrix& a, const nn::Matrix& b) {
-  return a.rows() == b.rows() && a.cols() == b.cols() && a == b;
-}
 
-nn::Matrix random_matrix(index_t r, index_t c, unsigned seed) {
-  const auto v = testing_util::random_vector(static_cast<size_t>(r * c), seed);
-  nn::Matrix m(r, c);
-  std::copy(v.begin(), v.end(), m.data());
-  return m;
-}
 
 struct Tiny {
   TransfusionConfig cfg;

@@ -13,7 +13,9 @@
 #include <thread>
 #include <vector>
 
+#include "support/nn_testing.hpp"
 #include "support/testing.hpp"
+#include "support/threads.hpp"
 
 namespace tf = effattn::transfusion;
 namespace nn = effattn::nn;
@@ -25,12 +27,8 @@ using S = tf::Segment;
 
 namespace {
 
-nn::Matrix random_matrix(index_t r, index_t c, unsigned seed) {
-  const auto v = testing_util::random_vector(static_cast<size_t>(r * c), seed);
-  nn::Matrix m(r, c);
-  std::copy(v.begin(), v.end(), m.data());
-  return m;
-}
+using testing_util::random_matrix;
+
 
 std::vector<float> flat(const nn::Matrix& m) { return std::vector<float>(m.data(), m.data() + m.size()); }
 
@@ -147,13 +145,7 @@ TEST(TransfusionModelTest, BitIdenticalForOneAndTwoThreads) {
   ASSERT_TRUE(threaded(1024.0 * cfg.dim * cfg.dim)) << "cached step proj";
   const nn::Matrix text = random_matrix(layout.num_text(), cfg.dim, 1);
   const nn::Matrix patches = random_matrix(layout.num_patches(), cfg.patch_dim, 2);
-  effattn::Executor pool;
-  pool.parallel_for = [](index_t n, const std::function<void(index_t, index_t)>& body) {
-    std::vector<std::thread> ts;
-    const index_t chunk = (n + 2) / 3;
-    for (index_t b = 0; b < n; b += chunk) ts.emplace_back(body, b, std::min(n, b + chunk));
-    for (auto& t : ts) t.join();
-  };
+  const effattn::Executor pool = testing_util::pool_executor(3);
   const effattn::Executor exs[] = {effattn::Executor{1}, effattn::Executor{2}, pool};
   nn::Matrix x[3], eps[3], cached[3];
   const nn::Matrix tok = random_matrix(layout.images[0].length, cfg.patch_dim, 3);

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "support/nn_testing.hpp"
 #include "support/testing.hpp"
 
 namespace nn = effattn::nn;
@@ -21,20 +22,13 @@ using effattn::index_t;
 
 namespace {
 
+using testing_util::same;
+using testing_util::random_matrix;
+
 using testing_util::expect_throw_with;
 
 
-// Same shape and values (Eigen's == asserts on a shape mismatch).
-bool same(const nn::Matrix& a, const nn::Matrix& b) {
-  return a.rows() == b.rows() && a.cols() == b.cols() && a == b;
-}
 
-nn::Matrix random_matrix(index_t r, index_t c, unsigned seed) {
-  const auto v = testing_util::random_vector(static_cast<size_t>(r * c), seed);
-  nn::Matrix m(r, c);
-  std::copy(v.begin(), v.end(), m.data());
-  return m;
-}
 
 nn::Vector random_vec(index_t n, unsigned seed, float mean = 0) {
   const auto v = testing_util::random_vector(static_cast<size_t>(n), seed, 0.1f);

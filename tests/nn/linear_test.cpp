@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "support/nn_testing.hpp"
 #include "support/testing.hpp"
 #include "support/threads.hpp"
 
@@ -28,6 +29,9 @@ using effattn::Executor;
 using effattn::index_t;
 
 namespace {
+
+using testing_util::same;
+using testing_util::random_matrix;
 
 struct Shape {
   index_t rows, in, out;
@@ -38,12 +42,6 @@ std::string str(const Shape& s, bool bias) {
          (bias ? " (bias)" : " (no bias)");
 }
 
-nn::Matrix random_matrix(index_t r, index_t c, unsigned seed) {
-  const auto v = testing_util::random_vector(static_cast<size_t>(r * c), seed);
-  nn::Matrix m(r, c);
-  std::copy(v.begin(), v.end(), m.data());
-  return m;
-}
 
 nn::Linear random_linear(index_t in, index_t out, bool bias, unsigned seed) {
   std::mt19937 rng(seed);
@@ -108,9 +106,6 @@ Executor reverse_hook(std::atomic<int>& calls, int threads = 0) {
   return ex;
 }
 
-bool same(const nn::Matrix& a, const nn::Matrix& b) {
-  return a.rows() == b.rows() && a.cols() == b.cols() && a == b;
-}
 
 }  // namespace
 

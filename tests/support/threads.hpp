@@ -65,3 +65,30 @@ template <class F>
 }
 
 }  // namespace testing_util
+
+#include <algorithm>
+#include <functional>
+#include <thread>
+#include <vector>
+
+#include <effattn/core/executor.hpp>
+
+namespace testing_util {
+
+/// A toy host pool for Executor::parallel_for: each call runs `threads`
+/// std::threads over contiguous ranges and joins them. `calls`, when given,
+/// counts the calls (so a test can check the pool actually got the work).
+inline effattn::Executor pool_executor(int threads = 3, int* calls = nullptr) {
+  effattn::Executor pool;
+  pool.parallel_for = [threads, calls](effattn::index_t n,
+                                       const std::function<void(effattn::index_t, effattn::index_t)>& body) {
+    if (calls) ++*calls;
+    std::vector<std::thread> ts;
+    const effattn::index_t chunk = (n + threads - 1) / threads;
+    for (effattn::index_t b = 0; b < n; b += chunk) ts.emplace_back(body, b, std::min(n, b + chunk));
+    for (auto& t : ts) t.join();
+  };
+  return pool;
+}
+
+}  // namespace testing_util
