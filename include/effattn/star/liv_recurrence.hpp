@@ -1,0 +1,182 @@
+// SPDX-License-Identifier: MIT
+// effattn::star: Rec-1 / Rec-2, STAR's input-varying diagonal recurrences
+// (LIV classes 5 and 6: state expansion E = 16 and 2), a Mamba-like selective
+// scan (Gu & Dao 2023, Mamba-1's selective SSM without its short conv).
+//
+// Parameterisation (per token t; C channels, E states per channel, R = dt rank):
+//
+//   [u' | z]   = in_proj(x_t)                       in_proj [2C, C], no bias
+//   u          = silu(u')                           the scanned input [C]
+//   [d | B | Cc] = x_proj(u)                        x_proj [R + 2E, C], no bias:
+//                                                   d [R], B [E], Cc [E], shared by all channels
+//   dt         = softplus(dt_proj(d))               dt_proj [C, R] + bias [C]: one step per channel
+//   a[c, s]    = exp(-dt[c] * exp(A_log[c, s]))     A_log [C, E]: 0 < a < 1
+//   b[c, s]    = dt[c] * B[s]                       (Mamba's simplified zero-order hold)
+//   h[c, s]    = a[c, s] * h[c, s] + b[c, s] * u[c]
+//   yc[c]      = (sum_s Cc[s] * h[c, s] + D[c] * u[c]) * silu(z[c])     D [C]
+//   y_t        = out_proj(yc)                       out_proj [C, C], no bias
+//
+// Init (Mamba's): A_log[c, s] = log(s + 1) (S4D-real), D = 1, dt_proj's bias
+// the inverse softplus of dt ~ log-uniform [1e-3, 0.1], its weight
+// U(-R^-1/2, R^-1/2); R = 0 picks Mamba's "auto" rank ceil(C / 16).
+// Decision: no short conv before the scan (that is GConv-1's job in STAR's
+// class list; the LIV here is the recurrence alone), so the state is h only:
+// C x E floats, whatever the context.
+//
+// Prefill runs in chunks of `chunk` tokens (the projections of one chunk
+// through nn::linear, then the scan of the chunk in parallel over blocks of 16
+// channels, sequential in time, the state carried to the next chunk). Memory
+// O(chunk x C) besides x and y. Every (c, s) update and the sum over s run in a
+// fixed order, so the chunk size and the thread count never change the scan's
+// bits. See liv.hpp for the contract.
+#pragma once
+
+#include "liv.hpp"
+
+EFFATTN_NAMESPACE_BEGIN
+namespace star {
+
+struct RecurrenceConfig {
+  index_t width = 0;       ///< C > 0
+  index_t expansion = 16;  ///< E > 0: 16 for Rec-1, 2 for Rec-2
+  index_t dt_rank = 0;     ///< R > 0, or 0 for ceil(C / 16)
+  index_t chunk = 256;     ///< tokens per prefill chunk, > 0
+
+  static RecurrenceConfig rec1(index_t width) { return {width, 16, 0, 256}; }
+  static RecurrenceConfig rec2(index_t width) { return {width, 2, 0, 256}; }
+};
+
+class Recurrence {
+ public:
+  using Config = RecurrenceConfig;
+  struct State {
+    Matrix h;  ///< [C, E]
+    index_t length = 0;
+  };
+
+  nn::Linear in_proj;   ///< [2C, C]: u', z
+  nn::Linear x_proj;    ///< [R + 2E, C]: d, B, Cc
+  nn::Linear dt_proj;   ///< [C, R] + bias [C]
+  Matrix A_log;         ///< [C, E]
+  Vector D;             ///< [C]
+  nn::Linear out_proj;  ///< [C, C]
+
+  Recurrence(const Config& cfg, std::uint64_t seed) : chunk_(cfg.chunk) {
+    const char* op = "star::Recurrence";
+    effattn::detail::require(cfg.width > 0, op, "width", "must be > 0, got ", cfg.width);
+    effattn::detail::require(cfg.expansion > 0, op, "expansion", "must be > 0, got ", cfg.expansion);
+    effattn::detail::require(cfg.dt_rank >= 0, op, "dt_rank", "must be >= 0 (0: ceil(C/16)), got ", cfg.dt_rank);
+    effattn::detail::require(cfg.chunk > 0, op, "chunk", "must be > 0, got ", cfg.chunk);
+    const index_t C = cfg.width, E = cfg.expansion, R = cfg.dt_rank > 0 ? cfg.dt_rank : (C + 15) / 16;
+    effattn::detail::checked_mul<index_t>(2 * C, C, op, "2C * C");
+    effattn::detail::checked_mul<index_t>(C, E, op, "C * E");
+    std::mt19937_64 rng(seed);
+    in_proj = nn::Linear::random(C, 2 * C, rng, 0, false);
+    x_proj = nn::Linear::random(C, R + 2 * E, rng, 0, false);
+    dt_proj = nn::Linear::random(R, C, rng, 0, true);
+    std::uniform_real_distribution<double> u01(0.0, 1.0);
+    for (index_t c = 0; c < C; ++c) {
+      const double dt = std::exp(std::log(1e-3) + u01(rng) * (std::log(0.1) - std::log(1e-3)));
+      dt_proj.bias[c] = static_cast<float>(dt + std::log(-std::expm1(-dt)));  // softplus^-1(dt)
+    }
+    A_log.resize(C, E);
+    for (index_t c = 0; c < C; ++c)
+      for (index_t s = 0; s < E; ++s) A_log(c, s) = std::log(static_cast<float>(s + 1));
+    D = Vector::Ones(C);
+    out_proj = nn::Linear::random(C, C, rng, 0, false);
+  }
+
+  index_t width() const { return out_proj.out_features(); }
+  index_t expansion() const { return A_log.cols(); }
+  index_t dt_rank() const { return dt_proj.in_features(); }
+  index_t chunk() const { return chunk_; }
+  State make_state(index_t = 0) const {
+    State s;
+    s.h = Matrix::Zero(width(), expansion());
+    return s;
+  }
+  index_t param_count() const {
+    return detail::linear_params(in_proj) + detail::linear_params(x_proj) + detail::linear_params(dt_proj) +
+           A_log.size() + D.size() + detail::linear_params(out_proj);
+  }
+  /// C x E floats, whatever the context.
+  index_t cache_bytes(index_t) const { return width() * expansion() * index_t(sizeof(float)); }
+
+  void forward(const Matrix& x, Matrix& y, const Executor& ex = {}) const {
+    detail::check_sequence("star::Recurrence::forward", x, y, width(), ex);
+    State s = make_state();
+    run(x, s, y, ex);
+  }
+  void prefill(const Matrix& x, State& s, Matrix& y, const Executor& ex = {}) const {
+    const char* op = "star::Recurrence::prefill";
+    detail::check_sequence(op, x, y, width(), ex);
+    detail::check_state(op, "h", s.h, width(), expansion());
+    run(x, s, y, ex);
+  }
+  void step(const Matrix& x, State& s, Matrix& y, const Executor& ex = {}) const {
+    const char* op = "star::Recurrence::step";
+    detail::check_step(op, x, y, width(), ex);
+    detail::check_state(op, "h", s.h, width(), expansion());
+    run(x, s, y, ex);
+  }
+
+ private:
+  index_t chunk_;
+
+  void run(const Matrix& x, State& st, Matrix& y, const Executor& ex) const {
+    const index_t N = x.rows(), C = width(), E = expansion(), R = dt_rank();
+    y.resize(N, C);
+    // -exp(A_log), once per call.
+    Matrix negA(C, E);
+    for (index_t i = 0; i < negA.size(); ++i) negA.data()[i] = -std::exp(A_log.data()[i]);
+    Matrix xc, p, u, q, dlow, dt, yc, out;
+    for (index_t t0 = 0; t0 < N; t0 += chunk_) {
+      const index_t n = std::min(chunk_, N - t0);
+      const Matrix* xin = &x;
+      if (n != N) {
+        xc = x.middleRows(t0, n);
+        xin = &xc;
+      }
+      nn::linear(in_proj, *xin, p, ex);  // [n, 2C]
+      u.resize(n, C);
+      detail::parallel_chunks(ex, 8.0 * double(n) * double(C), n, 64, [&](index_t r0, index_t r1) {
+        for (index_t r = r0; r < r1; ++r)
+          for (index_t c = 0; c < C; ++c) u(r, c) = detail::silu(p(r, c));
+      });
+      nn::linear(x_proj, u, q, ex);  // [n, R + 2E]
+      dlow = q.leftCols(R);
+      nn::linear(dt_proj, dlow, dt, ex);  // [n, C]
+      detail::parallel_chunks(ex, 8.0 * double(n) * double(C), n, 64, [&](index_t r0, index_t r1) {
+        for (index_t r = r0; r < r1; ++r)
+          for (index_t c = 0; c < C; ++c) dt(r, c) = detail::softplus(dt(r, c));
+      });
+      yc.resize(n, C);
+      // The scan: blocks of 16 channels in parallel, time in order.
+      detail::parallel_chunks(ex, 6.0 * double(n) * double(C) * double(E), C, 16, [&](index_t c0, index_t c1) {
+        for (index_t c = c0; c < c1; ++c) {
+          float* h = st.h.data() + c * E;
+          const float* na = negA.data() + c * E;
+          const float d_skip = D[c];
+          for (index_t r = 0; r < n; ++r) {
+            const float* qr = q.data() + r * (R + 2 * E);
+            const float* Bs = qr + R;
+            const float* Cs = qr + R + E;
+            const float dtc = dt(r, c), uc = u(r, c), du = dtc * uc;
+            float acc = 0.0f;
+            for (index_t s = 0; s < E; ++s) {
+              h[s] = std::exp(dtc * na[s]) * h[s] + Bs[s] * du;
+              acc += Cs[s] * h[s];
+            }
+            yc(r, c) = (acc + d_skip * uc) * detail::silu(p(r, C + c));
+          }
+        }
+      });
+      nn::linear(out_proj, yc, out, ex);
+      y.middleRows(t0, n) = out;
+    }
+    st.length += N;
+  }
+};
+
+}  // namespace star
+EFFATTN_NAMESPACE_END
