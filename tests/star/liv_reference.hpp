@@ -7,6 +7,7 @@
 #include <cmath>
 #include <vector>
 
+#include <effattn/star/liv_attention.hpp>
 #include <effattn/star/liv_conv.hpp>
 #include <effattn/star/liv_mlp.hpp>
 #include <effattn/star/liv_recurrence.hpp>
@@ -69,6 +70,70 @@ inline DMat reference(const effattn::star::Recurrence& op, const Matrix& xf, DMa
     }
   if (h_out) *h_out = h;
   return linear_d(op.out_proj, yc);
+}
+
+/// Causal depthwise conv of x [N, D] with w [D, L] (tap k on input t-(L-1)+k, zeros before 0).
+inline DMat causal_conv_d(const DMat& x, const Matrix& w) {
+  DMat y(x.rows, x.cols);
+  const index_t L = w.cols();
+  for (index_t t = 0; t < x.rows; ++t)
+    for (index_t d = 0; d < x.cols; ++d)
+      for (index_t k = 0; k < L; ++k)
+        if (t - (L - 1) + k >= 0) y(t, d) += double(w(d, k)) * x(t - (L - 1) + k, d);
+  return y;
+}
+
+/// Rotate-half RoPE on the heads of m [N, nh*hd] at positions 0..N-1.
+inline void rope_d(DMat& m, index_t hd, double theta) {
+  const index_t half = hd / 2;
+  for (index_t t = 0; t < m.rows; ++t)
+    for (index_t h = 0; h < m.cols / hd; ++h)
+      for (index_t i = 0; i < half; ++i) {
+        const double ang = double(t) * std::pow(theta, -2.0 * double(i) / double(hd));
+        const double c = std::cos(ang), s = std::sin(ang);
+        const double x1 = m(t, h * hd + i), x2 = m(t, h * hd + i + half);
+        m(t, h * hd + i) = x1 * c - x2 * s;
+        m(t, h * hd + i + half) = x2 * c + x1 * s;
+      }
+}
+
+/// SoftmaxAttention (SA-1..4): projections, SA-2's conv, RoPE, causal softmax
+/// attention with query head h on K/V head h / (H / Hkv), output projection.
+inline DMat reference(const effattn::star::SoftmaxAttention& op, const Matrix& xf, double theta = 10000.0) {
+  const DMat x = to_d(xf);
+  DMat q = linear_d(op.wq, x), k = linear_d(op.wk, x), v = linear_d(op.wv, x);
+  if (op.short_conv() > 0) {
+    q = causal_conv_d(q, op.q_conv);
+    k = causal_conv_d(k, op.k_conv);
+    v = causal_conv_d(v, op.v_conv);
+  }
+  const index_t N = x.rows, H = op.heads(), G = op.heads() / op.kv_heads(), hd = op.head_dim();
+  if (op.rope()) {
+    rope_d(q, hd, theta);
+    rope_d(k, hd, theta);
+  }
+  DMat o(N, H * hd);
+  const double scale = 1.0 / std::sqrt(double(hd));
+  std::vector<double> p(static_cast<size_t>(N));
+  for (index_t h = 0; h < H; ++h) {
+    const index_t g = h / G;
+    for (index_t i = 0; i < N; ++i) {
+      double m = -INFINITY, l = 0;
+      for (index_t j = 0; j <= i; ++j) {
+        double d = 0;
+        for (index_t e = 0; e < hd; ++e) d += q(i, h * hd + e) * k(j, g * hd + e);
+        p[size_t(j)] = d * scale;
+        m = std::fmax(m, p[size_t(j)]);
+      }
+      for (index_t j = 0; j <= i; ++j) l += (p[size_t(j)] = std::exp(p[size_t(j)] - m));
+      for (index_t e = 0; e < hd; ++e) {
+        double acc = 0;
+        for (index_t j = 0; j <= i; ++j) acc += p[size_t(j)] * v(j, g * hd + e);
+        o(i, h * hd + e) = acc / l;
+      }
+    }
+  }
+  return linear_d(op.wo, o);
 }
 
 }  // namespace star_testing
