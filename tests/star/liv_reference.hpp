@@ -9,6 +9,7 @@
 
 #include <effattn/star/liv_attention.hpp>
 #include <effattn/star/liv_conv.hpp>
+#include <effattn/star/liv_differential.hpp>
 #include <effattn/star/liv_mlp.hpp>
 #include <effattn/star/liv_recurrence.hpp>
 
@@ -134,6 +135,15 @@ inline DMat reference(const effattn::star::SoftmaxAttention& op, const Matrix& x
     }
   }
   return linear_d(op.wo, o);
+}
+
+/// Differential: reference(a) - reference(b).
+template <class Op>
+DMat reference(const effattn::star::Differential<Op>& op, const Matrix& x) {
+  DMat y = reference(op.a, x);
+  const DMat yb = reference(op.b, x);
+  for (size_t i = 0; i < y.v.size(); ++i) y.v[i] -= yb.v[i];
+  return y;
 }
 
 }  // namespace star_testing
