@@ -269,15 +269,15 @@ TEST(StarGenome, Baselines) {
 
 // ------------------------------------------------------------------ costs
 
-// d = 8, H = 2, T = 10, short conv 3, GConv-2 kernel MLP 2 -> 3 -> 8, float32 cache.
+// d = 8, H = 2, T = 10, short conv 3, GConv-2 filter MLP 3 features (1 band) -> 3 -> 3 -> 8, float32 cache.
 star::CostDims small() {
   star::CostDims d;
   d.width = 8;
   d.heads = 2;
   d.context = 10;
   d.short_conv = 3;
-  d.implicit_features = 2;
-  d.implicit_hidden = 3;
+  d.longconv_bands = 1;
+  d.longconv_hidden = 3;
   d.cache_element_bytes = 4;
   return d;
 }
@@ -300,7 +300,8 @@ TEST(StarGenomeCost, EveryClassByHand) {
       {LivClass::Rec1, 8 + 64 + 64 + 24 + 128 + 128 + 136 + 64, 4 * (8 * 16)},
       {LivClass::Rec2, 8 + 64 + 64 + 24 + 16 + 16 + 24 + 64, 4 * (8 * 2)},
       {LivClass::GConv1, 8 + 3 * 64 + 8 * 3 + 64, 4 * (2 * 8)},
-      {LivClass::GConv2, 8 + 3 * 64 + (2 * 3 + 3 + 3 * 8) + 64, 4 * (10 * 8)},
+      // filter MLP: 3x3 + 3, 3x3 + 3, 8x3; s1, s2: 3 + 3; D: 8
+      {LivClass::GConv2, 8 + 3 * 64 + (12 + 12 + 24 + 6 + 8) + 64, 4 * (10 * 8)},
       // f = ceil(64 / 3) = 22 -> 24
       {LivClass::GMemless, 8 + 3 * 8 * 24, 0},
       {LivClass::DiffSA1, 8 + 2 * 4 * 64, 2 * 4 * (2 * 10 * 8)},
@@ -420,8 +421,8 @@ TEST(StarGenomeCost, Errors) {
   EXPECT_THROW(star::genome_cost(bad, d), effattn::parameter_error);
   d.width = 9;  // not a multiple of heads
   EXPECT_THROW(star::genome_cost(star::transformer_pp(2), d), effattn::parameter_error);
-  for (auto field : {&star::CostDims::heads, &star::CostDims::short_conv, &star::CostDims::implicit_features,
-                     &star::CostDims::implicit_hidden, &star::CostDims::cache_element_bytes, &star::CostDims::width}) {
+  for (auto field : {&star::CostDims::heads, &star::CostDims::short_conv, &star::CostDims::longconv_bands,
+                     &star::CostDims::longconv_hidden, &star::CostDims::cache_element_bytes, &star::CostDims::width}) {
     d = small();
     d.*field = 0;
     EXPECT_THROW(star::genome_cost(star::transformer_pp(2), d), effattn::parameter_error);

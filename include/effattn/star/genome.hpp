@@ -337,8 +337,8 @@ struct CostDims {
   index_t ffn_hidden = 0;          ///< GMemless hidden f; 0: ceil(8d/3 / 8) * 8 (as liv_mlp.hpp)
   index_t short_conv = 3;          ///< taps of SA-2's and GConv-1's depthwise causal convolutions
   index_t rec_dt_rank = 0;         ///< Rec-*: rank R of the step-size projection; 0: ceil(d / 16) (Mamba's "auto")
-  index_t implicit_features = 8;   ///< GConv-2: positional features P of the kernel MLP
-  index_t implicit_hidden = 32;    ///< GConv-2: hidden width M of the kernel MLP
+  index_t longconv_hidden = 16;    ///< GConv-2: hidden width M of the filter MLP (liv_longconv.hpp's filter_hidden)
+  index_t longconv_bands = 4;      ///< GConv-2: frequency bands b of its positional features (1 + 2b features)
   index_t vocab = 0;               ///< embedding rows (tied head); 0: no embedding counted
   index_t cache_element_bytes = 4; ///< bytes per cached element (4: float32, 2: float16/bfloat16)
 };
@@ -385,9 +385,8 @@ inline void check_dims(const CostDims& d) {
   ::effattn::detail::require(d.ffn_hidden >= 0, op, "ffn_hidden", "must be >= 0, got ", d.ffn_hidden);
   ::effattn::detail::require(d.rec_dt_rank >= 0, op, "rec_dt_rank", "must be >= 0, got ", d.rec_dt_rank);
   ::effattn::detail::require(d.short_conv >= 1, op, "short_conv", "must be >= 1, got ", d.short_conv);
-  ::effattn::detail::require(d.implicit_features >= 1, op, "implicit_features", "must be >= 1, got ",
-                             d.implicit_features);
-  ::effattn::detail::require(d.implicit_hidden >= 1, op, "implicit_hidden", "must be >= 1, got ", d.implicit_hidden);
+  ::effattn::detail::require(d.longconv_hidden >= 1, op, "longconv_hidden", "must be >= 1, got ", d.longconv_hidden);
+  ::effattn::detail::require(d.longconv_bands >= 1, op, "longconv_bands", "must be >= 1, got ", d.longconv_bands);
   ::effattn::detail::require(d.vocab >= 0, op, "vocab", "must be >= 0, got ", d.vocab);
   ::effattn::detail::require(d.cache_element_bytes >= 1, op, "cache_element_bytes", "must be >= 1, got ",
                              d.cache_element_bytes);
@@ -446,9 +445,12 @@ inline std::vector<CostComponent> liv_components(LivClass c, const CostDims& dim
       if (b == LivClass::GConv1) {
         add("conv", false, cmul(d, K), cmul(K - 1, d));  // depthwise taps; state: last K-1 rows of B*x
       } else {
-        const std::int64_t P = dims.implicit_features, M = dims.implicit_hidden;
-        // kernel MLP P -> M (bias) -> d; decode keeps every past B*x row (T x d)
-        add("conv", false, cmul(P, M) + M + cmul(M, d), cmul(T, d));
+        // liv_longconv.hpp: filter MLP [M, 1+2b] + bias, [M, M] + bias, [d, M];
+        // Sin frequencies s1, s2 [M]; the skip D [d]. Decode keeps every past
+        // B*x row (T x d); the filter table it also keeps is a function of the
+        // weights, not counted as cache (its filter_bytes()).
+        const std::int64_t M = dims.longconv_hidden, feats = 1 + cmul(2, dims.longconv_bands);
+        add("conv", false, cmul(M, feats) + M + cmul(M, M) + M + cmul(d, M) + 2 * M + d, cmul(T, d));
       }
       add("out", false, cmul(d, d), 0);
       break;
