@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 // star::Differential<Op> (STAR classes 10-17, y = LIV_a(x) - LIV_b(x)) over
-// every operator class: against the float64 references, chained steps and
+// every operator class (GConv-2 included): against the float64 references, chained steps and
 // split prefills against the forward, bit-identical for Executor(1) and
 // Executor(2), counts (the sum of both operators), seeds, and input checks.
 #include <gtest/gtest.h>
@@ -8,6 +8,7 @@
 #include <effattn/star/liv_attention.hpp>
 #include <effattn/star/liv_conv.hpp>
 #include <effattn/star/liv_differential.hpp>
+#include <effattn/star/liv_longconv.hpp>
 #include <effattn/star/liv_mlp.hpp>
 #include <effattn/star/liv_recurrence.hpp>
 
@@ -49,6 +50,7 @@ TEST(StarDifferential, EveryClassMatchesItsReference) {
   check_differential<star::ShortConv>({37, 3, false}, "diff GConv-1");
   check_differential<star::Recurrence>(star::RecurrenceConfig::rec1(37), "diff Rec-1");
   check_differential<star::Recurrence>(star::RecurrenceConfig::rec2(37), "diff Rec-2");
+  check_differential<star::LongConv>({37, 16, 4, 2048, star::ConvPath::automatic}, "diff GConv-2");
   check_differential<star::SoftmaxAttention>(star::AttentionConfig::sa1(40, 4), "diff SA-1");
   check_differential<star::SoftmaxAttention>(star::AttentionConfig::sa2(40, 4), "diff SA-2");
   check_differential<star::SoftmaxAttention>(star::AttentionConfig::sa3(40, 4), "diff SA-3");

@@ -10,6 +10,7 @@
 #include <effattn/star/liv_attention.hpp>
 #include <effattn/star/liv_conv.hpp>
 #include <effattn/star/liv_differential.hpp>
+#include <effattn/star/liv_longconv.hpp>
 #include <effattn/star/liv_mlp.hpp>
 #include <effattn/star/liv_recurrence.hpp>
 
@@ -135,6 +136,50 @@ inline DMat reference(const effattn::star::SoftmaxAttention& op, const Matrix& x
     }
   }
   return linear_d(op.wo, o);
+}
+
+/// LongConv's implicit filter h [n, C] for lags 0..n-1, in double.
+inline DMat filter_d(const effattn::star::LongConv& op, index_t n, index_t bands, index_t l_max) {
+  const index_t C = op.width(), hid = op.f2.in_features();
+  DMat h(n, C);
+  const double pi = 3.14159265358979323846;
+  for (index_t j = 0; j < n; ++j) {
+    const double tn = double(j) / double(l_max - 1), w = 2 * pi * double(j) / double(l_max);
+    std::vector<double> f{tn}, a(static_cast<size_t>(hid)), b(static_cast<size_t>(hid));
+    for (index_t k = 0; k < bands; ++k) f.push_back(std::cos((1e-4 + (bands - 1 - 1e-4) * k / double(bands - 1 > 0 ? bands - 1 : 1)) * w));
+    for (index_t k = 0; k < bands; ++k) f.push_back(-std::sin((1e-4 + (bands - 1 - 1e-4) * k / double(bands - 1 > 0 ? bands - 1 : 1)) * w));
+    for (index_t i = 0; i < hid; ++i) {
+      double acc = op.f1.bias[i];
+      for (size_t e = 0; e < f.size(); ++e) acc += double(op.f1.weight(i, index_t(e))) * f[e];
+      a[size_t(i)] = std::sin(double(op.s1[i]) * acc);
+    }
+    for (index_t i = 0; i < hid; ++i) {
+      double acc = op.f2.bias[i];
+      for (index_t e = 0; e < hid; ++e) acc += double(op.f2.weight(i, e)) * a[size_t(e)];
+      b[size_t(i)] = std::sin(double(op.s2[i]) * acc);
+    }
+    for (index_t c = 0; c < C; ++c) {
+      double acc = 0;
+      for (index_t e = 0; e < hid; ++e) acc += double(op.f3.weight(c, e)) * b[size_t(e)];
+      h(j, c) = acc * std::exp(-tn * double(op.decay[c]));
+    }
+  }
+  return h;
+}
+
+/// LongConv (Hyena-like): out_proj(Cg * (h * Bx + D Bx)), the direct causal sum.
+inline DMat reference(const effattn::star::LongConv& op, const Matrix& xf, index_t bands = 4, index_t l_max = 2048) {
+  const index_t N = xf.rows(), C = op.width();
+  const DMat p = linear_d(op.in_proj, to_d(xf));
+  const DMat h = filter_d(op, N, bands, l_max);
+  DMat z(N, C);
+  for (index_t t = 0; t < N; ++t)
+    for (index_t c = 0; c < C; ++c) {
+      double acc = double(op.D[c]) * p(t, c) * p(t, 2 * C + c);
+      for (index_t j = 0; j <= t; ++j) acc += h(j, c) * p(t - j, c) * p(t - j, 2 * C + c);
+      z(t, c) = p(t, C + c) * acc;
+    }
+  return linear_d(op.out_proj, z);
 }
 
 /// Differential: reference(a) - reference(b).
