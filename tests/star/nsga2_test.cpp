@@ -9,6 +9,8 @@
 
 #include <cmath>
 #include <fstream>
+#include <functional>
+#include <stdexcept>
 #include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -244,6 +246,37 @@ TEST(StarNsga2, EvaluatesEachGenerationAsOneBatch) {
   EXPECT_EQ(batches, (std::vector<size_t>{10, 8, 8, 8, 8, 8}));
   EXPECT_EQ(r.evaluations, 10 + 5 * 8);
   EXPECT_EQ(r.population.genomes.size(), 10u);
+}
+
+TEST(StarNsga2, ParallelEvaluatorKeepsOrderAndResults) {
+  star::Nsga2Options opt;
+  opt.seed = 9;
+  const auto serial = star::nsga2(10, zdt1_batch, opt);
+  for (int threads : {1, 2, 4}) {
+    const auto par = star::nsga2(10, star::parallel_evaluator(zdt1, effattn::Executor(threads)), opt);
+    EXPECT_EQ(par.population.genomes, serial.population.genomes) << threads;
+    EXPECT_EQ(par.population.objectives, serial.population.objectives) << threads;
+  }
+  // a host pool hook runs the items
+  effattn::Executor pool(2);
+  int ranges = 0;
+  pool.parallel_for = [&](index_t n, const std::function<void(index_t, index_t)>& body) {
+    for (index_t b = 0; b < n; b += 3) ++ranges, body(b, std::min(n, b + 3));
+  };
+  const auto hooked = star::nsga2(10, star::parallel_evaluator(zdt1, pool), opt);
+  EXPECT_EQ(hooked.population.objectives, serial.population.objectives);
+  EXPECT_GT(ranges, 19);
+  // errors
+  EXPECT_THROW(star::parallel_evaluator({}), effattn::parameter_error);
+  EXPECT_THROW(star::parallel_evaluator(zdt1, effattn::Executor(-1)), effattn::parameter_error);
+  auto throwing = star::parallel_evaluator(
+      [](const star::Genome& g) -> std::vector<double> {
+        if (g[0].cls == 1) throw std::runtime_error("boom");
+        return {0.0, 0.0};
+      },
+      effattn::Executor(2));
+  EXPECT_THROW(throwing({star::transformer_pp(4), star::Genome::uniform(4, star::LivClass::GMemless)}),
+               std::runtime_error);
 }
 
 TEST(StarNsga2, ImprovesZdt1) {

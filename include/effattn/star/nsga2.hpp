@@ -20,6 +20,7 @@
 
 #include "../core/config.hpp"
 #include "../core/error.hpp"
+#include "../core/executor.hpp"
 #include "genome.hpp"
 
 EFFATTN_NAMESPACE_BEGIN
@@ -227,6 +228,23 @@ struct Nsga2Result {
 /// vector of the same length (all minimised). Called once per generation with
 /// all its new members, so it may evaluate them in parallel.
 using Nsga2Evaluate = std::function<ObjectiveMatrix(const std::vector<Genome>&)>;
+/// A batch evaluator from a per-genome one: the genomes of a batch are scored
+/// on the executor's threads (OpenMP, or its host-pool hook), each by one
+/// call of `one`, results in batch order. `one` must be safe to call
+/// concurrently; its first exception is rethrown. Executor(1): in order, serially.
+inline Nsga2Evaluate parallel_evaluator(std::function<std::vector<double>(const Genome&)> one,
+                                        const Executor& ex = {}) {
+  ::effattn::detail::require(static_cast<bool>(one), "star::parallel_evaluator", "one", "must be set");
+  ::effattn::detail::check_executor(ex, "star::parallel_evaluator");
+  return [one = std::move(one), ex](const std::vector<Genome>& batch) {
+    ObjectiveMatrix F(batch.size());
+    ::effattn::detail::parallel_items(
+        ex, static_cast<index_t>(batch.size()), [] { return 0; },
+        [&](index_t i, int&) { F[static_cast<size_t>(i)] = one(batch[static_cast<size_t>(i)]); });
+    return F;
+  };
+}
+
 /// Called after the initial population (generation 0) and after each generation.
 using Nsga2Observer = std::function<void(index_t generation, const Nsga2Population&)>;
 
