@@ -2,8 +2,7 @@
 // star::liv_components against the LIV operators themselves: for every class
 // whose operator is built here, the cost model's weights and cache bytes (no
 // sharing, no norm) equal the operator's param_count() and cache_bytes().
-// (GConv-2, liv_longconv.hpp, is checked by the same rule once it is in the tree;
-// item 4 checks whole compiled models.)
+// (Item 4 checks whole compiled models.)
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -13,6 +12,7 @@
 #include <effattn/star/liv_attention.hpp>
 #include <effattn/star/liv_conv.hpp>
 #include <effattn/star/liv_differential.hpp>
+#include <effattn/star/liv_longconv.hpp>
 #include <effattn/star/liv_mlp.hpp>
 #include <effattn/star/liv_recurrence.hpp>
 
@@ -62,6 +62,9 @@ TEST(StarGenomeCost, MatchesTheOperators) {
         expect_matches<star::Recurrence>(LivClass::Rec1, star::Recurrence::Config::rec1(width), d);
         expect_matches<star::Recurrence>(LivClass::Rec2, star::Recurrence::Config::rec2(width), d);
         expect_matches<star::ShortConv>(LivClass::GConv1, star::ShortConv::Config{width, 3, false}, d);
+        expect_matches<star::LongConv>(LivClass::GConv2, star::LongConv::Config{width, 16, 4, 2048}, d);
+        expect_matches<star::Differential<star::LongConv>>(LivClass::DiffGConv2,
+                                                           star::LongConv::Config{width, 16, 4, 2048}, d);
         expect_matches<star::SwiGLU>(LivClass::GMemless, star::SwiGLU::Config{width, 0}, d);
         expect_matches<star::Differential<Att>>(LivClass::DiffSA1, Att::Config::sa1(width, heads), d);
         expect_matches<star::Differential<Att>>(LivClass::DiffSA3, Att::Config::sa3(width, heads), d);
