@@ -15,6 +15,7 @@
 
 #include "support/nn_testing.hpp"
 #include "support/testing.hpp"
+#include "support/threads.hpp"
 
 namespace star_testing {
 
@@ -112,6 +113,16 @@ Matrix split_prefill(const Op& op, const Matrix& x, index_t cut, const effattn::
 template <class Op, class Ref>
 void check_operator(const Op& op, index_t N, unsigned seed, Ref&& ref, double tol, const std::string& what) {
   SCOPED_TRACE(what + " N=" + std::to_string(N));
+  {
+    // An empty sequence: y [0, C], the state unchanged.
+    Matrix e(0, op.width()), ye;
+    op.forward(e, ye);
+    EXPECT_EQ(ye.rows(), 0);
+    EXPECT_EQ(ye.cols(), op.width());
+    auto s = op.make_state();
+    op.prefill(e, s, ye);
+    EXPECT_EQ(s.length, 0);
+  }
   const Matrix x = testing_util::random_matrix(N, op.width(), seed);
   Matrix y;
   op.forward(x, y);
@@ -125,14 +136,19 @@ void check_operator(const Op& op, index_t N, unsigned seed, Ref&& ref, double to
   }
 }
 
-/// forward and step are bit-identical for Executor(1) and Executor(2).
+/// forward and step are bit-identical for Executor(1), Executor(2) and a host
+/// pool hook (which must get work: the size is above the small-work cut-off).
 template <class Op>
 void check_bit_identical(const Op& op, index_t N, unsigned seed) {
   const Matrix x = testing_util::random_matrix(N, op.width(), seed);
-  Matrix y1, y2;
+  Matrix y1, y2, y3;
   op.forward(x, y1, effattn::Executor(1));
   op.forward(x, y2, effattn::Executor(2));
   EXPECT_TRUE(testing_util::same(y1, y2)) << "forward, Executor(1) vs Executor(2)";
+  int calls = 0;
+  op.forward(x, y3, testing_util::pool_executor(3, &calls));
+  EXPECT_TRUE(testing_util::same(y1, y3)) << "forward, Executor(1) vs a host pool";
+  EXPECT_GT(calls, 0) << "the host pool got no work";
   auto s1 = op.make_state(), s2 = op.make_state();
   Matrix p1, p2, r1, r2;
   op.prefill(x, s1, p1, effattn::Executor(1));
@@ -160,6 +176,8 @@ void check_errors(const Op& op, const std::string& name) {
   testing_util::expect_throw_with<effattn::parameter_error>([&] { op.forward(x, y, effattn::Executor(-1)); },
                                                             "num_threads must be >= 0");
   EXPECT_EQ(s.length, 0);
+  testing_util::expect_throw_with<effattn::parameter_error>([&] { (void)op.cache_bytes(-1); },
+                                                            "context must be >= 0");
 }
 
 }  // namespace star_testing

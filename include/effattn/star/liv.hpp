@@ -19,7 +19,8 @@
 //   void step(const Matrix& x, State& s, Matrix& y, const Executor& ex = {}) const;
 //                                             // one token: x [1, C] -> y [1, C]
 //   index_t param_count() const;              // number of weights (floats)
-//   index_t cache_bytes(index_t context) const;// bytes of State after `context` tokens (payload only)
+//   index_t cache_bytes(index_t context) const;// bytes of State after `context` tokens (payload only;
+//                                             // parameter_error for context < 0)
 //
 // Decisions shared by every operator:
 // - Batch 1: a sequence is one row-major nn::Matrix [N, C] (rows = tokens). A
@@ -92,6 +93,11 @@ inline void check_step(const char* op, const Matrix& x, const Matrix& y, index_t
   if (x.rows() != 1)
     EFFATTN_THROW(shape_error(concat(op, ": x must be one token [1,C]=[1,", C, "], got [", x.rows(), ",", x.cols(),
                                      "]")));
+}
+
+/// cache_bytes' argument: a token count >= 0.
+inline void check_context(const char* op, index_t context) {
+  effattn::detail::require(context >= 0, op, "context", "must be >= 0, got ", context);
 }
 
 /// A State part must have the shape its operator gives it.

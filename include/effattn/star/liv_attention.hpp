@@ -140,6 +140,7 @@ class SoftmaxAttention {
            detail::linear_params(wo) + q_conv.size() + k_conv.size() + v_conv.size();
   }
   index_t cache_bytes(index_t context) const {
+    detail::check_context("star::SoftmaxAttention::cache_bytes", context);
     const index_t kd = kv_heads_ * hd_;
     index_t floats = 2 * context * kd;
     if (short_conv() > 0) floats += (short_conv() - 1) * (heads_ * hd_ + 2 * kd);

@@ -80,7 +80,10 @@ class ShortConv {
     return detail::linear_params(in_proj) + detail::linear_params(out_proj) + conv_weight.size() + conv_bias.size();
   }
   /// (L-1) x C floats, whatever the context.
-  index_t cache_bytes(index_t) const { return (kernel() - 1) * width() * index_t(sizeof(float)); }
+  index_t cache_bytes(index_t context) const {
+    detail::check_context("star::ShortConv::cache_bytes", context);
+    return (kernel() - 1) * width() * index_t(sizeof(float));
+  }
 
   void forward(const Matrix& x, Matrix& y, const Executor& ex = {}) const {
     detail::check_sequence("star::ShortConv::forward", x, y, width(), ex);

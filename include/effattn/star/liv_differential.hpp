@@ -43,7 +43,10 @@ class Differential {
     return s;
   }
   index_t param_count() const { return a.param_count() + b.param_count(); }
-  index_t cache_bytes(index_t context) const { return a.cache_bytes(context) + b.cache_bytes(context); }
+  index_t cache_bytes(index_t context) const {
+    detail::check_context("star::Differential::cache_bytes", context);
+    return a.cache_bytes(context) + b.cache_bytes(context);
+  }
 
   void forward(const Matrix& x, Matrix& y, const Executor& ex = {}) const {
     detail::check_sequence("star::Differential::forward", x, y, width(), ex);

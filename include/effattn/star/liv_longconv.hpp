@@ -122,9 +122,15 @@ class LongConv {
            detail::linear_params(f2) + detail::linear_params(f3) + s1.size() + s2.size() + D.size();
   }
   /// The cached inputs: context x C floats.
-  index_t cache_bytes(index_t context) const { return context * width() * index_t(sizeof(float)); }
+  index_t cache_bytes(index_t context) const {
+    detail::check_context("star::LongConv::cache_bytes", context);
+    return context * width() * index_t(sizeof(float));
+  }
   /// The State's filter table (a function of the weights): context x C floats.
-  index_t filter_bytes(index_t context) const { return context * width() * index_t(sizeof(float)); }
+  index_t filter_bytes(index_t context) const {
+    detail::check_context("star::LongConv::filter_bytes", context);
+    return context * width() * index_t(sizeof(float));
+  }
 
   /// The filter h[j, c] for lags j in [j0, j1) into out rows 0.. (out [j1 - j0, C]).
   void filter(index_t j0, index_t j1, Matrix& out, const Executor& ex = {}) const {

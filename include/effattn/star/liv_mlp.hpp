@@ -48,7 +48,10 @@ class SwiGLU {
   index_t param_count() const {
     return detail::linear_params(w1) + detail::linear_params(w3) + detail::linear_params(w2);
   }
-  index_t cache_bytes(index_t) const { return 0; }
+  index_t cache_bytes(index_t context) const {
+    detail::check_context("star::SwiGLU::cache_bytes", context);
+    return 0;
+  }
 
   void forward(const Matrix& x, Matrix& y, const Executor& ex = {}) const {
     detail::check_sequence("star::SwiGLU::forward", x, y, width(), ex);

@@ -100,7 +100,10 @@ class Recurrence {
            A_log.size() + D.size() + detail::linear_params(out_proj);
   }
   /// C x E floats, whatever the context.
-  index_t cache_bytes(index_t) const { return width() * expansion() * index_t(sizeof(float)); }
+  index_t cache_bytes(index_t context) const {
+    detail::check_context("star::Recurrence::cache_bytes", context);
+    return width() * expansion() * index_t(sizeof(float));
+  }
 
   void forward(const Matrix& x, Matrix& y, const Executor& ex = {}) const {
     detail::check_sequence("star::Recurrence::forward", x, y, width(), ex);
