@@ -29,9 +29,11 @@
 #include "config.hpp"
 #include "error.hpp"
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+// EFFATTN_DISPATCH is 1 where the kernels are compiled for several levels and
+// chosen at run time. Defining EFFATTN_NO_DISPATCH (for every translation unit
+// of a program) keeps the single portable level there too.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(EFFATTN_NO_DISPATCH)
 #  include <cpuid.h>
-/// 1 where the kernels are compiled for several levels and chosen at run time.
 #  define EFFATTN_DISPATCH 1
 #else
 #  define EFFATTN_DISPATCH 0
