@@ -23,29 +23,27 @@ namespace eb = effattn_bench;
 
 // ---- machine roofs
 
-/// A register-only FMA loop on every thread: 12 independent accumulators,
-/// enough to cover the FMA latency on current x86 cores.
+/// A register-only FMA loop on every thread (12 independent accumulators,
+/// enough to cover the FMA latency on current x86 cores), at the level the
+/// engine runs at (effattn::active_isa(), the `isa` counter: 0 baseline, 1
+/// avx2, 2 avx512).
 void BM_fma_peak(benchmark::State& state) {
   const int t = eb::threads();
   constexpr long kInner = 1 << 22;
-  constexpr int kAcc = 12;
+  const Isa level = active_isa();
+  int lanes = 0;
+  EFFATTN_WITH_LEVEL(level, lanes = lvl::simd::kFloatLanes);
   for (auto _ : state) {
     float sink = 0;
 #pragma omp parallel num_threads(t) reduction(+ : sink)
     {
-      simd::vf acc[kAcc];
-      for (int i = 0; i < kAcc; ++i) acc[i] = simd::broadcast(0.001f * static_cast<float>(i));
-      const simd::vf a = simd::broadcast(0.99999f), b = simd::broadcast(1e-6f);
-      for (long it = 0; it < kInner; ++it) {
-#pragma GCC unroll 12
-        for (int i = 0; i < kAcc; ++i) acc[i] = simd::fmadd(acc[i], a, b);
-      }
-      for (int i = 0; i < kAcc; ++i) sink += acc[i][0];
+      EFFATTN_WITH_LEVEL(level, sink += lvl::fma_peak_kernel(kInner));
     }
     benchmark::DoNotOptimize(sink);
   }
-  eb::report(state, 2.0 * kInner * kAcc * simd::kFloatLanes * t, -1);
-  state.counters["simd_lanes"] = simd::kFloatLanes;  // fp32 lanes of the build's ISA, for the plots' captions
+  eb::report(state, 2.0 * kInner * 12 * lanes * t, -1);
+  state.counters["simd_lanes"] = lanes;  // fp32 lanes of the level the engine runs at, for the plots' captions
+  state.counters["isa"] = static_cast<double>(effattn::detail::tu_level(level));
 }
 
 /// Eigen sgemm of attention shape: [N x 64] * [64 x N].
@@ -199,6 +197,10 @@ void register_all() {
 int main(int argc, char** argv) {
   register_all();
   benchmark::Initialize(&argc, argv);
+  // The instruction-set level every figure of this run is measured at
+  // (EFFATTN_ISA or the CPU's best; a -march build runs at least its own).
+  benchmark::AddCustomContext("effattn_isa", to_string(effattn::detail::tu_level(active_isa())));
+  benchmark::AddCustomContext("effattn_cpu_isa", to_string(supported_isa()));
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

@@ -3,8 +3,9 @@
 # Builds effattn (Release, host ISA, GCC) with its tests, benchmarks and
 # examples and runs the whole test suite with CTest. With CI=true (or
 # EFFATTN_SANITIZE=1) it then builds and runs the test suite twice more: with
-# GCC for the portable instruction set users get from effattn::effattn
-# (EFFATTN_NATIVE=OFF, tests only), and with clang + libomp under
+# GCC without -march, as effattn::effattn builds (EFFATTN_NATIVE=OFF, tests
+# only: every instruction-set level is compiled and the per-level tests run
+# each one the host supports), and with clang + libomp under
 # AddressSanitizer + UndefinedBehaviorSanitizer, together with the libFuzzer
 # targets of tests/fuzz: the unit tests, then each fuzz target for a fixed,
 # seeded number of executions (EFFATTN_FUZZ_RUNS per target, 40000 by
@@ -31,7 +32,7 @@ stamp "GCC Release build done"
 stamp "GCC Release tests passed"
 
 if [ "$sanitize" = 1 ]; then
-  echo "effattn: test suite with GCC for the portable instruction set (EFFATTN_NATIVE=OFF, as effattn::effattn builds)"
+  echo "effattn: test suite with GCC without -march (EFFATTN_NATIVE=OFF, as effattn::effattn builds: every level)"
   cmake -S . -B build/portable -DCMAKE_BUILD_TYPE=Release -DEFFATTN_NATIVE=OFF -DEFFATTN_WERROR="$werror" \
         -DEFFATTN_BUILD_TESTS=ON -DEFFATTN_BUILD_BENCHMARKS=OFF -DEFFATTN_BUILD_EXAMPLES=OFF
   cmake --build build/portable -j "$jobs"

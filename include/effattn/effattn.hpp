@@ -8,6 +8,7 @@
 #include "core/error.hpp"
 #include "core/executor.hpp"
 #include "core/half.hpp"
+#include "core/isa.hpp"
 #include "core/view.hpp"
 #include "attention/engine.hpp"
 #include "attention/materialized.hpp"

@@ -2,16 +2,22 @@
 // The tiled engine against the float64 oracle, for every mask and score
 // policy, on a grid of odd shapes (tiles that do not divide N, GQA, Dv != D,
 // strided and permuted views), plus thread bit-identity and the decode path.
+// The grid and the bit-identity tests run at every instruction-set level the
+// host supports (testing_util::isa_levels(), through effattn::set_isa), with
+// the same tolerances; bits are compared across threads within a level.
 #include <atomic>
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <effattn/effattn.hpp>
+#include <string>
 #include <thread>
 #include <tuple>
 #include <vector>
 
+#include "support/levels.hpp"
 #include "support/testing.hpp"
 #include "support/threads.hpp"
 
@@ -120,12 +126,19 @@ TEST_P(EngineVsOracle, MatchesReference) {
     AttentionOptions opt;
     attention_reference<float>(q.view, k.view, v.view, make_view(ref.data(), s.B, s.H, s.Nq, s.Dv), mask, score, opt,
                                make_view(ref_lse.data(), s.B, s.H, s.Nq));
-    attention<float>(q.view, k.view, v.view, make_view(out.data(), s.B, s.H, s.Nq, s.Dv), mask, score, opt, Executor{2},
-                     make_view(lse.data(), s.B, s.H, s.Nq));
   });
-  EXPECT_TRUE(testing_util::close(out, ref, 2e-5, 2e-4)) << s;
-  EXPECT_TRUE(testing_util::close(lse, ref_lse, 2e-5, 2e-5)) << s;
-  for (float x : out) ASSERT_FALSE(std::isnan(x)) << s;
+  for (const Isa level : testing_util::isa_levels()) {
+    SCOPED_TRACE(to_string(level));
+    testing_util::ScopedIsa at(level);
+    std::fill(out.begin(), out.end(), -7.f);
+    with_policies(s, limits, bias, [&](const auto& mask, const auto& score) {
+      attention<float>(q.view, k.view, v.view, make_view(out.data(), s.B, s.H, s.Nq, s.Dv), mask, score, {},
+                       Executor{2}, make_view(lse.data(), s.B, s.H, s.Nq));
+    });
+    EXPECT_TRUE(testing_util::close(out, ref, 2e-5, 2e-4)) << s;
+    EXPECT_TRUE(testing_util::close(lse, ref_lse, 2e-5, 2e-5)) << s;
+    for (float x : out) ASSERT_FALSE(std::isnan(x)) << s;
+  }
 }
 
 std::vector<Shape> grid() {
@@ -166,8 +179,8 @@ INSTANTIATE_TEST_SUITE_P(Grid, EngineVsOracle, ::testing::ValuesIn(grid()),
                            return os.str();
                          });
 
-// The same bits whatever the thread count or the thread pool.
-void expect_bit_identical(index_t Nq, index_t Nk, bool causal) {
+// The same bits whatever the thread count or the thread pool (at each level).
+void expect_bit_identical_at(index_t Nq, index_t Nk, bool causal) {
   const index_t B = 2, H = 3, D = 64;
   auto q = testing_util::random_vector(B * H * Nq * D, 11), k = testing_util::random_vector(B * H * Nk * D, 12),
        v = testing_util::random_vector(B * H * Nk * D, 13);
@@ -187,6 +200,13 @@ void expect_bit_identical(index_t Nq, index_t Nk, bool causal) {
   // Every shape here is above the core's small-work rule, so the pool ran it.
   ASSERT_GE(double(B) * H * Nq * Nk * (2 * D), effattn::detail::kSerialWorkBelow);
   EXPECT_EQ(pool_calls, 1);
+}
+void expect_bit_identical(index_t Nq, index_t Nk, bool causal) {
+  for (const Isa level : testing_util::isa_levels()) {
+    SCOPED_TRACE(to_string(level));
+    testing_util::ScopedIsa at(level);
+    expect_bit_identical_at(Nq, Nk, causal);
+  }
 }
 
 // The one small-work rule: below it the engine runs on the calling thread and
@@ -407,5 +427,68 @@ TEST(Policies, PrefixClassificationIsExact) {
           check(cb);
         }
 }
+
+}  // namespace
+
+namespace {
+
+// ---- instruction-set levels (core/isa.hpp)
+
+TEST(Isa, SetActiveAndRejectHigher) {
+  const Isa saved = active_isa();
+  EXPECT_LE(static_cast<int>(active_isa()), static_cast<int>(supported_isa()));
+  for (const Isa level : testing_util::isa_levels()) {
+    set_isa(level);
+    EXPECT_EQ(active_isa(), level);
+  }
+  if (supported_isa() != Isa::avx512) {
+    const Isa above = static_cast<Isa>(static_cast<int>(supported_isa()) + 1);
+    EXPECT_THROW(set_isa(above), parameter_error);
+    try {
+      set_isa(above);
+    } catch (const std::invalid_argument& e) {
+      EXPECT_TRUE(testing_util::contains(e.what(), "does not support")) << e.what();
+    }
+  }
+  EXPECT_THROW(set_isa(static_cast<Isa>(7)), parameter_error);
+  set_isa(saved);
+  EXPECT_EQ(active_isa(), saved);
+}
+
+TEST(Isa, QuantumPerLevel) {
+#if EFFATTN_DISPATCH
+  // Each level's own blocking: 2 x 4 floats, 2 x 8, 4 x 16 queries per micro-tile.
+  const index_t want[] = {8, 16, 64};
+  for (const Isa level : testing_util::isa_levels())
+    EXPECT_EQ(effattn::detail::attention_query_tile_quantum(level), want[static_cast<int>(level)]) << to_string(level);
+  EXPECT_EQ(supported_isa(), effattn::detail::cpu_isa());
+#else
+  EXPECT_EQ(supported_isa(), Isa::baseline);
+#endif
+  EXPECT_STREQ(to_string(Isa::avx2), "avx2");
+}
+
+#ifndef _WIN32
+TEST(Isa, EnvironmentNamesALevel) {
+  // EFFATTN_ISA is read once, at the first use; default_isa() is that reading.
+  const char* old = std::getenv("EFFATTN_ISA");
+  const std::string saved = old ? old : "";
+  ::setenv("EFFATTN_ISA", "baseline", 1);
+  EXPECT_EQ(effattn::detail::default_isa(), Isa::baseline);
+  ::setenv("EFFATTN_ISA", "avx512", 1);  // lowered to the CPU's best
+  EXPECT_EQ(effattn::detail::default_isa(), supported_isa());
+  ::setenv("EFFATTN_ISA", "sse9", 1);
+  try {
+    (void)effattn::detail::default_isa();
+    ADD_FAILURE() << "EFFATTN_ISA=sse9 accepted";
+  } catch (const parameter_error& e) {
+    EXPECT_TRUE(testing_util::contains(e.what(), "EFFATTN_ISA='sse9'")) << e.what();
+  }
+  if (old)
+    ::setenv("EFFATTN_ISA", saved.c_str(), 1);
+  else
+    ::unsetenv("EFFATTN_ISA");
+}
+#endif
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <sstream>
 #include <vector>
 
+#include "support/levels.hpp"
 #include "support/testing.hpp"
 
 using namespace effattn;
@@ -58,7 +59,7 @@ std::vector<float> rounded(const std::vector<float>& x) {
 }
 
 template <class X>
-void check_case(const Case& c) {
+void check_case_at(const Case& c) {
   const auto qv = testing_util::random_vector(static_cast<size_t>(c.B * c.H * c.Nq * c.D), 1);
   const auto kv = testing_util::random_vector(static_cast<size_t>(c.B * c.Hkv * c.Nk * c.D), 2);
   const auto vv = testing_util::random_vector(static_cast<size_t>(c.B * c.Hkv * c.Nk * c.Dv), 3);
@@ -92,6 +93,18 @@ void check_case(const Case& c) {
   // Against the unrounded float data: the storage's rounding error, no more.
   const double tol = std::is_same<X, float16>::value ? 4e-3 : 3e-2;
   EXPECT_TRUE(testing_util::close(out, exact, tol, tol)) << c;
+}
+
+/// The decode cases (the widening loads of the row path) at every
+/// instruction-set level the host supports; the tiled ones at the active level.
+template <class X>
+void check_case(const Case& c) {
+  if (c.Nq > 4) return check_case_at<X>(c);
+  for (const Isa level : testing_util::isa_levels()) {
+    SCOPED_TRACE(to_string(level));
+    testing_util::ScopedIsa at(level);
+    check_case_at<X>(c);
+  }
 }
 
 class HalfKV : public ::testing::TestWithParam<Case> {};

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "support/golden.hpp"
+#include "support/levels.hpp"
 #include "support/testing.hpp"
 
 using namespace effattn;
@@ -349,19 +350,26 @@ TEST_P(SelectiveTiled, MatchesReference) {
   std::vector<double> fn(static_cast<size_t>(s.B * ng * s.N)), fn2(fn.size());
   selective::selective_attention_reference<float>(p.qv(), p.kv(), p.vv(), out_view(ref, p), opt, make_view(lref.data(), s.B, s.H, s.N),
                                        make_view(S.data(), s.B, ng, s.N, s.N), make_view(F.data(), s.B, ng, s.N, s.N));
-  selective::selective_attention<float>(p.qv(), p.kv(), p.vv(), out_view(got, p), opt, Executor{1},
-                             make_view(lgot.data(), s.B, s.H, s.N), make_view(fn.data(), s.B, ng, s.N));
-  testing_util::expect_close(got, ref, 2e-5, 2e-5, "out");
-  testing_util::expect_close(lgot, lref, 2e-5, 2e-5, "lse");
-  for (index_t bg = 0; bg < s.B * ng; ++bg)
-    for (index_t j = 0; j < s.N; ++j) {
-      const size_t last = static_cast<size_t>((bg * s.N + s.N - 1) * s.N + j);
-      EXPECT_NEAR(fn[bg * s.N + j], F[last] + S[last], 1e-5 * (1 + std::fabs(F[last] + S[last])));
-    }
-  // Two threads: bit-identical.
-  selective::selective_attention<float>(p.qv(), p.kv(), p.vv(), out_view(got2, p), opt, Executor{2},
-                             make_view(lgot2.data(), s.B, s.H, s.N), make_view(fn2.data(), s.B, ng, s.N));
-  EXPECT_TRUE(bit_equal(got, got2) && bit_equal(lgot, lgot2) && bit_equal(fn, fn2)) << "1 vs 2 threads";
+  // At every instruction-set level the host supports (the same tolerances;
+  // bits compared across threads within a level).
+  for (const Isa level : testing_util::isa_levels()) {
+    SCOPED_TRACE(to_string(level));
+    testing_util::ScopedIsa at(level);
+    if (s.small_tiles) opt.attention.block_q = effattn::detail::attention_query_tile_quantum();
+    selective::selective_attention<float>(p.qv(), p.kv(), p.vv(), out_view(got, p), opt, Executor{1},
+                                          make_view(lgot.data(), s.B, s.H, s.N), make_view(fn.data(), s.B, ng, s.N));
+    testing_util::expect_close(got, ref, 2e-5, 2e-5, "out");
+    testing_util::expect_close(lgot, lref, 2e-5, 2e-5, "lse");
+    for (index_t bg = 0; bg < s.B * ng; ++bg)
+      for (index_t j = 0; j < s.N; ++j) {
+        const size_t last = static_cast<size_t>((bg * s.N + s.N - 1) * s.N + j);
+        EXPECT_NEAR(fn[bg * s.N + j], F[last] + S[last], 1e-5 * (1 + std::fabs(F[last] + S[last])));
+      }
+    // Two threads: bit-identical.
+    selective::selective_attention<float>(p.qv(), p.kv(), p.vv(), out_view(got2, p), opt, Executor{2},
+                                          make_view(lgot2.data(), s.B, s.H, s.N), make_view(fn2.data(), s.B, ng, s.N));
+    EXPECT_TRUE(bit_equal(got, got2) && bit_equal(lgot, lgot2) && bit_equal(fn, fn2)) << "1 vs 2 threads";
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(

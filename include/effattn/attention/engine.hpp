@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "../core/executor.hpp"
+#include "../core/isa.hpp"
 #include "options.hpp"
 #include "policies.hpp"
 #include "reference.hpp"
@@ -20,26 +21,16 @@
 EFFATTN_NAMESPACE_BEGIN
 
 namespace detail {
-
-/// The queries one micro-kernel column holds (16 floats with AVX2, 64 with
-/// AVX-512): a block_q is rounded up to a multiple of it.
-inline index_t attention_query_tile_quantum() { return Blocking<float>::Q; }
+inline namespace EFFATTN_TU_NS {
 
 /// Queries per (batch, head) up to which the row (decode) path runs.
 constexpr index_t kRowPathMaxQueries = 4;
 /// Keys per split-KV chunk on the row path. Fixed, never derived from the
 /// thread count, so that results are bit-identical for any thread count.
 constexpr index_t kSplitKeyChunk = 1024;
-/// Default tiles: 96 queries (a multiple of the micro-tile width with AVX2) or
-/// 64 (AVX-512), and 128 keys; measured best on the benchmark shapes.
-constexpr index_t kDefaultBlockQ = Blocking<float>::Q >= 64 ? Blocking<float>::Q : 96 / Blocking<float>::Q * Blocking<float>::Q;
+/// Default key tile: 128 keys (the query tile depends on the level: see
+/// kernels_level.hpp).
 constexpr index_t kDefaultBlockK = 128;
-
-/// The query tile of a call: the default for 0, else block_q rounded up to a
-/// multiple of the micro-tile width (4096 is a multiple of every width).
-inline index_t query_tile(index_t block_q) {
-  return block_q > 0 ? round_up(block_q, Blocking<float>::Q) : kDefaultBlockQ;
-}
 
 template <class T, class KV = T>
 Problem<T, KV> make_problem(const ConstView<T, 4>& q, const ConstView<KV, 4>& k, const ConstView<KV, 4>& v,
@@ -134,68 +125,6 @@ void merge_partials(const Problem<T, KV>& p, const S* part, index_t nch, index_t
   }
 }
 
-/// The decode path (at most kRowPathMaxQueries queries per head): one work
-/// item per (b, h, i) when the keys fit one kSplitKeyChunk chunk, else per
-/// (b, h, i, key chunk) with the partials merged by merge_partials().
-template <class T, class KV, class Mask, class Score>
-void run_decode(const Problem<T, KV>& p, const Mask& mask, const Score& score, const Executor& ex) {
-  using S = acc_t<T>;
-  constexpr int W = simd::lanes<S>;
-  constexpr bool kScore = Score::active;
-  const index_t dvp = round_up(p.Dv, W);
-  const index_t nch = std::max<index_t>(1, ceil_div(p.Nk, kSplitKeyChunk));
-  const index_t rows = p.B * p.H * p.Nq;
-  const index_t chunk = nch == 1 ? std::max<index_t>(p.Nk, 1) : kSplitKeyChunk;
-  auto make = [&] { return RowScratch<S>(chunk, p.D, dvp); };
-  if (nch == 1) {
-    parallel_items(ex, rows, make, [&](index_t item, RowScratch<S>& w) {
-      const index_t i = item % p.Nq, bh = item / p.Nq, h = bh % p.H, b = bh / p.H;
-      const auto bm = mask.bind(b, h, p.Nq, p.Nk);
-      const auto bs = score.bind(b, h);
-      S m, l;
-      attend_row<T, S, decltype(bm), decltype(bs), kScore>(p, b, h, i, 0, p.Nk, bm, bs, w, w.o.data(), m, l);
-      finalize_row(p, b, h, i, w.o.data(), m, l);
-    });
-    return;
-  }
-  const index_t stride = dvp + 2;
-  std::vector<S> part(static_cast<size_t>(rows * nch * stride));
-  parallel_items(ex, rows * nch, make, [&](index_t item, RowScratch<S>& w) {
-    const index_t c = item % nch, row = item / nch;
-    const index_t i = row % p.Nq, bh = row / p.Nq, h = bh % p.H, b = bh / p.H;
-    const auto bm = mask.bind(b, h, p.Nq, p.Nk);
-    const auto bs = score.bind(b, h);
-    S* dst = part.data() + item * stride;
-    attend_row<T, S, decltype(bm), decltype(bs), kScore>(p, b, h, i, c * kSplitKeyChunk,
-                                                         std::min(p.Nk, (c + 1) * kSplitKeyChunk), bm, bs, w, dst,
-                                                         dst[dvp], dst[dvp + 1]);
-  });
-  merge_partials(p, part.data(), nch, dvp);
-}
-
-/// The tiled path: one work item per (b, h, query tile), each running every
-/// key block of its tile through attend_tile and writing it with finalize_tile.
-template <class T, class KV, class Mask, class Score>
-void run_tiles(const Problem<T, KV>& p, const Mask& mask, const Score& score, const AttentionOptions& opt,
-               const Executor& ex) {
-  using S = acc_t<T>;
-  constexpr bool kScore = Score::active;
-  const index_t bq = query_tile(opt.block_q);
-  const index_t bk = opt.block_k > 0 ? opt.block_k : kDefaultBlockK;
-  const index_t nqt = ceil_div(p.Nq, bq);
-  auto make = [&] { return TileScratch<S>(bq, bk, p.D, p.Dv, !std::is_same<KV, S>::value); };
-  parallel_items(ex, p.B * p.H * nqt, make, [&](index_t item, TileScratch<S>& w) {
-    // Heaviest tiles first (the last query tiles of a causal mask), so the
-    // dynamic schedule ends balanced.
-    const index_t qt = nqt - 1 - item % nqt, bh = item / nqt, h = bh % p.H, b = bh / p.H;
-    const index_t i0 = qt * bq, i1 = std::min(p.Nq, i0 + bq);
-    const auto bm = mask.bind(b, h, p.Nq, p.Nk);
-    const auto bs = score.bind(b, h);
-    attend_tile<T, S, decltype(bm), decltype(bs), kScore>(p, b, h, i0, i1, 0, p.Nk, bq, bk, bm, bs, w);
-    finalize_tile(p, b, h, i0, i1, w);
-  });
-}
-
 /// Multiply-adds of an unmasked problem: the size the core's small-work rule
 /// (detail::executor_for) judges. The estimate ignores the mask, so a masked
 /// problem is judged by its full size.
@@ -205,23 +134,38 @@ double attention_work(const Problem<T, KV>& p) {
          static_cast<double>(p.Nk) * static_cast<double>(p.D + p.Dv);
 }
 
-/// Runs a checked problem: the decode path for at most kRowPathMaxQueries
-/// queries per head, else the tiled path, on the executor the core's one
-/// small-work rule gives for its size (a small problem runs on the calling
-/// thread; same bits either way).
+}  // namespace EFFATTN_TU_NS
+}  // namespace detail
+EFFATTN_NAMESPACE_END
+
+// The kernels, once per instruction-set level (see levels.hpp).
+#include "detail/levels.hpp"
+
+EFFATTN_NAMESPACE_BEGIN
+namespace detail {
+inline namespace EFFATTN_TU_NS {
+
+/// The queries one micro-kernel column holds at a level (8 floats for the
+/// baseline, 16 for AVX2, 64 for AVX-512): a block_q is rounded up to a
+/// multiple of it. The default is the active level (core/isa.hpp).
+inline index_t attention_query_tile_quantum(Isa level) { EFFATTN_WITH_LEVEL(level, return lvl::Blocking<float>::Q); }
+inline index_t attention_query_tile_quantum() { return attention_query_tile_quantum(active_isa()); }
+
+/// The query tile of a call at a level: the default for 0, else block_q
+/// rounded up to a multiple of the level's micro-tile width (4096 is a
+/// multiple of every width).
+inline index_t query_tile(index_t block_q, Isa level) { EFFATTN_WITH_LEVEL(level, return lvl::query_tile(block_q)); }
+
+/// Runs a checked problem at a level (read once per call): the decode path for
+/// at most kRowPathMaxQueries queries per head, else the tiled path, on the
+/// executor the core's one small-work rule gives for its size (a small problem
+/// runs on the calling thread; same bits either way).
 template <class T, class KV, class Mask, class Score>
 void run_attention(const Problem<T, KV>& p, const Mask& mask, const Score& score, const AttentionOptions& opt,
-                   const Executor& ex) {
+                   const Executor& ex, Isa level) {
   const Executor run_ex = executor_for(ex, attention_work(p));
-  if (p.Nq <= kRowPathMaxQueries)
-    run_decode(p, mask, score, run_ex);
-  else
-    run_tiles(p, mask, score, opt, run_ex);
+  EFFATTN_WITH_LEVEL(level, lvl::run_attention(p, mask, score, opt, run_ex));
 }
-
-}  // namespace detail
-
-namespace detail {
 
 /// Checks, then runs the reference or the tiled backend (any K/V storage).
 template <class T, class KV, class Mask, class Score>
@@ -240,7 +184,8 @@ void attention_dispatch(const ConstView<T, 4>& q, const ConstView<KV, 4>& k, con
                 "or a type with active, check() and bind() as in attention/policies.hpp)");
   const char* op = "attention";
   check_executor(ex, op);
-  const auto d = check_attention_args(op, q, k, v, out, lse, opt, attention_query_tile_quantum());
+  const Isa level = active_isa();  // once per call
+  const auto d = check_attention_args(op, q, k, v, out, lse, opt, attention_query_tile_quantum(level));
   mask.check(op, d.B, d.H, d.Nq, d.Nk);
   score.check(op, d.B, d.H, d.Nq, d.Nk);
   if (opt.backend == Backend::reference) {
@@ -248,9 +193,10 @@ void attention_dispatch(const ConstView<T, 4>& q, const ConstView<KV, 4>& k, con
     return;
   }
   if (d.B == 0 || d.H == 0 || d.Nq == 0) return;  // (no product: it could overflow)
-  run_attention(make_problem<T, KV>(q, k, v, out, lse, d), mask, score, opt, ex);
+  run_attention(make_problem<T, KV>(q, k, v, out, lse, d), mask, score, opt, ex, level);
 }
 
+}  // namespace EFFATTN_TU_NS
 }  // namespace detail
 
 /// Attention with a mask policy and a score policy (see policies.hpp):

@@ -20,8 +20,9 @@
 #include <type_traits>
 
 #include "config.hpp"
+#include "isa.hpp"
 
-#if defined(__F16C__) || defined(__AVX512F__)
+#if EFFATTN_DISPATCH || defined(__F16C__)
 #  include <immintrin.h>
 #endif
 
@@ -141,14 +142,32 @@ inline const char* to_string(Storage s) {
 /// Bytes per element of a storage.
 inline int storage_bytes(Storage s) { return s == Storage::float32 ? 4 : 2; }
 
+namespace detail {
+#if EFFATTN_DISPATCH
+/// float -> float16 with F16C, 8 at a time; returns how many it converted.
+/// Same bits as float_to_half_bits for every non-NaN input.
+__attribute__((target("avx,f16c"))) inline std::ptrdiff_t convert_f16c(const float* src, float16* dst,
+                                                                      std::ptrdiff_t n) {
+  std::ptrdiff_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i),
+                     _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  return i;
+}
+#endif
+}  // namespace detail
+
 /// dst[i] = T(src[i]) for i < n: rounds floats into 16-bit storage (or
-/// copies, for float). Vectorised with F16C where the build targets it.
+/// copies, for float). Vectorised with F16C where the active instruction-set
+/// level has it (core/isa.hpp) or the build targets it.
 inline void convert(const float* src, float* dst, std::ptrdiff_t n) {
   if (n > 0) std::memmove(dst, src, sizeof(float) * static_cast<std::size_t>(n));
 }
 inline void convert(const float* src, float16* dst, std::ptrdiff_t n) {
   std::ptrdiff_t i = 0;
-#if defined(__F16C__)
+#if EFFATTN_DISPATCH
+  if (active_isa() != Isa::baseline) i = detail::convert_f16c(src, dst, n);
+#elif defined(__F16C__)
   for (; i + 8 <= n; i += 8)
     _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i),
                      _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: MIT
-// effattn internal: portable short vectors for the kernels.
+// effattn internal: what the per-level short vectors (core/simd_level.hpp) and
+// kernels need, and this translation unit's own level.
 #pragma once
 #ifndef EFFATTN_INTERNAL_HEADER_OK
 #  error "effattn/core/simd.hpp is internal: include <effattn/effattn.hpp> or a public effattn header instead."
@@ -8,326 +9,50 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "config.hpp"
 #include "half.hpp"
+#include "isa.hpp"
 
-#if defined(__AVX512F__) || defined(__AVX__) || defined(__FMA__)
+// GCC and Clang declare every intrinsic whatever the -m flags (each carries its
+// own target attribute), so the levels above the build's flags can use them.
+#if EFFATTN_DISPATCH || defined(__AVX512F__) || defined(__AVX__) || defined(__FMA__) || defined(__F16C__)
 #  include <immintrin.h>
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#  define EFFATTN_HAVE_VECTOR_EXT 1
+#else
+#  define EFFATTN_HAVE_VECTOR_EXT 0
 #endif
 
 // AVX-512 note: the plain forms of several AVX-512 intrinsics (max, min,
 // cvtph, cvtepu16, slli) pass an _mm512_undefined_* vector as the merge source
 // of a masked builtin, and GCC 12's avx512fintrin.h builds that vector as
 // `__m512 __Y = __Y;`, which -Wmaybe-uninitialized then reports at every
-// inlining site in effattn code. The kernels below call the masked forms with
-// an all-ones mask (kAll16) and a defined source instead: the same
-// instruction (the compiler drops the mask), and no warning.
+// inlining site in effattn code. The kernels call the masked forms with an
+// all-ones mask (kAll16) and a defined source instead: the same instruction
+// (the compiler drops the mask), and no warning.
 
-// The kernels are written on fixed-width vectors whose width follows the
-// instruction set the *user's* build targets (effattn never adds -march): 16
-// floats with AVX-512, 8 with AVX/AVX2, 4 otherwise. With GCC and Clang these
-// are the compilers' vector extensions, which lower to the best instructions
-// available; other compilers get a plain array type that they may vectorise.
-#if defined(__AVX512F__)
-#  define EFFATTN_VECTOR_BYTES 64
-#elif defined(__AVX__)
-#  define EFFATTN_VECTOR_BYTES 32
+// This translation unit's own level, from its flags: the lowest level it
+// compiles (a lower one could not run where this code runs). The level
+// namespaces are nested in a namespace named after it, so two translation
+// units built with different flags never share (or mix up, at link time) a
+// level's code or its blocking constants.
+#if EFFATTN_DISPATCH
+#  if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512DQ__) && \
+      defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#    define EFFATTN_TU_LEVEL 2
+#    define EFFATTN_TU_NS tu_avx512
+#  elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#    define EFFATTN_TU_LEVEL 1
+#    define EFFATTN_TU_NS tu_avx2
+#  else
+#    define EFFATTN_TU_LEVEL 0
+#    define EFFATTN_TU_NS tu_baseline
+#  endif
 #else
-#  define EFFATTN_VECTOR_BYTES 16
+#  define EFFATTN_TU_LEVEL 0
+#  define EFFATTN_TU_NS tu_portable
 #endif
-
-EFFATTN_NAMESPACE_BEGIN
-namespace simd {
-
-constexpr int kBytes = EFFATTN_VECTOR_BYTES;
-constexpr int kFloatLanes = kBytes / 4;
-#if defined(__AVX512F__)
-constexpr __mmask16 kAll16 = 0xFFFF;  // every lane of a 16-lane mask (see the note above)
-#endif
-/// Registers the ISA has; decides the register blocking of the micro-kernels.
-#if defined(__AVX512F__)
-constexpr int kRegisters = 32;
-#elif defined(__x86_64__) || defined(_M_X64)
-constexpr int kRegisters = 16;
-#else
-constexpr int kRegisters = 32;  // AArch64 NEON has 32
-#endif
-
-#if defined(__GNUC__) || defined(__clang__)
-// Register types keep their natural alignment (the vector size), so a local
-// array of them (accumulators a kernel keeps on the stack) is aligned as the
-// compiler assumes when it loads it with an aligned instruction. Memory that
-// is not known to be aligned is read and written only through the *_u types
-// (element alignment, may_alias), as <immintrin.h> does with __m512_u.
-typedef float vf __attribute__((vector_size(kBytes)));
-typedef double vd __attribute__((vector_size(kBytes)));
-typedef std::int32_t vi __attribute__((vector_size(kBytes)));
-typedef float vf_u __attribute__((vector_size(kBytes), aligned(4), __may_alias__));
-typedef double vd_u __attribute__((vector_size(kBytes), aligned(8), __may_alias__));
-#  define EFFATTN_HAVE_VECTOR_EXT 1
-#else
-#  define EFFATTN_HAVE_VECTOR_EXT 0
-struct vf {
-  float v[kFloatLanes];
-  float& operator[](int i) { return v[i]; }
-  float operator[](int i) const { return v[i]; }
-};
-struct vd {
-  double v[kBytes / 8];
-  double& operator[](int i) { return v[i]; }
-  double operator[](int i) const { return v[i]; }
-};
-inline vd operator+(vd a, vd b) { for (int i = 0; i < kBytes / 8; ++i) a.v[i] += b.v[i]; return a; }
-inline vd operator-(vd a, vd b) { for (int i = 0; i < kBytes / 8; ++i) a.v[i] -= b.v[i]; return a; }
-inline vd operator*(vd a, vd b) { for (int i = 0; i < kBytes / 8; ++i) a.v[i] *= b.v[i]; return a; }
-inline vf operator+(vf a, vf b) { for (int i = 0; i < kFloatLanes; ++i) a.v[i] += b.v[i]; return a; }
-inline vf operator-(vf a, vf b) { for (int i = 0; i < kFloatLanes; ++i) a.v[i] -= b.v[i]; return a; }
-inline vf operator*(vf a, vf b) { for (int i = 0; i < kFloatLanes; ++i) a.v[i] *= b.v[i]; return a; }
-#endif
-
-EFFATTN_ALWAYS_INLINE vf load(const float* p) {
-#if EFFATTN_HAVE_VECTOR_EXT
-  return *reinterpret_cast<const vf_u*>(p);  // element-aligned, may_alias
-#else
-  vf r;
-  std::memcpy(&r, p, sizeof(vf));
-  return r;
-#endif
-}
-EFFATTN_ALWAYS_INLINE void store(float* p, vf v) {
-#if EFFATTN_HAVE_VECTOR_EXT
-  *reinterpret_cast<vf_u*>(p) = v;
-#else
-  std::memcpy(p, &v, sizeof(vf));
-#endif
-}
-EFFATTN_ALWAYS_INLINE vf broadcast(float x) {
-#if defined(__AVX512F__) && EFFATTN_VECTOR_BYTES == 64
-  return _mm512_set1_ps(x);
-#elif defined(__AVX__) && EFFATTN_VECTOR_BYTES == 32
-  return _mm256_set1_ps(x);
-#elif EFFATTN_HAVE_VECTOR_EXT
-  return vf{} + x;
-#else
-  vf r;
-  for (int i = 0; i < kFloatLanes; ++i) r[i] = x;
-  return r;
-#endif
-}
-
-/// a * b + c, fused where the target has FMA (the same on every thread, so
-/// results stay bit-identical whatever the thread count).
-EFFATTN_ALWAYS_INLINE vf fmadd(vf a, vf b, vf c) {
-#if defined(__AVX512F__) && EFFATTN_VECTOR_BYTES == 64
-  return _mm512_fmadd_ps(a, b, c);
-#elif defined(__FMA__) && EFFATTN_VECTOR_BYTES == 32
-  return _mm256_fmadd_ps(a, b, c);
-#else
-  return a * b + c;
-#endif
-}
-
-EFFATTN_ALWAYS_INLINE vf max(vf a, vf b) {
-#if defined(__AVX512F__) && EFFATTN_VECTOR_BYTES == 64
-  return _mm512_mask_max_ps(a, kAll16, a, b);
-#elif defined(__AVX__) && EFFATTN_VECTOR_BYTES == 32
-  return _mm256_max_ps(a, b);
-#else
-  vf r;
-  for (int i = 0; i < kFloatLanes; ++i) r[i] = a[i] > b[i] ? a[i] : b[i];
-  return r;
-#endif
-}
-
-EFFATTN_ALWAYS_INLINE vf min(vf a, vf b) {
-#if defined(__AVX512F__) && EFFATTN_VECTOR_BYTES == 64
-  return _mm512_mask_min_ps(a, kAll16, a, b);
-#elif defined(__AVX__) && EFFATTN_VECTOR_BYTES == 32
-  return _mm256_min_ps(a, b);
-#else
-  vf r;
-  for (int i = 0; i < kFloatLanes; ++i) r[i] = a[i] < b[i] ? a[i] : b[i];
-  return r;
-#endif
-}
-
-EFFATTN_ALWAYS_INLINE float reduce_max(vf a) {
-  float m = a[0];
-  for (int i = 1; i < kFloatLanes; ++i) m = a[i] > m ? a[i] : m;
-  return m;
-}
-EFFATTN_ALWAYS_INLINE float reduce_add(vf a) {
-  // Pairwise, in a fixed order.
-  float t[kFloatLanes];
-  std::memcpy(t, &a, sizeof(t));
-  for (int w = kFloatLanes / 2; w >= 1; w /= 2)
-    for (int i = 0; i < w; ++i) t[i] += t[i + w];
-  return t[0];
-}
-
-/// exp(x) for float lanes: Cody-Waite range reduction to x = n ln2 + r,
-/// a degree-6 polynomial for e^r (Cephes expf coefficients, ~1 ulp), and
-/// 2^n built in the exponent bits. exp(-inf) = 0 exactly, and every
-/// x < -87.33 gives 0 (masked logits must contribute exactly nothing).
-EFFATTN_ALWAYS_INLINE vf exp(vf x) {
-  const vf lo = broadcast(-87.3365478515625f), hi = broadcast(88.0f);
-  vf xc = max(x, lo);
-  xc = min(xc, hi);
-  const vf magic = broadcast(12582912.0f);  // 1.5 * 2^23: adds and subtracts to round
-  vf n = (xc * broadcast(1.44269504088896341f) + magic) - magic;
-  vf r = fmadd(n, broadcast(-0.693359375f), xc);
-  r = fmadd(n, broadcast(2.12194440e-4f), r);
-  vf p = broadcast(1.9875691500e-4f);
-  p = fmadd(p, r, broadcast(1.3981999507e-3f));
-  p = fmadd(p, r, broadcast(8.3334519073e-3f));
-  p = fmadd(p, r, broadcast(4.1665795894e-2f));
-  p = fmadd(p, r, broadcast(1.6666665459e-1f));
-  p = fmadd(p, r, broadcast(5.0000001201e-1f));
-  vf y = fmadd(p, r * r, r + broadcast(1.0f));
-#if EFFATTN_HAVE_VECTOR_EXT
-  vi e = (__builtin_convertvector(n, vi) + 127) << 23;
-  vf scale;
-  std::memcpy(&scale, &e, sizeof(vf));
-  // Zero the out-of-range lanes (-inf, tiny x) *before* scaling: for them
-  // n = -126 and y < 1, so y * 2^-126 would be a subnormal, which costs a
-  // microcode assist on x86 (3x slower exps where many logits are masked).
-  vi keep = x >= lo;  // all-ones where x is in range
-  vi bits;
-  std::memcpy(&bits, &y, sizeof(vf));
-  bits &= keep;
-  std::memcpy(&y, &bits, sizeof(vf));
-  y = y * scale;
-#else
-  for (int i = 0; i < kFloatLanes; ++i) y[i] = x[i] >= lo[i] ? std::ldexp(y[i], static_cast<int>(n[i])) : 0.0f;
-#endif
-  return y;
-}
-
-/// Scalar exp with the same polynomial, so a tail lane computed alone equals
-/// the same value computed in a vector.
-EFFATTN_ALWAYS_INLINE float exp(float x) {
-  vf v = broadcast(x);
-  return exp(v)[0];
-}
-
-// ---- double lanes: the same operations, so kernels can be written once on
-// vec<S>. exp for double runs std::exp per lane (double is the accuracy path,
-// not the speed path).
-constexpr int kDoubleLanes = kBytes / 8;
-EFFATTN_ALWAYS_INLINE vd load(const double* p) {
-#if EFFATTN_HAVE_VECTOR_EXT
-  return *reinterpret_cast<const vd_u*>(p);
-#else
-  vd r;
-  std::memcpy(&r, p, sizeof(vd));
-  return r;
-#endif
-}
-EFFATTN_ALWAYS_INLINE void store(double* p, vd v) {
-#if EFFATTN_HAVE_VECTOR_EXT
-  *reinterpret_cast<vd_u*>(p) = v;
-#else
-  std::memcpy(p, &v, sizeof(vd));
-#endif
-}
-EFFATTN_ALWAYS_INLINE vd fmadd(vd a, vd b, vd c) {
-#if defined(__AVX512F__) && EFFATTN_VECTOR_BYTES == 64
-  return _mm512_fmadd_pd(a, b, c);
-#elif defined(__FMA__) && EFFATTN_VECTOR_BYTES == 32
-  return _mm256_fmadd_pd(a, b, c);
-#else
-  return a * b + c;
-#endif
-}
-EFFATTN_ALWAYS_INLINE vd max(vd a, vd b) {
-  vd r;
-  for (int i = 0; i < kDoubleLanes; ++i) r[i] = a[i] > b[i] ? a[i] : b[i];
-  return r;
-}
-EFFATTN_ALWAYS_INLINE double reduce_max(vd a) {
-  double m = a[0];
-  for (int i = 1; i < kDoubleLanes; ++i) m = a[i] > m ? a[i] : m;
-  return m;
-}
-EFFATTN_ALWAYS_INLINE double reduce_add(vd a) {
-  double t[kDoubleLanes];
-  std::memcpy(t, &a, sizeof(t));
-  for (int w = kDoubleLanes / 2; w >= 1; w /= 2)
-    for (int i = 0; i < w; ++i) t[i] += t[i + w];
-  return t[0];
-}
-EFFATTN_ALWAYS_INLINE vd exp(vd x) {
-  vd r;
-  for (int i = 0; i < kDoubleLanes; ++i) r[i] = std::exp(x[i]);
-  return r;
-}
-EFFATTN_ALWAYS_INLINE double exp(double x) { return std::exp(x); }
-
-/// vec<S>: the vector type of scalar S; lanes<S>: its width.
-template <class S> struct vec_of;
-template <> struct vec_of<float> { using type = vf; static constexpr int lanes = kFloatLanes; };
-template <> struct vec_of<double> { using type = vd; static constexpr int lanes = kDoubleLanes; };
-template <class S> using vec = typename vec_of<S>::type;
-template <class S> constexpr int lanes = vec_of<S>::lanes;
-
-EFFATTN_ALWAYS_INLINE vf splat_(float x) { return broadcast(x); }
-EFFATTN_ALWAYS_INLINE vd splat_(double x) {
-#if defined(__AVX512F__) && EFFATTN_VECTOR_BYTES == 64
-  return _mm512_set1_pd(x);
-#elif defined(__AVX__) && EFFATTN_VECTOR_BYTES == 32
-  return _mm256_set1_pd(x);
-#elif EFFATTN_HAVE_VECTOR_EXT
-  return vd{} + x;
-#else
-  vd r;
-  for (int i = 0; i < kDoubleLanes; ++i) r[i] = x;
-  return r;
-#endif
-}
-template <class S>
-EFFATTN_ALWAYS_INLINE vec<S> splat(S x) {
-  return splat_(x);
-}
-
-
-// ---- 16-bit storage: load W elements and widen them to float lanes (exact).
-EFFATTN_ALWAYS_INLINE vf load_widen(const float16* p) {
-#if defined(__AVX512F__) && EFFATTN_VECTOR_BYTES == 64
-  return _mm512_maskz_cvtph_ps(kAll16, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-#elif defined(__F16C__) && EFFATTN_VECTOR_BYTES == 32
-  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-#else
-  vf r;
-  for (int i = 0; i < kFloatLanes; ++i) r[i] = detail::half_bits_to_float(p[i].bits);
-  return r;
-#endif
-}
-EFFATTN_ALWAYS_INLINE vf load_widen(const bfloat16* p) {
-#if defined(__AVX512F__) && EFFATTN_VECTOR_BYTES == 64
-  return _mm512_castsi512_ps(_mm512_maskz_slli_epi32(
-      kAll16,
-      _mm512_maskz_cvtepu16_epi32(kAll16, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
-#elif defined(__AVX2__) && EFFATTN_VECTOR_BYTES == 32
-  return _mm256_castsi256_ps(
-      _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
-#else
-  vf r;
-  for (int i = 0; i < kFloatLanes; ++i) r[i] = detail::bfloat16_bits_to_float(p[i].bits);
-  return r;
-#endif
-}
-/// One vector of S lanes from storage KV: a plain load when KV is S, a
-/// widening load from 16-bit storage into float lanes.
-template <class S, class KV>
-EFFATTN_ALWAYS_INLINE vec<S> load_as(const KV* p) {
-  if constexpr (std::is_same<S, KV>::value) {
-    return load(p);
-  } else {
-    static_assert(std::is_same<S, float>::value, "effattn: 16-bit storage is widened to float");
-    return load_widen(p);
-  }
-}
-
-}  // namespace simd
-EFFATTN_NAMESPACE_END

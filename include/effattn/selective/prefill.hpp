@@ -35,6 +35,7 @@
 EFFATTN_NAMESPACE_BEGIN
 namespace selective {
 namespace detail {
+inline namespace EFFATTN_TU_NS {
 
 /// Keys per prologue item (fixed: results must not depend on threads).
 constexpr index_t kSelectiveKeyChunk = 256;
@@ -76,17 +77,13 @@ struct SelectionScratch {
 /// tile's S rows (float64). Query i masks keys 1 <= j < i.
 template <class T, class S>
 void selection_chunk(const effattn::detail::Problem<T>& p, index_t b, index_t hs, index_t i0, index_t i1, index_t c0, index_t c1,
-                     index_t bq, double* EFFATTN_RESTRICT frun, S* ftile, index_t ldf, SelectionScratch<S>& w) {
-  constexpr int Q = effattn::detail::Blocking<S>::Q;
-  const index_t D = p.D, hk = hs / p.G, nq = i1 - i0, kcn = c1 - c0;
-  const T* kb = p.k + b * p.ks[0] + hk * p.ks[1];
+                     index_t bq, double* EFFATTN_RESTRICT frun, S* ftile, index_t ldf, SelectionScratch<S>& w, Isa level) {
+  const index_t nq = i1 - i0, kcn = c1 - c0;
   S* sb = w.s.data();
   {
-    // Sel[jj][c] = <k[c0 + jj], scale * q[i0 + c]>, as the engine's St tile.
-    const index_t nqp = effattn::detail::round_up(nq, Q);
-    S* qt = w.qt.data();
-    effattn::detail::pack_query_tile(p, b, hs, i0, nq, bq, qt);
-    effattn::detail::tile_gemm<S, false>(kcn, nqp, kb + c0 * p.ks[2], p.ks[2], p.ks[3], qt, bq, D, sb, bq);
+    // Sel[jj][c] = <k[c0 + jj], scale * q[i0 + c]>, as the engine's St tile,
+    // by the engine's kernels at the call's level.
+    EFFATTN_WITH_LEVEL(level, lvl::score_tile<T, S>(p, b, hs, i0, i1, c0, kcn, bq, w.qt.data(), sb));
     // S = ReLU(Sel), branch-free and vectorised, with ReLU(NaN) = 0 as in the
     // reference and the cache (a NaN logit, e.g. 0 * inf, masks nothing);
     // then zero what the rules exclude: key 0, and the keys j >= i (diagonal
@@ -149,6 +146,7 @@ struct PrefillStages {
   index_t tile_elems;     // elements of one F-tile buffer: B * G * bq * ldf
   double* frun;           // [B][G][ldf] running F
   S* ftile;               // two F-tile buffers, [2][B][G][ldf keys][bq rows]
+  Isa level;              // the call's instruction-set level
 
   S* buffer(index_t t, index_t bg) const { return ftile + (t % 2) * tile_elems + bg * bq * ldf; }
   static index_t nchunks(const effattn::detail::QueryTile& tile) {
@@ -161,13 +159,15 @@ struct PrefillStages {
     const index_t nch = nchunks(tile);
     const index_t c = item % nch, bg = item / nch, b = bg / ng, g = bg % ng;
     const index_t c0 = c * kSelectiveKeyChunk, c1 = std::min(tile.i1, c0 + kSelectiveKeyChunk);
-    selection_chunk<T, S>(*p, b, sel[g], tile.i0, tile.i1, c0, c1, bq, frun + bg * ldf, buffer(tile.t, bg), bq, w);
+    selection_chunk<T, S>(*p, b, sel[g], tile.i0, tile.i1, c0, c1, bq, frun + bg * ldf, buffer(tile.t, bg), bq, w,
+                          level);
   }
   typename SelectiveTileScore<S>::Bound score(const effattn::detail::QueryTile& tile, index_t b, index_t h) const {
     return {buffer(tile.t, b * ng + h / hpg), tile.i0, bq};
   }
 };
 
+}  // namespace EFFATTN_TU_NS
 }  // namespace detail
 
 /// Selective attention, tiled prefill (see selection.hpp for the definition):
@@ -206,8 +206,10 @@ void selective_attention(effattn::detail::identity_t<ConstView<T, 4>> q, effattn
   using S = acc_t<T>;
   const char* op = "selective_attention";
   ed::check_executor(ex, op);
+  const Isa level = active_isa();  // once per call
   std::vector<index_t> sel;
-  const auto d = detail::check_selective_args(op, q, k, v, out, lse, opt, ed::attention_query_tile_quantum(), sel);
+  const auto d =
+      detail::check_selective_args(op, q, k, v, out, lse, opt, ed::attention_query_tile_quantum(level), sel);
   const index_t ng = static_cast<index_t>(sel.size()), N = d.Nq;
   if (f_next.data() != nullptr) {
     ed::check_view(f_next, op, "f_next", true);
@@ -226,7 +228,7 @@ void selective_attention(effattn::detail::identity_t<ConstView<T, 4>> q, effattn
   }
 
   const auto p = ed::make_problem<T>(q, k, v, out, lse, d);
-  const ed::PipelineTiles tiles = ed::pipeline_tiles(N, opt.attention);
+  const ed::PipelineTiles tiles = ed::pipeline_tiles(N, opt.attention, level);
   const index_t bq = tiles.bq, BG = d.B * ng;
   const index_t ldf = ed::checked_add(N, detail::kSelectiveKeyChunk - 1, op, "F row length") /
                       detail::kSelectiveKeyChunk * detail::kSelectiveKeyChunk;
@@ -238,8 +240,9 @@ void selective_attention(effattn::detail::identity_t<ConstView<T, 4>> q, effattn
   // can run while the heads of tile t are still reading theirs.
   ed::AlignedBuffer<S> ftile(2 * tile_elems);
 
-  const detail::PrefillStages<T> stages{&p, sel.data(), ng, d.H / ng, bq, ldf, tile_elems, frun.data(), ftile.data()};
-  ed::run_tile_pipeline(p, CausalMask{}, opt.attention, ex, stages, op);
+  const detail::PrefillStages<T> stages{&p, sel.data(), ng, d.H / ng, bq, ldf, tile_elems, frun.data(), ftile.data(),
+                                        level};
+  ed::run_tile_pipeline(p, CausalMask{}, opt.attention, ex, stages, op, level);
   if (f_next.data() != nullptr)
     for (index_t b = 0; b < d.B; ++b)
       for (index_t g = 0; g < ng; ++g)

@@ -7,8 +7,11 @@
 // Contract of run_tile_pipeline(p, mask, opt, ex, stages, op):
 //
 //   The query tiles are [t * bq, min(Nq, (t + 1) * bq)), t = 0 .. count-1,
-//   with {bq, bk, count} = pipeline_tiles(p.Nq, opt) (the tiled engine's own
-//   rule: block_q rounded up to the query quantum, 0 for the defaults). Each
+//   with {bq, bk, count} = pipeline_tiles(p.Nq, opt, level) (the tiled
+//   engine's own rule: block_q rounded up to the level's query quantum, 0 for
+//   the defaults). `level` is the instruction-set level of the whole call
+//   (core/isa.hpp; read it once with active_isa() and pass the same level to
+//   pipeline_tiles and run_tile_pipeline; the overloads without it read it). Each
 //   tile t has
 //     - P(t) = stages.prologue_items(tile) prologue items (P(t) >= 0), run as
 //       stages.prologue(tile, item, scratch), item in [0, P(t));
@@ -73,6 +76,7 @@
 
 EFFATTN_NAMESPACE_BEGIN
 namespace detail {
+inline namespace EFFATTN_TU_NS {
 
 /// One query tile of a pipeline: index t and its queries [i0, i1).
 struct QueryTile {
@@ -86,12 +90,15 @@ struct PipelineTiles {
   QueryTile tile(index_t t, index_t nq) const { return QueryTile{t, t * bq, std::min(nq, (t + 1) * bq)}; }
 };
 
-inline PipelineTiles pipeline_tiles(index_t Nq, const AttentionOptions& opt) {
+inline PipelineTiles pipeline_tiles(index_t Nq, const AttentionOptions& opt, Isa level) {
   PipelineTiles r;
-  r.bq = query_tile(opt.block_q);
+  r.bq = query_tile(opt.block_q, level);
   r.bk = opt.block_k > 0 ? opt.block_k : kDefaultBlockK;
   r.count = ceil_div(Nq, r.bq);
   return r;
+}
+inline PipelineTiles pipeline_tiles(index_t Nq, const AttentionOptions& opt) {
+  return pipeline_tiles(Nq, opt, active_isa());
 }
 
 /// Runs the query tiles of a checked problem in order, each with the caller's
@@ -99,14 +106,14 @@ inline PipelineTiles pipeline_tiles(index_t Nq, const AttentionOptions& opt) {
 /// come from make_problem (checked shapes, B, H, Nq >= 1 or nothing to do).
 template <class T, class KV, class Mask, class Stages>
 void run_tile_pipeline(const Problem<T, KV>& p, const Mask& mask, const AttentionOptions& opt, const Executor& ex_in,
-                       const Stages& stages, const char* op) {
+                       const Stages& stages, const char* op, Isa level) {
   using S = acc_t<T>;
   // The core's one small-work rule, judged on the attention work (the
   // prologue is the caller's and is not counted): a small problem runs on
   // the calling thread, same bits.
   const Executor ex = executor_for(ex_in, attention_work(p));
   using PScratch = typename Stages::PrologueScratch;
-  const PipelineTiles tiles = pipeline_tiles(p.Nq, opt);
+  const PipelineTiles tiles = pipeline_tiles(p.Nq, opt, level);
   const index_t nqt = tiles.count, bq = tiles.bq, bk = tiles.bk, BH = p.B * p.H;
   constexpr bool kWiden = !std::is_same<KV, S>::value;
   if (nqt == 0) return;
@@ -123,8 +130,8 @@ void run_tile_pipeline(const Problem<T, KV>& p, const Mask& mask, const Attentio
     const auto bm = mask.bind(b, h, p.Nq, p.Nk);
     const auto bs = stages.score(tile, b, h);
     constexpr bool kScore = !std::is_same<std::decay_t<decltype(bs)>, NoScore::Bound>::value;
-    attend_tile<T, S, decltype(bm), decltype(bs), kScore>(p, b, h, tile.i0, tile.i1, 0, p.Nk, bq, bk, bm, bs, w);
-    finalize_tile(p, b, h, tile.i0, tile.i1, w);
+    EFFATTN_WITH_LEVEL(level, (lvl::attend_tile_item<T, S, decltype(bm), decltype(bs), kScore>(
+                                  p, b, h, tile.i0, tile.i1, bq, bk, bm, bs, w)));
   };
 
   if (ex.parallel_for) {
@@ -210,5 +217,13 @@ void run_tile_pipeline(const Problem<T, KV>& p, const Mask& mask, const Attentio
   if (failed.load()) throw std::runtime_error(concat(op, ": a work item failed"));
 }
 
+/// The same at the active level (read once).
+template <class T, class KV, class Mask, class Stages>
+void run_tile_pipeline(const Problem<T, KV>& p, const Mask& mask, const AttentionOptions& opt, const Executor& ex,
+                       const Stages& stages, const char* op) {
+  run_tile_pipeline(p, mask, opt, ex, stages, op, active_isa());
+}
+
+}  // namespace EFFATTN_TU_NS
 }  // namespace detail
 EFFATTN_NAMESPACE_END

@@ -1,0 +1,533 @@
+// SPDX-License-Identifier: MIT
+// effattn internal: micro-kernels, the per-tile online-softmax loop, the row
+// (decode) path and the engine's two paths, for one instruction-set level. No
+// include guard: included once per level by levels.hpp, inside that level's
+// namespace, after core/simd_level.hpp; include nothing here.
+#ifndef EFFATTN_LEVEL_BYTES
+#  error "effattn/attention/detail/kernels_level.hpp is internal: it is included by levels.hpp"
+#endif
+
+// ------------------------------------------------------------ micro-kernels
+//
+// Both products of attention run on one register-blocked micro-kernel,
+//
+//     C[r][0:CV*W] (+)= sum_d A(r, d) * Bm[d][0:CV*W],   r < RR,
+//
+// where A(r, d) = a[r * ars + d * ads] is broadcast from memory with any
+// strides, and Bm is a packed tile of vectors. The score tile is kept
+// transposed, St[key][query]:
+//   QK: A = K (rows = keys, read in place from the caller's memory),
+//       Bm = Qt[d][query] (the query tile, packed once and pre-scaled),
+//       C = St.
+//   PV: A = V^T (rows = value dims, also read in place), Bm = P^T = St,
+//       C = Ot[dim][query] (the output accumulators).
+// So neither K nor V is ever copied, any element stride costs nothing, and
+// the softmax statistics (running max, sum, rescale) are vector operations
+// across queries.
+
+template <class S>
+struct Blocking {
+  static constexpr int W = simd::lanes<S>;
+  static constexpr int R = 6;                               // broadcast rows per micro-tile
+  static constexpr int C = simd::kRegisters >= 32 ? 4 : 2;  // vectors per micro-tile
+  static constexpr int Q = C * W;                           // queries per micro-tile
+};
+
+template <class S, int RR, int CV, bool kAccumulate>
+EFFATTN_ALWAYS_INLINE void micro_gemm(const S* a, index_t ars, index_t ads, const S* bm, index_t ldb, index_t depth,
+                                      S* c, index_t ldc) {
+  using V = simd::vec<S>;
+  constexpr int W = simd::lanes<S>;
+  V acc[RR][CV];
+  const S* arow[RR];
+#pragma GCC unroll 8
+  for (int r = 0; r < RR; ++r) {
+    arow[r] = a + r * ars;
+#pragma GCC unroll 4
+    for (int v = 0; v < CV; ++v) acc[r][v] = kAccumulate ? simd::load(c + r * ldc + v * W) : simd::splat<S>(0);
+  }
+  for (index_t d = 0; d < depth; ++d) {
+    V bv[CV];
+#pragma GCC unroll 4
+    for (int v = 0; v < CV; ++v) bv[v] = simd::load(bm + d * ldb + v * W);
+#pragma GCC unroll 8
+    for (int r = 0; r < RR; ++r) {
+      const V ab = simd::splat<S>(arow[r][d * ads]);
+#pragma GCC unroll 4
+      for (int v = 0; v < CV; ++v) acc[r][v] = simd::fmadd(ab, bv[v], acc[r][v]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < RR; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < CV; ++v) simd::store(c + r * ldc + v * W, acc[r][v]);
+}
+
+/// C[0:rows][0:cols] (+)= A(rows x depth) Bm(depth x cols), cols a multiple of
+/// Blocking::Q, in micro-tiles of R rows.
+template <class S, bool kAccumulate>
+inline void tile_gemm(index_t rows, index_t cols, const S* a, index_t ars, index_t ads, const S* bm, index_t ldb,
+                      index_t depth, S* c, index_t ldc) {
+  constexpr int R = Blocking<S>::R, CV = Blocking<S>::C, Q = Blocking<S>::Q;
+  for (index_t c0 = 0; c0 < cols; c0 += Q) {
+    index_t r = 0;
+    for (; r + R <= rows; r += R)
+      micro_gemm<S, R, CV, kAccumulate>(a + r * ars, ars, ads, bm + c0, ldb, depth, c + r * ldc + c0, ldc);
+    const S* ar = a + r * ars;
+    S* cr = c + r * ldc + c0;
+    switch (rows - r) {
+      case 0: break;
+      case 1: micro_gemm<S, 1, CV, kAccumulate>(ar, ars, ads, bm + c0, ldb, depth, cr, ldc); break;
+      case 2: micro_gemm<S, 2, CV, kAccumulate>(ar, ars, ads, bm + c0, ldb, depth, cr, ldc); break;
+      case 3: micro_gemm<S, 3, CV, kAccumulate>(ar, ars, ads, bm + c0, ldb, depth, cr, ldc); break;
+      case 4: micro_gemm<S, 4, CV, kAccumulate>(ar, ars, ads, bm + c0, ldb, depth, cr, ldc); break;
+      default: micro_gemm<S, 5, CV, kAccumulate>(ar, ars, ads, bm + c0, ldb, depth, cr, ldc); break;
+    }
+  }
+}
+
+/// dst[r][c] = S(src[r * rs + c * cs]) for r < rows, c < cols (dst packed,
+/// row length cols): widens a block of 16-bit keys or values.
+template <class S, class KV>
+inline void widen_block(const KV* src, index_t rs, index_t cs, index_t rows, index_t cols, S* dst) {
+  constexpr int W = simd::lanes<S>;
+  const index_t cfull = cs == 1 ? cols / W * W : 0;
+  for (index_t r = 0; r < rows; ++r) {
+    const KV* row = src + r * rs;
+    S* out = dst + r * cols;
+    for (index_t c = 0; c < cfull; c += W) simd::store(out + c, simd::load_as<S>(row + c));
+    for (index_t c = cfull; c < cols; ++c) out[c] = static_cast<S>(row[c * cs]);
+  }
+}
+
+/// Packs queries [i0, i0 + nq) of (b, h) transposed and pre-scaled,
+/// qt[d * ld + c] = scale * q[i0 + c][d], zero padded to a multiple of the
+/// micro-tile width: the B operand of the QK micro-kernel.
+template <class T, class KV, class S>
+inline void pack_query_tile(const Problem<T, KV>& p, index_t b, index_t h, index_t i0, index_t nq, index_t ld, S* qt) {
+  const index_t D = p.D, nqp = round_up(nq, Blocking<S>::Q);
+  const T* qb = p.q + b * p.qs[0] + h * p.qs[1];
+  for (index_t d = 0; d < D; ++d) std::fill(qt + d * ld + nq, qt + d * ld + nqp, S(0));
+  for (index_t i = 0; i < nq; ++i) {
+    const T* row = qb + (i0 + i) * p.qs[2];
+    for (index_t d = 0; d < D; ++d) qt[d * ld + i] = row[d * p.qs[3]] * p.scale;
+  }
+}
+
+/// True when the rows x cols block (row stride rs, element stride cs) holds
+/// only finite values: x * 0 is 0 for finite x and NaN for inf or NaN.
+template <class S>
+inline bool block_finite(const S* src, index_t rs, index_t cs, index_t rows, index_t cols) {
+  using V = simd::vec<S>;
+  constexpr int W = simd::lanes<S>;
+  const index_t cfull = cs == 1 ? cols / W * W : 0;
+  V accv = simd::splat<S>(0);
+  S acc = 0;
+  for (index_t r = 0; r < rows; ++r) {
+    const S* row = src + r * rs;
+    for (index_t c = 0; c < cfull; c += W) accv = accv + simd::load(row + c) * simd::splat<S>(0);
+    for (index_t c = cfull; c < cols; ++c) acc += row[c * cs] * S(0);
+  }
+  acc += simd::reduce_add(accv);
+  return acc == S(0);
+}
+
+/// Ot[e][c] += sum_j P[j][c] V[j][e] over the entries with P != 0 only, for
+/// the nq real queries of a block whose values are not all finite (see
+/// attend_tile). Scalar: it runs only on such blocks.
+template <class S>
+inline void pv_skip_masked(const S* v, index_t vrs, index_t vcs, index_t kn, index_t Dv, const S* st, index_t ld,
+                           index_t nq, S* ot) {
+  for (index_t e = 0; e < Dv; ++e) {
+    S* orow = ot + e * ld;
+    for (index_t j = 0; j < kn; ++j) {
+      const S x = v[j * vrs + e * vcs];
+      const S* prow = st + j * ld;
+      for (index_t c = 0; c < nq; ++c)
+        if (prow[c] != S(0)) orow[c] += prow[c] * x;
+    }
+  }
+}
+
+/// Attends queries [i0, i1) of (b, h) over the keys [kb, ke) allowed by the
+/// bound mask, adding the bound score. Leaves the unnormalised, transposed
+/// output Ot[dim][query] and the running max m and sum l per query in `w`.
+template <class T, class S, class BMask, class BScore, bool kScore, class KV>
+void attend_tile(const Problem<T, KV>& p, index_t b, index_t h, index_t i0, index_t i1, index_t kb, index_t ke,
+                 index_t bq, index_t bk, const BMask& mask, const BScore& score, TileScratch<S>& w) {
+  static_assert(std::is_same<T, S>::value, "the tiled engine computes in the input type");
+  using V = simd::vec<S>;
+  constexpr int W = simd::lanes<S>;
+  const index_t D = p.D, Dv = p.Dv, hk = h / p.G;
+  const index_t nq = i1 - i0, nqp = round_up(nq, Blocking<S>::Q), ld = bq;
+  const S ninf = -std::numeric_limits<S>::infinity();
+  const S lowest = std::numeric_limits<S>::lowest();
+
+  pack_query_tile(p, b, h, i0, nq, ld, w.qt.data());
+  for (index_t e = 0; e < Dv; ++e) std::fill(w.ot.data() + e * ld, w.ot.data() + e * ld + nqp, S(0));
+  std::fill(w.m.data(), w.m.data() + nqp, ninf);
+  std::fill(w.l.data(), w.l.data() + nqp, S(0));
+
+  const KV* kbase = p.k + b * p.ks[0] + hk * p.ks[1];
+  const KV* vbase = p.v + b * p.vs[0] + hk * p.vs[1];
+  constexpr bool kWiden = !std::is_same<KV, S>::value;
+  const index_t kend = std::min(ke, mask.key_end(i0, i1));
+  S* st = w.st.data();
+  S* ot = w.ot.data();
+  for (index_t j0 = kb; j0 < kend; j0 += bk) {
+    const index_t j1 = std::min(j0 + bk, kend), kn = j1 - j0;
+    const BlockKind kind = mask.classify(i0, i1, j0, j1);
+    if (kind == BlockKind::empty) continue;
+
+    // St = K Qt (keys read in place, or widened into a packed block first).
+    if constexpr (kWiden) {
+      widen_block(kbase + j0 * p.ks[2], p.ks[2], p.ks[3], kn, D, w.kw.data());
+      tile_gemm<S, false>(kn, nqp, w.kw.data(), D, 1, w.qt.data(), ld, D, st, ld);
+    } else {
+      tile_gemm<S, false>(kn, nqp, kbase + j0 * p.ks[2], p.ks[2], p.ks[3], w.qt.data(), ld, D, st, ld);
+    }
+    // The score first, then the mask, which overwrites: a masked logit is
+    // exactly -inf whatever the score said of it (even NaN).
+    if constexpr (kScore) {
+      if constexpr (has_apply_tile<BScore, S>::value)
+        score.apply_tile(i0, i1, j0, j1, st, ld);
+      else
+        for (index_t i = 0; i < nq; ++i) score.apply(i0 + i, j0, j1, st + i, ld);
+    }
+    if (kind == BlockKind::partial) {
+      if constexpr (has_apply_tile<BMask, S>::value)
+        mask.apply_tile(i0, i1, j0, j1, st, ld);
+      else
+        for (index_t i = 0; i < nq; ++i) mask.apply(i0 + i, j0, j1, st + i, ld);
+    }
+
+    // Online softmax, vectorised across queries.
+    bool any_rescale = false;
+    for (index_t c = 0; c < nqp; c += W) {
+      V mx = simd::splat<S>(ninf);
+      for (index_t j = 0; j < kn; ++j) mx = simd::max(mx, simd::load(st + j * ld + c));
+      const V mold = simd::load(w.m.data() + c);
+      const V mnew = simd::max(mold, mx);
+      // A query with no allowed key so far keeps m = -inf; exponentiate against
+      // a finite stand-in so that -inf - (-inf) never makes a NaN.
+      const V msafe = simd::max(mnew, simd::splat<S>(lowest));
+      const V alpha = simd::exp(mold - msafe);
+      V sum = simd::splat<S>(0);
+      for (index_t j = 0; j < kn; ++j) {
+        const V e = simd::exp(simd::load(st + j * ld + c) - msafe);
+        simd::store(st + j * ld + c, e);
+        sum = sum + e;
+      }
+      simd::store(w.l.data() + c, simd::load(w.l.data() + c) * alpha + sum);
+      simd::store(w.m.data() + c, mnew);
+      simd::store(w.alpha.data() + c, alpha);
+      for (int t = 0; t < W; ++t) any_rescale |= alpha[t] != S(1);
+    }
+    if (any_rescale)
+      for (index_t e = 0; e < Dv; ++e)
+        for (index_t c = 0; c < nqp; c += W)
+          simd::store(ot + e * ld + c, simd::load(ot + e * ld + c) * simd::load(w.alpha.data() + c));
+
+    // Ot += V^T P^T (values read in place, or widened first). In a partial
+    // block a key masked for some query has P = 0 there, and 0 * inf or
+    // 0 * NaN would still reach that query through the product: if the block
+    // holds a non-finite value (unused cache slots hold anything), such
+    // entries are skipped. Full blocks mask nothing and pay no test.
+    const S* vblk;
+    index_t vrs, vcs;
+    if constexpr (kWiden) {
+      widen_block(vbase + j0 * p.vs[2], p.vs[2], p.vs[3], kn, Dv, w.vw.data());
+      vblk = w.vw.data();
+      vrs = Dv;
+      vcs = 1;
+    } else {
+      vblk = vbase + j0 * p.vs[2];
+      vrs = p.vs[2];
+      vcs = p.vs[3];
+    }
+    if (kind == BlockKind::partial && !block_finite(vblk, vrs, vcs, kn, Dv))
+      pv_skip_masked(vblk, vrs, vcs, kn, Dv, st, ld, nq, ot);
+    else
+      tile_gemm<S, true>(Dv, nqp, vblk, vcs, vrs, st, ld, kn, ot, ld);
+  }
+}
+
+// ---------------------------------------------------------------- row path
+//
+// For one or a few queries (decoding) a query tile would waste most of its
+// lanes, so each query row is handled alone: dot products along D, then
+// O += p_j v_j along Dv. This path is memory bound (it reads K and V once),
+// so the arithmetic is arranged to keep up with the memory: eight keys' dot
+// products run as independent chains and are reduced together, the
+// exponentials are vector operations over the chunk's scores, and the output
+// accumulators stay in registers while the values stream past.
+
+/// out[r] = the sum of the lanes of acc[r], r < 8, each in a fixed order.
+template <class S>
+EFFATTN_ALWAYS_INLINE void reduce8(const simd::vec<S> (&acc)[8], S* out) {
+#if EFFATTN_LEVEL_AVX && EFFATTN_LEVEL_BYTES == 32
+  if constexpr (std::is_same<S, float>::value) {
+    const __m256 t0 = _mm256_hadd_ps(acc[0], acc[1]), t1 = _mm256_hadd_ps(acc[2], acc[3]);
+    const __m256 t2 = _mm256_hadd_ps(acc[4], acc[5]), t3 = _mm256_hadd_ps(acc[6], acc[7]);
+    const __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
+    const __m256 r = _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+    _mm256_storeu_ps(out, r);
+    return;
+  }
+#endif
+  for (int r = 0; r < 8; ++r) out[r] = simd::reduce_add(acc[r]);
+}
+
+/// o[0 : NV*W] += sum_j p[j] * v_j for the n value rows v_j = vbase + j * vstride
+/// (unit element stride), with the accumulators in registers.
+template <class S, int NV, class KV>
+EFFATTN_ALWAYS_INLINE void pv_rows(const S* pj, index_t n, const KV* vbase, index_t vstride, S* o) {
+  using V = simd::vec<S>;
+  constexpr int W = simd::lanes<S>;
+  V acc[NV];
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) acc[v] = simd::load(o + v * W);
+  for (index_t j = 0; j < n; ++j) {
+    if (pj[j] == S(0)) continue;  // masked keys: no bytes read
+    const V pv = simd::splat<S>(pj[j]);
+    const KV* row = vbase + j * vstride;
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[v] = simd::fmadd(pv, simd::load_as<S>(row + v * W), acc[v]);
+  }
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) simd::store(o + v * W, acc[v]);
+}
+
+/// Attends query i of (b, h) over keys [kb, ke): writes unnormalised o[dvp],
+/// and returns m and l.
+template <class T, class S, class BMask, class BScore, bool kScore, class KV>
+void attend_row(const Problem<T, KV>& p, index_t b, index_t h, index_t i, index_t kb, index_t ke, const BMask& mask,
+                const BScore& score, RowScratch<S>& w, S* o, S& m_out, S& l_out) {
+  using V = simd::vec<S>;
+  constexpr int W = simd::lanes<S>;
+  const index_t D = p.D, Dv = p.Dv, dvp = round_up(Dv, W), hk = h / p.G;
+  const S ninf = -std::numeric_limits<S>::infinity();
+  S* qv = w.q.data();
+  const T* qrow = p.q + b * p.qs[0] + h * p.qs[1] + i * p.qs[2];
+  for (index_t d = 0; d < D; ++d) qv[d] = static_cast<S>(qrow[d * p.qs[3]]) * static_cast<S>(p.scale);
+  for (index_t e = 0; e < dvp; ++e) o[e] = 0;
+  m_out = ninf;
+  l_out = 0;
+  const index_t kend = std::min(ke, mask.key_end(i, i + 1));
+  if (kb >= kend || mask.classify(i, i + 1, kb, kend) == BlockKind::empty) return;
+  const KV* kbase = p.k + b * p.ks[0] + hk * p.ks[1] + kb * p.ks[2];
+  const KV* vbase = p.v + b * p.vs[0] + hk * p.vs[1] + kb * p.vs[2];
+  const index_t n = kend - kb;
+  S* s = w.s.data();
+
+  // Scores. Unit-stride key rows are read in place (16-bit ones widened as
+  // they load), eight keys at a time; other strides are gathered first.
+  const index_t dfull = D / W * W;
+  index_t j = 0;
+  if (p.ks[3] == 1) {
+    for (; j + 8 <= n; j += 8) {
+      V acc[8];
+      const KV* rows[8];
+#pragma GCC unroll 8
+      for (int r = 0; r < 8; ++r) {
+        acc[r] = simd::splat<S>(0);
+        rows[r] = kbase + (j + r) * p.ks[2];
+      }
+      for (index_t d = 0; d < dfull; d += W) {
+        const V qd = simd::load(qv + d);
+#pragma GCC unroll 8
+        for (int r = 0; r < 8; ++r) acc[r] = simd::fmadd(qd, simd::load_as<S>(rows[r] + d), acc[r]);
+      }
+      reduce8<S>(acc, s + j);
+      for (index_t d = dfull; d < D; ++d)
+        for (int r = 0; r < 8; ++r) s[j + r] += qv[d] * static_cast<S>(rows[r][d]);
+    }
+  }
+  S* kb_ = w.kbuf.data();
+  for (; j < n; ++j) {
+    const KV* krow = kbase + j * p.ks[2];
+    for (index_t d = 0; d < D; ++d) kb_[d] = static_cast<S>(krow[d * p.ks[3]]);
+    V acc = simd::splat<S>(0);
+    for (index_t d = 0; d < dfull; d += W) acc = simd::fmadd(simd::load(qv + d), simd::load(kb_ + d), acc);
+    S t = simd::reduce_add(acc);
+    for (index_t d = dfull; d < D; ++d) t += qv[d] * kb_[d];
+    s[j] = t;
+  }
+  // Score, then mask (which overwrites: see attend_tile).
+  if (kScore) score.apply(i, kb, kend, s, 1);
+  if (mask.classify(i, i + 1, kb, kend) == BlockKind::partial) mask.apply(i, kb, kend, s, 1);
+
+  // Softmax over the chunk, in vectors (the padding lanes are -inf: exp 0).
+  const index_t np = round_up(n, W);
+  for (index_t t = n; t < np; ++t) s[t] = ninf;
+  V mxv = simd::splat<S>(ninf);
+  for (index_t t = 0; t < np; t += W) mxv = simd::max(mxv, simd::load(s + t));
+  const S mx = simd::reduce_max(mxv);
+  m_out = mx;
+  if (mx == ninf) return;
+  const V mv = simd::splat<S>(mx);
+  V sumv = simd::splat<S>(0);
+  for (index_t t = 0; t < np; t += W) {
+    const V e = simd::exp(simd::load(s + t) - mv);
+    simd::store(s + t, e);
+    sumv = sumv + e;
+  }
+  l_out = simd::reduce_add(sumv);
+
+  // O += P V: registers hold up to 8 vectors of the output; unit-stride value
+  // rows stream in place, others are gathered.
+  if (p.vs[3] == 1 && Dv % W == 0) {
+    for (index_t e0 = 0; e0 < Dv; e0 += 8 * W) {
+      const int nv = static_cast<int>(std::min<index_t>(8, (Dv - e0) / W));
+      const KV* vb0 = vbase + e0;
+      switch (nv) {
+        case 1: pv_rows<S, 1>(s, n, vb0, p.vs[2], o + e0); break;
+        case 2: pv_rows<S, 2>(s, n, vb0, p.vs[2], o + e0); break;
+        case 3: pv_rows<S, 3>(s, n, vb0, p.vs[2], o + e0); break;
+        case 4: pv_rows<S, 4>(s, n, vb0, p.vs[2], o + e0); break;
+        case 5: pv_rows<S, 5>(s, n, vb0, p.vs[2], o + e0); break;
+        case 6: pv_rows<S, 6>(s, n, vb0, p.vs[2], o + e0); break;
+        case 7: pv_rows<S, 7>(s, n, vb0, p.vs[2], o + e0); break;
+        default: pv_rows<S, 8>(s, n, vb0, p.vs[2], o + e0); break;
+      }
+    }
+    return;
+  }
+  S* vb = w.vbuf.data();
+  for (index_t e = Dv; e < dvp; ++e) vb[e] = 0;
+  for (index_t t = 0; t < n; ++t) {
+    if (s[t] == S(0)) continue;
+    const KV* vrow = vbase + t * p.vs[2];
+    for (index_t e = 0; e < Dv; ++e) vb[e] = static_cast<S>(vrow[e * p.vs[3]]);
+    const V pv = simd::splat<S>(s[t]);
+    for (index_t e = 0; e < dvp; e += W) simd::store(o + e, simd::fmadd(pv, simd::load(vb + e), simd::load(o + e)));
+  }
+}
+
+
+// ------------------------------------------------------------ engine paths
+
+/// Default query tile: 96 queries (a multiple of the micro-tile width with
+/// AVX2 and the baseline) or 64 (AVX-512); measured best on the benchmark
+/// shapes.
+constexpr index_t kDefaultBlockQ =
+    Blocking<float>::Q >= 64 ? Blocking<float>::Q : 96 / Blocking<float>::Q * Blocking<float>::Q;
+
+/// The query tile of a call: the default for 0, else block_q rounded up to a
+/// multiple of the micro-tile width (4096 is a multiple of every width).
+inline index_t query_tile(index_t block_q) {
+  return block_q > 0 ? round_up(block_q, Blocking<float>::Q) : kDefaultBlockQ;
+}
+
+/// The decode path (at most kRowPathMaxQueries queries per head): one work
+/// item per (b, h, i) when the keys fit one kSplitKeyChunk chunk, else per
+/// (b, h, i, key chunk) with the partials merged by merge_partials().
+template <class T, class KV, class Mask, class Score>
+void run_decode(const Problem<T, KV>& p, const Mask& mask, const Score& score, const Executor& ex) {
+  using S = acc_t<T>;
+  constexpr int W = simd::lanes<S>;
+  constexpr bool kScore = Score::active;
+  const index_t dvp = round_up(p.Dv, W);
+  const index_t nch = std::max<index_t>(1, ceil_div(p.Nk, kSplitKeyChunk));
+  const index_t rows = p.B * p.H * p.Nq;
+  const index_t chunk = nch == 1 ? std::max<index_t>(p.Nk, 1) : kSplitKeyChunk;
+  auto make = [&] { return RowScratch<S>(chunk, p.D, dvp); };
+  if (nch == 1) {
+    parallel_items(ex, rows, make, [&](index_t item, RowScratch<S>& w) {
+      const index_t i = item % p.Nq, bh = item / p.Nq, h = bh % p.H, b = bh / p.H;
+      const auto bm = mask.bind(b, h, p.Nq, p.Nk);
+      const auto bs = score.bind(b, h);
+      S m, l;
+      attend_row<T, S, decltype(bm), decltype(bs), kScore>(p, b, h, i, 0, p.Nk, bm, bs, w, w.o.data(), m, l);
+      finalize_row(p, b, h, i, w.o.data(), m, l);
+    });
+    return;
+  }
+  const index_t stride = dvp + 2;
+  std::vector<S> part(static_cast<size_t>(rows * nch * stride));
+  parallel_items(ex, rows * nch, make, [&](index_t item, RowScratch<S>& w) {
+    const index_t c = item % nch, row = item / nch;
+    const index_t i = row % p.Nq, bh = row / p.Nq, h = bh % p.H, b = bh / p.H;
+    const auto bm = mask.bind(b, h, p.Nq, p.Nk);
+    const auto bs = score.bind(b, h);
+    S* dst = part.data() + item * stride;
+    attend_row<T, S, decltype(bm), decltype(bs), kScore>(p, b, h, i, c * kSplitKeyChunk,
+                                                         std::min(p.Nk, (c + 1) * kSplitKeyChunk), bm, bs, w, dst,
+                                                         dst[dvp], dst[dvp + 1]);
+  });
+  merge_partials(p, part.data(), nch, dvp);
+}
+
+/// The tiled path: one work item per (b, h, query tile), each running every
+/// key block of its tile through attend_tile and writing it with finalize_tile.
+template <class T, class KV, class Mask, class Score>
+void run_tiles(const Problem<T, KV>& p, const Mask& mask, const Score& score, const AttentionOptions& opt,
+               const Executor& ex) {
+  using S = acc_t<T>;
+  constexpr bool kScore = Score::active;
+  const index_t bq = query_tile(opt.block_q);
+  const index_t bk = opt.block_k > 0 ? opt.block_k : kDefaultBlockK;
+  const index_t nqt = ceil_div(p.Nq, bq);
+  auto make = [&] { return TileScratch<S>(bq, bk, p.D, p.Dv, !std::is_same<KV, S>::value); };
+  parallel_items(ex, p.B * p.H * nqt, make, [&](index_t item, TileScratch<S>& w) {
+    // Heaviest tiles first (the last query tiles of a causal mask), so the
+    // dynamic schedule ends balanced.
+    const index_t qt = nqt - 1 - item % nqt, bh = item / nqt, h = bh % p.H, b = bh / p.H;
+    const index_t i0 = qt * bq, i1 = std::min(p.Nq, i0 + bq);
+    const auto bm = mask.bind(b, h, p.Nq, p.Nk);
+    const auto bs = score.bind(b, h);
+    attend_tile<T, S, decltype(bm), decltype(bs), kScore>(p, b, h, i0, i1, 0, p.Nk, bq, bk, bm, bs, w);
+    finalize_tile(p, b, h, i0, i1, w);
+  });
+}
+
+/// The decode path for at most kRowPathMaxQueries queries per head, else the
+/// tiled path, on the executor given.
+template <class T, class KV, class Mask, class Score>
+void run_attention(const Problem<T, KV>& p, const Mask& mask, const Score& score, const AttentionOptions& opt,
+                   const Executor& ex) {
+  if (p.Nq <= kRowPathMaxQueries)
+    run_decode(p, mask, score, ex);
+  else
+    run_tiles(p, mask, score, opt, ex);
+}
+
+/// One attention item of the ordered tile pipeline (tile_pipeline.hpp): the
+/// queries [i0, i1) of (b, h) over all keys, written out.
+template <class T, class S, class BMask, class BScore, bool kScore, class KV>
+void attend_tile_item(const Problem<T, KV>& p, index_t b, index_t h, index_t i0, index_t i1, index_t bq, index_t bk,
+                      const BMask& mask, const BScore& score, TileScratch<S>& w) {
+  attend_tile<T, S, BMask, BScore, kScore>(p, b, h, i0, i1, 0, p.Nk, bq, bk, mask, score, w);
+  finalize_tile(p, b, h, i0, i1, w);
+}
+
+/// Sc[key][query] = <k[key], scale * q[query]> for the keys [j0, j0 + kn) of
+/// k-head hk and the queries [i0, i1) of (b, h): the engine's score tile
+/// (ld = bq; qt holds D x bq), for methods that need the logits themselves
+/// (selective attention's selection step).
+template <class T, class S>
+void score_tile(const Problem<T>& p, index_t b, index_t h, index_t i0, index_t i1, index_t j0, index_t kn, index_t bq,
+                S* qt, S* sc) {
+  const index_t nq = i1 - i0, nqp = round_up(nq, Blocking<S>::Q), hk = h / p.G;
+  const T* kb = p.k + b * p.ks[0] + hk * p.ks[1] + j0 * p.ks[2];
+  pack_query_tile(p, b, h, i0, nq, bq, qt);
+  tile_gemm<S, false>(kn, nqp, kb, p.ks[2], p.ks[3], qt, bq, p.D, sc, bq);
+}
+
+/// The machine roof of this level, for the benchmarks: `inner` rounds of 12
+/// independent vector FMA chains (enough to cover the FMA latency of current
+/// x86 cores), 2 * 12 * lanes * inner flops; returns a lane sum so that
+/// nothing is optimised away.
+inline float fma_peak_kernel(long inner) {
+  constexpr int kAcc = 12;
+  simd::vf acc[kAcc];
+  for (int i = 0; i < kAcc; ++i) acc[i] = simd::broadcast(0.001f * static_cast<float>(i));
+  const simd::vf a = simd::broadcast(0.99999f), b = simd::broadcast(1e-6f);
+  for (long it = 0; it < inner; ++it) {
+#pragma GCC unroll 12
+    for (int i = 0; i < kAcc; ++i) acc[i] = simd::fmadd(acc[i], a, b);
+  }
+  float sink = 0;
+  for (int i = 0; i < kAcc; ++i) sink += acc[i][0];
+  return sink;
+}
