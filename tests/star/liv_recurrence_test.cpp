@@ -60,6 +60,21 @@ TEST(StarRecurrence, DecayIsInsideTheUnitInterval) {
   }
 }
 
+TEST(StarRecurrence, FastExpIsWithinTwoUlps) {
+  // The scan's decay exp (vectorisable, no library call).
+  double worst = 0;
+  for (int k = 0; k <= 200000; ++k) {
+    const float x = -87.0f + 175.0f * float(k) / 200000.0f;
+    const double want = std::exp(double(x));
+    worst = std::fmax(worst, std::fabs(double(star::detail::exp_fast(x)) / want - 1.0));
+  }
+  EXPECT_LT(worst, 2.4e-7);
+  EXPECT_EQ(star::detail::exp_fast(0.0f), 1.0f);
+  EXPECT_GT(star::detail::exp_fast(-1000.0f), 0.0f);  // clamped: tiny, never 0 or NaN
+  EXPECT_LT(star::detail::exp_fast(-1000.0f), 1e-37f);
+  EXPECT_TRUE(std::isfinite(star::detail::exp_fast(1000.0f)));
+}
+
 TEST(StarRecurrence, ShapesAndCounts) {
   const auto cfg1 = star::RecurrenceConfig::rec1(37), cfg2 = star::RecurrenceConfig::rec2(37);
   EXPECT_EQ(cfg1.expansion, 16);

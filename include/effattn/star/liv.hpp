@@ -45,6 +45,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -75,6 +76,42 @@ inline index_t linear_params(const nn::Linear& l) { return l.weight.size() + l.b
 
 /// x * sigmoid(x), torch's SiLU.
 inline float silu(float x) { return x / (1.0f + std::exp(-x)); }
+/// exp(x) in float without a library call, so that loops over it vectorise
+/// (Cephes' expf: x = n ln2 + r with ln2 split in two, a degree-6 polynomial
+/// for e^r, 2^n from the exponent bits). Relative error within 2 float ulps
+/// of std::exp on [-87, 88]; x is clamped to [-87.3, 88.3] (e^-87.3 ~ 1e-38:
+/// a tiny positive number, never 0 or a denormal).
+inline float exp_fast(float x) {
+  x = std::min(std::max(x, -87.3f), 88.3f);
+  // n = round(x / ln2). GCC 12 vectorises neither std::floor (without
+  // -fno-trapping-math) nor an integer conversion of a rounded value here, so
+  // the 1.5 * 2^23 trick rounds; -ffast-math would fold it to nothing, and
+  // there std::floor vectorises.
+  const float t = x * 1.44269504088896341f;
+#if defined(__FAST_MATH__)
+  const float n = std::floor(t + 0.5f);
+#else
+  const float n = (t + 12582912.0f) - 12582912.0f;
+#endif
+  const std::int32_t ni = static_cast<std::int32_t>(n);
+  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float e = p * (r * r) + r + 1.0f;
+  const std::int32_t bits = (ni + 127) * (1 << 23);
+#if defined(__GNUC__) || defined(__clang__)
+  return e * __builtin_bit_cast(float, bits);  // (memcpy or a union stop GCC 12 vectorising)
+#else
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return e * scale;
+#endif
+}
+
 /// torch.nn.functional.softplus (beta 1, threshold 20).
 inline float softplus(float x) { return x > 20.0f ? x : std::log1p(std::exp(x)); }
 
