@@ -1,0 +1,10 @@
+// SPDX-License-Identifier: MIT
+// effattn::star: STAR (Thomas et al., Liquid AI, ICLR 2025), part 1: the LIV
+// operators for inference (liv_operators.hpp), the integer genome with its
+// analytic cost model (genome.hpp) and NSGA-II (nsga2.hpp). See docs/star.md.
+// Not part of effattn.hpp (the attention operators); include this header.
+#pragma once
+
+#include "genome.hpp"
+#include "liv_operators.hpp"
+#include "nsga2.hpp"
