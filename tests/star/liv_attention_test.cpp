@@ -18,11 +18,6 @@ using namespace star_testing;
 
 namespace {
 
-struct Ref {
-  template <class Op>
-  DMat operator()(const Op& op, const Matrix& x) const { return reference(op, x); }
-};
-
 struct Case {
   const char* name;
   star::AttentionConfig cfg;

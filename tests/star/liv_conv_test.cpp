@@ -18,11 +18,6 @@ using namespace star_testing;
 
 namespace {
 
-struct Ref {
-  template <class Op>
-  DMat operator()(const Op& op, const Matrix& x) const { return reference(op, x); }
-};
-
 TEST(StarShortConv, MatchesReferenceOnOddShapes) {
   for (index_t C : {1, 5, 37})
     for (index_t L : {1, 3, 4}) {

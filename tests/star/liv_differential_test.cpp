@@ -21,11 +21,6 @@ using namespace star_testing;
 
 namespace {
 
-struct Ref {
-  template <class Op>
-  DMat operator()(const Op& op, const Matrix& x) const { return reference(op, x); }
-};
-
 template <class Op>
 void check_differential(const typename Op::Config& cfg, const std::string& name) {
   const star::Differential<Op> op(cfg, 42);

@@ -18,11 +18,6 @@ using namespace star_testing;
 
 namespace {
 
-struct Ref {
-  template <class Op>
-  DMat operator()(const Op& op, const Matrix& x) const { return reference(op, x); }
-};
-
 TEST(StarLongConv, FilterMatchesItsFormula) {
   const star::LongConv op({13, 8, 3, 64}, 2);
   Matrix h;

@@ -15,11 +15,6 @@ using namespace star_testing;
 
 namespace {
 
-struct Ref {
-  template <class Op>
-  DMat operator()(const Op& op, const Matrix& x) const { return reference(op, x); }
-};
-
 TEST(StarSwiGLU, MatchesReferenceOnOddShapes) {
   for (index_t C : {1, 5, 37}) {
     const star::SwiGLU op({C, 0}, 11 + C);

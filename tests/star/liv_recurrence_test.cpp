@@ -17,11 +17,6 @@ using namespace star_testing;
 
 namespace {
 
-struct Ref {
-  template <class Op>
-  DMat operator()(const Op& op, const Matrix& x) const { return reference(op, x); }
-};
-
 TEST(StarRecurrence, MatchesReferenceOnOddShapes) {
   for (index_t C : {1, 5, 37})
     for (index_t E : {16, 2, 3})

@@ -191,4 +191,10 @@ DMat reference(const effattn::star::Differential<Op>& op, const Matrix& x) {
   return y;
 }
 
+/// The float64 reference of any operator, as a callable for the shared checks.
+struct Ref {
+  template <class Op>
+  DMat operator()(const Op& op, const Matrix& x) const { return reference(op, x); }
+};
+
 }  // namespace star_testing
