@@ -5,6 +5,8 @@
 // same run (fp32 FMA peak, Eigen sgemm of attention shape) and the decode path.
 #include <Eigen/Core>
 #include <effattn/effattn.hpp>
+#include <cstdlib>
+#include <string>
 #include <vector>
 
 #define EFFATTN_INTERNAL_HEADER_OK
@@ -114,6 +116,66 @@ void BM_attention(benchmark::State& state, Impl impl, index_t N, bool causal, in
   state.counters["threads"] = impl == Impl::reference ? 1 : eb::threads();
 }
 
+/// attention<X> with 16-bit queries, keys, values and outputs (X bfloat16 or
+/// float16): the AVX512-BF16 dot-product kernel at Isa::avx512_bf16, float
+/// widening elsewhere. Its baseline is the float engine on the same shape.
+template <class X>
+void BM_attention16(benchmark::State& state, index_t N, bool causal, index_t nq) {
+  Inputs in(N, nq);
+  std::vector<X> q(in.q.size()), k(in.k.size()), v(in.v.size()), out(in.out.size());
+  convert(in.q.data(), q.data(), static_cast<index_t>(q.size()));
+  convert(in.k.data(), k.data(), static_cast<index_t>(k.size()));
+  convert(in.v.data(), v.data(), static_cast<index_t>(v.size()));
+  auto Q = make_view<const X>(q.data(), in.B, in.H, nq, in.D);
+  auto K = make_view<const X>(k.data(), in.B, in.H, N, in.D);
+  auto V = make_view<const X>(v.data(), in.B, in.H, N, in.D);
+  auto O = make_view(out.data(), in.B, in.H, nq, in.D);
+  const Executor ex(eb::threads());
+  eb::reset_peak();
+  for (auto _ : state) {
+    if (causal)
+      attention<X>(Q, K, V, O, CausalMask{}, NoScore{}, {}, ex);
+    else
+      attention<X>(Q, K, V, O, NoMask{}, NoScore{}, {}, ex);
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  double pairs = 0;
+  for (index_t i = 0; i < nq; ++i) pairs += causal ? static_cast<double>(N - nq + i + 1) : static_cast<double>(N);
+  eb::report(state, eb::attention_flops(in.B, in.H, pairs, in.D, in.D), eb::peak_bytes());
+  state.counters["threads"] = eb::threads();
+  state.counters["isa"] = static_cast<double>(effattn::detail::tu_level(active_isa()));
+}
+
+/// The tile-size sweep behind the defaults (EFFATTN_BENCH_TUNE=1 only; see
+/// docs/attention.md, "Tuning"): the engine at N = 4096, non-causal, with
+/// explicit block_q x block_k, at the active level, in float (X = float) or
+/// bfloat16.
+template <class X>
+void BM_tune(benchmark::State& state, index_t N, index_t bq, index_t bk) {
+  Inputs in(N, N);
+  std::vector<X> q(in.q.size()), k(in.k.size()), v(in.v.size()), out(in.out.size());
+  convert(in.q.data(), q.data(), static_cast<index_t>(q.size()));
+  convert(in.k.data(), k.data(), static_cast<index_t>(k.size()));
+  convert(in.v.data(), v.data(), static_cast<index_t>(v.size()));
+  auto Q = make_view<const X>(q.data(), in.B, in.H, N, in.D);
+  auto K = make_view<const X>(k.data(), in.B, in.H, N, in.D);
+  auto V = make_view<const X>(v.data(), in.B, in.H, N, in.D);
+  auto O = make_view(out.data(), in.B, in.H, N, in.D);
+  const Executor ex(eb::threads());
+  AttentionOptions opt;
+  opt.block_q = bq;
+  opt.block_k = bk;
+  eb::reset_peak();
+  for (auto _ : state) {
+    attention<X>(Q, K, V, O, NoMask{}, NoScore{}, opt, ex);
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  eb::report(state, eb::attention_flops(in.B, in.H, static_cast<double>(N) * N, in.D, in.D), eb::peak_bytes());
+  state.counters["isa"] = static_cast<double>(effattn::detail::tu_level(active_isa()));
+}
+
 // Decoding with float16 keys/values (widened to float on load): half the
 // bytes of attention/decode, paired with it as the baseline.
 void BM_decode_f16(benchmark::State& state, index_t N) {
@@ -170,6 +232,23 @@ void register_all() {
                                              });
       m->Unit(benchmark::kMillisecond)->UseRealTime()->MeasureProcessCPUTime();
       if (N >= 4096) m->Iterations(1);
+      // bfloat16 and float16 attention against the float engine (same shape).
+      if (N >= 1024) {
+        auto* bf = benchmark::RegisterBenchmark(("attention/engine_bf16" + params({{"t", t}})).c_str(),
+                                                [=](benchmark::State& s) {
+                                                  s.SetLabel("baseline=attention/engine");
+                                                  BM_attention16<bfloat16>(s, N, causal, N);
+                                                });
+        bf->Unit(benchmark::kMillisecond)->UseRealTime()->MeasureProcessCPUTime();
+        if (N >= 16384) bf->Iterations(1);
+        auto* hf = benchmark::RegisterBenchmark(("attention/engine_f16" + params({{"t", t}})).c_str(),
+                                                [=](benchmark::State& s) {
+                                                  s.SetLabel("baseline=attention/engine");
+                                                  BM_attention16<float16>(s, N, causal, N);
+                                                });
+        hf->Unit(benchmark::kMillisecond)->UseRealTime()->MeasureProcessCPUTime();
+        if (N >= 16384) hf->Iterations(1);
+      }
       if (N <= 1024) {
         auto* r = benchmark::RegisterBenchmark(("attention/reference" + params({{"t", 1}})).c_str(),
                                                [=](benchmark::State& s) {
@@ -179,6 +258,19 @@ void register_all() {
         r->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
       }
     }
+  if (const char* tune = std::getenv("EFFATTN_BENCH_TUNE"); tune && std::string(tune) == "1") {
+    for (index_t bq : {32, 64, 96, 128, 192, 256})
+      for (index_t bk : {64, 128, 256, 512}) {
+        benchmark::RegisterBenchmark(eb::name("attention/tune", {{"N", 4096}, {"bq", bq}, {"bk", bk}, {"t", t}}).c_str(),
+                                     [=](benchmark::State& s) { BM_tune<float>(s, 4096, bq, bk); })
+            ->Unit(benchmark::kMillisecond)
+            ->UseRealTime();
+        benchmark::RegisterBenchmark(eb::name("attention/tune_bf16", {{"N", 4096}, {"bq", bq}, {"bk", bk}, {"t", t}}).c_str(),
+                                     [=](benchmark::State& s) { BM_tune<bfloat16>(s, 4096, bq, bk); })
+            ->Unit(benchmark::kMillisecond)
+            ->UseRealTime();
+      }
+  }
   // Decoding: one query per head against N cached keys (split-KV path).
   for (index_t N : eb::quick() ? std::vector<index_t>{1024} : std::vector<index_t>{1024, 16384, 131072})
     benchmark::RegisterBenchmark(eb::name("attention/decode", {{"N", N}, {"H", 8}, {"D", 64}, {"Nq", 1}, {"t", t}}).c_str(),

@@ -5,6 +5,7 @@
 #include <effattn/effattn.hpp>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <vector>
 
 namespace testing_util {
@@ -14,10 +15,15 @@ namespace testing_util {
 /// up (a program built for AVX2 or AVX-512, e.g. with -march=native, carries
 /// only its level and those above: asking for less runs its own). `static`:
 /// the answer depends on the translation unit's flags.
-static inline std::vector<effattn::Isa> isa_levels() {
+/// Isa::avx512_bf16 runs the avx512 kernels for every type but bfloat16:
+/// float and double tests leave it out (with_bf16 = false), the bfloat16
+/// ones ask for it.
+static inline std::vector<effattn::Isa> isa_levels(bool with_bf16 = false) {
   std::vector<effattn::Isa> r;
   const int lo = static_cast<int>(effattn::detail::tu_level(effattn::Isa::baseline));
-  for (int l = lo; l <= static_cast<int>(effattn::supported_isa()); ++l) r.push_back(static_cast<effattn::Isa>(l));
+  int hi = static_cast<int>(effattn::supported_isa());
+  if (!with_bf16) hi = std::min(hi, static_cast<int>(effattn::Isa::avx512));
+  for (int l = lo; l <= hi; ++l) r.push_back(static_cast<effattn::Isa>(l));
   return r;
 }
 

@@ -164,6 +164,15 @@ template <class T, class KV, class Mask, class Score>
 void run_attention(const Problem<T, KV>& p, const Mask& mask, const Score& score, const AttentionOptions& opt,
                    const Executor& ex, Isa level) {
   const Executor run_ex = executor_for(ex, attention_work(p));
+#if EFFATTN_DISPATCH_BF16
+  if constexpr (std::is_same<T, bfloat16>::value && std::is_same<KV, bfloat16>::value)
+    if (static_cast<int>(level) >= static_cast<int>(Isa::avx512_bf16)) {
+      Problem<T, KV> pb = p;
+      pb.dot_bf16 = true;
+      EFFATTN_WITH_LEVEL(level, lvl::run_attention(pb, mask, score, opt, run_ex));
+      return;
+    }
+#endif
   EFFATTN_WITH_LEVEL(level, lvl::run_attention(p, mask, score, opt, run_ex));
 }
 
@@ -172,8 +181,8 @@ template <class T, class KV, class Mask, class Score>
 void attention_dispatch(const ConstView<T, 4>& q, const ConstView<KV, 4>& k, const ConstView<KV, 4>& v,
                         const View<T, 4>& out, const Mask& mask, const Score& score, const AttentionOptions& opt,
                         const Executor& ex, const View<acc_t<T>, 3>& lse) {
-  static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value,
-                "effattn::attention supports float and double");
+  static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value || is_half_storage<T>::value,
+                "effattn::attention supports float, double, bfloat16 and float16");
   static_assert(std::is_same<KV, T>::value || (std::is_same<T, float>::value && is_half_storage<KV>::value),
                 "effattn::attention: keys/values are T, or float16/bfloat16 with float queries");
   static_assert(is_mask_policy<Mask>::value,

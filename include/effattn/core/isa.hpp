@@ -8,9 +8,12 @@
 //   Isa::baseline  x86-64 (SSE2): 4 float lanes
 //   Isa::avx2      AVX2 + FMA + F16C: 8 float lanes
 //   Isa::avx512    AVX-512 F/BW/VL/DQ (+ AVX2, FMA, F16C): 16 float lanes
+//   Isa::avx512_bf16  the same + AVX512-BF16: bfloat16 attention
+//                  (attention<bfloat16>) multiplies pairs of bfloat16 with
+//                  vdpbf16ps; every float kernel is the avx512 one
 //
 // A lower level can be forced for tests and benchmarks, with the environment
-// variable EFFATTN_ISA=baseline|avx2|avx512 (read once, at first use; a level
+// variable EFFATTN_ISA=baseline|avx2|avx512|avx512_bf16 (read once, at first use; a level
 // above the CPU's is lowered to the CPU's) or with set_isa() (which rejects a
 // level the CPU lacks). A translation unit built with flags that already imply
 // a level (say -mavx2 -mfma -mf16c, or -march=native) carries only the levels
@@ -39,6 +42,16 @@
 #  define EFFATTN_DISPATCH 0
 #endif
 
+// EFFATTN_DISPATCH_BF16 is 1 where the compiler can build AVX512-BF16 code
+// under a target attribute (GCC >= 10, Clang >= 9): only then is
+// Isa::avx512_bf16 a level this program can run.
+#if EFFATTN_DISPATCH && ((defined(__clang__) && __clang_major__ >= 9) || \
+                         (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 10))
+#  define EFFATTN_DISPATCH_BF16 1
+#else
+#  define EFFATTN_DISPATCH_BF16 0
+#endif
+
 EFFATTN_NAMESPACE_BEGIN
 
 /// An instruction-set level of the kernels, in increasing order.
@@ -46,13 +59,18 @@ enum class Isa : int {
   baseline = 0,  ///< x86-64 baseline (SSE2), or the portable path off x86
   avx2 = 1,      ///< AVX2 + FMA + F16C
   avx512 = 2,    ///< AVX-512 F, BW, VL, DQ
+  avx512_bf16 = 3,  ///< avx512 + AVX512-BF16 (vdpbf16ps) for bfloat16 attention
 };
+
+/// The highest level effattn knows.
+constexpr Isa kTopIsa = Isa::avx512_bf16;
 
 inline const char* to_string(Isa isa) {
   switch (isa) {
     case Isa::baseline: return "baseline";
     case Isa::avx2: return "avx2";
     case Isa::avx512: return "avx512";
+    case Isa::avx512_bf16: return "avx512_bf16";
   }
   return "unknown";
 }
@@ -67,8 +85,15 @@ inline Isa cpu_isa() {
   const bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) != 0;
   const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
   if (avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")) {
+#  if EFFATTN_DISPATCH_BF16
+    // cpuid leaf 7, sub-leaf 1, EAX bit 5: AVX512_BF16 (the OS saves its
+    // state with the other AVX-512 registers).
+    if (__get_cpuid_max(0, nullptr) >= 7 && __get_cpuid_count(7, 1, &a, &b, &c, &d) && (a & (1u << 5)) != 0)
+      return Isa::avx512_bf16;
+#  endif
     return Isa::avx512;
+  }
   return avx2 ? Isa::avx2 : Isa::baseline;
 #else
   return Isa::baseline;
@@ -82,7 +107,7 @@ inline Isa supported_isa_cached() {
 
 /// Parses a level name; false for anything else.
 inline bool parse_isa(const char* s, Isa& out) {
-  for (Isa i : {Isa::baseline, Isa::avx2, Isa::avx512})
+  for (Isa i : {Isa::baseline, Isa::avx2, Isa::avx512, Isa::avx512_bf16})
     if (std::strcmp(s, to_string(i)) == 0) {
       out = i;
       return true;
@@ -97,7 +122,7 @@ inline Isa default_isa() {
   if (env == nullptr || *env == '\0') return cpu;
   Isa want;
   if (!parse_isa(env, want))
-    EFFATTN_THROW(parameter_error(concat("effattn: EFFATTN_ISA='", env, "' is not one of baseline, avx2, avx512")));
+    EFFATTN_THROW(parameter_error(concat("effattn: EFFATTN_ISA='", env, "' is not one of baseline, avx2, avx512, avx512_bf16")));
   return static_cast<int>(want) < static_cast<int>(cpu) ? want : cpu;
 }
 
@@ -124,7 +149,7 @@ inline Isa active_isa() { return static_cast<Isa>(detail::isa_state().load(std::
 /// supported_isa() or not a level at all.
 inline void set_isa(Isa isa) {
   const int v = static_cast<int>(isa);
-  if (v < 0 || v > static_cast<int>(Isa::avx512))
+  if (v < 0 || v > static_cast<int>(kTopIsa))
     EFFATTN_THROW(parameter_error(detail::concat("effattn::set_isa: ", v, " is not an effattn::Isa level")));
   if (v > static_cast<int>(supported_isa()))
     EFFATTN_THROW(parameter_error(detail::concat("effattn::set_isa: this CPU does not support ", to_string(isa),

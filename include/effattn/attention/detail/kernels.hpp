@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -79,21 +80,38 @@ struct Problem {
   index_t qs[4], ks[4], vs[4], os[4], ls[3];
   index_t B, H, Hkv, Nq, Nk, D, Dv, G;
   acc_t<T> scale;
+  /// bfloat16 inputs at Isa::avx512_bf16: the tiled path multiplies pairs of
+  /// bfloat16 (vdpbf16ps) instead of widening to float (kernels_level.hpp).
+  bool dot_bf16 = false;
 };
 
 /// Per-thread scratch of the tiled path. Sizes depend only on the problem and
 /// the tile sizes, so it is allocated once per thread and reused. With 16-bit
 /// keys/values (widen = true) it also holds one key block and one value block
 /// widened to S, which the micro-kernel then reads as it reads float K and V.
+///
+/// The bfloat16 dot-product path (dot_bf16) keeps its operands as pairs of
+/// bfloat16 along the reduced dimension: the query tile qh[d/2][query][2],
+/// the probabilities ph[key/2][query][2], the value block
+/// vh[key/2][dim][2], and a key block kh[key][D rounded up to even] where the
+/// keys cannot be read in place; plus vw for a value block widened to float.
 template <class S>
 struct TileScratch {
   AlignedBuffer<S> qt, st, ot, m, l, alpha, kw, vw;
+  AlignedBuffer<std::uint16_t> qh, ph, vh, kh;
   index_t ldo;  // = block_q
-  TileScratch(index_t bq, index_t bk, index_t D, index_t Dv, bool widen = false)
+  TileScratch(index_t bq, index_t bk, index_t D, index_t Dv, bool widen = false, bool dot_bf16 = false)
       : qt(D * bq), st(bk * bq), ot(Dv * bq), m(bq), l(bq), alpha(bq), ldo(bq) {
     if (widen) {
       kw.resize(bk * D);
       vw.resize(bk * Dv);
+    }
+    if (dot_bf16) {
+      const index_t dp = (D + 1) / 2, kp = (bk + 1) / 2;
+      qh.resize(dp * bq * 2);
+      ph.resize(kp * bq * 2);
+      vh.resize(kp * Dv * 2);
+      kh.resize(bk * dp * 2);
     }
   }
 };

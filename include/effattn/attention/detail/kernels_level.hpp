@@ -110,7 +110,7 @@ inline void pack_query_tile(const Problem<T, KV>& p, index_t b, index_t h, index
   for (index_t d = 0; d < D; ++d) std::fill(qt + d * ld + nq, qt + d * ld + nqp, S(0));
   for (index_t i = 0; i < nq; ++i) {
     const T* row = qb + (i0 + i) * p.qs[2];
-    for (index_t d = 0; d < D; ++d) qt[d * ld + i] = row[d * p.qs[3]] * p.scale;
+    for (index_t d = 0; d < D; ++d) qt[d * ld + i] = static_cast<S>(row[d * p.qs[3]]) * p.scale;
   }
 }
 
@@ -149,24 +149,85 @@ inline void pv_skip_masked(const S* v, index_t vrs, index_t vcs, index_t kn, ind
   }
 }
 
+/// One key block's scores St[key][query] (kn keys from j0, the queries
+/// [i0, i1), nqp of them padded) to probabilities, in place: the score policy,
+/// then the mask (which overwrites: a masked logit is exactly -inf whatever
+/// the score said of it, even NaN), then the online softmax, vectorised across
+/// queries: new running max m, alpha = exp(m_old - m_new), p = exp(s - m_new),
+/// l = l * alpha + sum p, and the accumulators Ot rescaled by alpha where it
+/// is not 1.
+template <class S, class BMask, class BScore, bool kScore>
+EFFATTN_ALWAYS_INLINE void softmax_block(index_t i0, index_t i1, index_t j0, index_t kn, index_t nqp, index_t ld,
+                                         index_t Dv, BlockKind kind, const BMask& mask, const BScore& score,
+                                         TileScratch<S>& w) {
+  using V = simd::vec<S>;
+  constexpr int W = simd::lanes<S>;
+  const index_t nq = i1 - i0, j1 = j0 + kn;
+  const S ninf = -std::numeric_limits<S>::infinity();
+  const S lowest = std::numeric_limits<S>::lowest();
+  S* st = w.st.data();
+  S* ot = w.ot.data();
+  if constexpr (kScore) {
+    if constexpr (has_apply_tile<BScore, S>::value)
+      score.apply_tile(i0, i1, j0, j1, st, ld);
+    else
+      for (index_t i = 0; i < nq; ++i) score.apply(i0 + i, j0, j1, st + i, ld);
+  }
+  if (kind == BlockKind::partial) {
+    if constexpr (has_apply_tile<BMask, S>::value)
+      mask.apply_tile(i0, i1, j0, j1, st, ld);
+    else
+      for (index_t i = 0; i < nq; ++i) mask.apply(i0 + i, j0, j1, st + i, ld);
+  }
+
+  bool any_rescale = false;
+  for (index_t c = 0; c < nqp; c += W) {
+    V mx = simd::splat<S>(ninf);
+    for (index_t j = 0; j < kn; ++j) mx = simd::max(mx, simd::load(st + j * ld + c));
+    const V mold = simd::load(w.m.data() + c);
+    const V mnew = simd::max(mold, mx);
+    // A query with no allowed key so far keeps m = -inf; exponentiate against
+    // a finite stand-in so that -inf - (-inf) never makes a NaN.
+    const V msafe = simd::max(mnew, simd::splat<S>(lowest));
+    const V alpha = simd::exp(mold - msafe);
+    V sum = simd::splat<S>(0);
+    for (index_t j = 0; j < kn; ++j) {
+      const V e = simd::exp(simd::load(st + j * ld + c) - msafe);
+      simd::store(st + j * ld + c, e);
+      sum = sum + e;
+    }
+    simd::store(w.l.data() + c, simd::load(w.l.data() + c) * alpha + sum);
+    simd::store(w.m.data() + c, mnew);
+    simd::store(w.alpha.data() + c, alpha);
+    for (int t = 0; t < W; ++t) any_rescale |= alpha[t] != S(1);
+  }
+  if (any_rescale)
+    for (index_t e = 0; e < Dv; ++e)
+      for (index_t c = 0; c < nqp; c += W)
+        simd::store(ot + e * ld + c, simd::load(ot + e * ld + c) * simd::load(w.alpha.data() + c));
+}
+
+/// Starts a query tile: Ot = 0, m = -inf, l = 0 over the nqp padded queries.
+template <class S>
+inline void start_tile(index_t nqp, index_t ld, index_t Dv, TileScratch<S>& w) {
+  for (index_t e = 0; e < Dv; ++e) std::fill(w.ot.data() + e * ld, w.ot.data() + e * ld + nqp, S(0));
+  std::fill(w.m.data(), w.m.data() + nqp, -std::numeric_limits<S>::infinity());
+  std::fill(w.l.data(), w.l.data() + nqp, S(0));
+}
+
 /// Attends queries [i0, i1) of (b, h) over the keys [kb, ke) allowed by the
 /// bound mask, adding the bound score. Leaves the unnormalised, transposed
 /// output Ot[dim][query] and the running max m and sum l per query in `w`.
 template <class T, class S, class BMask, class BScore, bool kScore, class KV>
 void attend_tile(const Problem<T, KV>& p, index_t b, index_t h, index_t i0, index_t i1, index_t kb, index_t ke,
                  index_t bq, index_t bk, const BMask& mask, const BScore& score, TileScratch<S>& w) {
-  static_assert(std::is_same<T, S>::value, "the tiled engine computes in the input type");
-  using V = simd::vec<S>;
-  constexpr int W = simd::lanes<S>;
+  static_assert(std::is_same<T, S>::value || is_half_storage<T>::value,
+                "the tiled engine computes in the input type, or in float for 16-bit inputs");
   const index_t D = p.D, Dv = p.Dv, hk = h / p.G;
   const index_t nq = i1 - i0, nqp = round_up(nq, Blocking<S>::Q), ld = bq;
-  const S ninf = -std::numeric_limits<S>::infinity();
-  const S lowest = std::numeric_limits<S>::lowest();
 
   pack_query_tile(p, b, h, i0, nq, ld, w.qt.data());
-  for (index_t e = 0; e < Dv; ++e) std::fill(w.ot.data() + e * ld, w.ot.data() + e * ld + nqp, S(0));
-  std::fill(w.m.data(), w.m.data() + nqp, ninf);
-  std::fill(w.l.data(), w.l.data() + nqp, S(0));
+  start_tile(nqp, ld, Dv, w);
 
   const KV* kbase = p.k + b * p.ks[0] + hk * p.ks[1];
   const KV* vbase = p.v + b * p.vs[0] + hk * p.vs[1];
@@ -186,47 +247,7 @@ void attend_tile(const Problem<T, KV>& p, index_t b, index_t h, index_t i0, inde
     } else {
       tile_gemm<S, false>(kn, nqp, kbase + j0 * p.ks[2], p.ks[2], p.ks[3], w.qt.data(), ld, D, st, ld);
     }
-    // The score first, then the mask, which overwrites: a masked logit is
-    // exactly -inf whatever the score said of it (even NaN).
-    if constexpr (kScore) {
-      if constexpr (has_apply_tile<BScore, S>::value)
-        score.apply_tile(i0, i1, j0, j1, st, ld);
-      else
-        for (index_t i = 0; i < nq; ++i) score.apply(i0 + i, j0, j1, st + i, ld);
-    }
-    if (kind == BlockKind::partial) {
-      if constexpr (has_apply_tile<BMask, S>::value)
-        mask.apply_tile(i0, i1, j0, j1, st, ld);
-      else
-        for (index_t i = 0; i < nq; ++i) mask.apply(i0 + i, j0, j1, st + i, ld);
-    }
-
-    // Online softmax, vectorised across queries.
-    bool any_rescale = false;
-    for (index_t c = 0; c < nqp; c += W) {
-      V mx = simd::splat<S>(ninf);
-      for (index_t j = 0; j < kn; ++j) mx = simd::max(mx, simd::load(st + j * ld + c));
-      const V mold = simd::load(w.m.data() + c);
-      const V mnew = simd::max(mold, mx);
-      // A query with no allowed key so far keeps m = -inf; exponentiate against
-      // a finite stand-in so that -inf - (-inf) never makes a NaN.
-      const V msafe = simd::max(mnew, simd::splat<S>(lowest));
-      const V alpha = simd::exp(mold - msafe);
-      V sum = simd::splat<S>(0);
-      for (index_t j = 0; j < kn; ++j) {
-        const V e = simd::exp(simd::load(st + j * ld + c) - msafe);
-        simd::store(st + j * ld + c, e);
-        sum = sum + e;
-      }
-      simd::store(w.l.data() + c, simd::load(w.l.data() + c) * alpha + sum);
-      simd::store(w.m.data() + c, mnew);
-      simd::store(w.alpha.data() + c, alpha);
-      for (int t = 0; t < W; ++t) any_rescale |= alpha[t] != S(1);
-    }
-    if (any_rescale)
-      for (index_t e = 0; e < Dv; ++e)
-        for (index_t c = 0; c < nqp; c += W)
-          simd::store(ot + e * ld + c, simd::load(ot + e * ld + c) * simd::load(w.alpha.data() + c));
+    softmax_block<S, BMask, BScore, kScore>(i0, i1, j0, kn, nqp, ld, Dv, kind, mask, score, w);
 
     // Ot += V^T P^T (values read in place, or widened first). In a partial
     // block a key masked for some query has P = 0 there, and 0 * inf or
@@ -251,6 +272,206 @@ void attend_tile(const Problem<T, KV>& p, index_t b, index_t h, index_t i0, inde
       tile_gemm<S, true>(Dv, nqp, vblk, vcs, vrs, st, ld, kn, ot, ld);
   }
 }
+
+// ------------------------------------------------- bfloat16 dot products
+//
+// attention<bfloat16> at Isa::avx512_bf16. vdpbf16ps multiplies 16 pairs of
+// bfloat16 of each operand and adds both products of a pair to one float
+// lane, c[i] += a[2i] b[2i] + a[2i+1] b[2i+1]: twice the products of a float
+// FMA per instruction. Both products of attention therefore keep their
+// reduced dimension in adjacent pairs:
+//   QK reduces over d: a key row already holds (k[d], k[d+1]) side by side,
+//      so K is read in place (one 32-bit broadcast per pair); the query tile
+//      is packed once as qh[d/2][query][2], pre-scaled and rounded.
+//   PV reduces over keys: the probabilities are rounded to bfloat16, as bf16
+//      flash-attention kernels do, and packed as ph[key/2][query][2]; the
+//      value block as vh[key/2][dim][2] (one permute per 16 dims).
+// Scores, the softmax statistics (m, l: l sums the unrounded p) and the
+// output accumulators stay float. Same micro-tile as float (6 x 64).
+#if defined(EFFATTN_LEVEL_BF16) && EFFATTN_LEVEL_BF16
+
+/// The word permutation that interleaves the two halves of a 32-word vector:
+/// (x0, x16, x1, x17, ..., x15, x31).
+EFFATTN_BF16_FN inline __m512i interleave_halves_index() {
+  alignas(64) std::uint16_t idx[32];
+  for (int k = 0; k < 32; ++k) idx[k] = static_cast<std::uint16_t>(k % 2 == 0 ? k / 2 : 16 + k / 2);
+  return _mm512_load_si512(idx);
+}
+
+/// C[r][0:16*CV] (+)= sum_p A(r, pair p) . Bm[p][0:16*CV] over `depth` pairs,
+/// where A(r, p) is the pair of bfloat16 at a + r * ars + p * adp (words) and
+/// Bm[p] holds 16*CV query pairs (ldb words per pair row).
+template <int RR, int CV, bool kAccumulate>
+EFFATTN_BF16_FN EFFATTN_ALWAYS_INLINE void micro_gemm_bf16(const std::uint16_t* a, index_t ars, index_t adp,
+                                                           const std::uint16_t* bm, index_t ldb, index_t depth,
+                                                           float* c, index_t ldc) {
+  __m512 acc[RR][CV];
+#pragma GCC unroll 8
+  for (int r = 0; r < RR; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < CV; ++v) acc[r][v] = kAccumulate ? _mm512_loadu_ps(c + r * ldc + v * 16) : _mm512_setzero_ps();
+  for (index_t d = 0; d < depth; ++d) {
+    __m512bh bv[CV];
+#pragma GCC unroll 4
+    for (int v = 0; v < CV; ++v) bv[v] = (__m512bh)_mm512_loadu_si512(bm + d * ldb + v * 32);
+#pragma GCC unroll 8
+    for (int r = 0; r < RR; ++r) {
+      std::uint32_t pair;
+      std::memcpy(&pair, a + r * ars + d * adp, sizeof pair);
+      const __m512bh ab = (__m512bh)_mm512_set1_epi32(static_cast<int>(pair));
+#pragma GCC unroll 4
+      for (int v = 0; v < CV; ++v) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], ab, bv[v]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < RR; ++r)
+#pragma GCC unroll 4
+    for (int v = 0; v < CV; ++v) _mm512_storeu_ps(c + r * ldc + v * 16, acc[r][v]);
+}
+
+/// tile_gemm for bfloat16 pairs: C[0:rows][0:cols] (+)= A Bm, cols a multiple
+/// of Blocking<float>::Q, depth in pairs.
+template <bool kAccumulate>
+EFFATTN_BF16_FN inline void tile_gemm_bf16(index_t rows, index_t cols, const std::uint16_t* a, index_t ars,
+                                           index_t adp, const std::uint16_t* bm, index_t ldb, index_t depth,
+                                           float* c, index_t ldc) {
+  constexpr int R = Blocking<float>::R, CV = Blocking<float>::C, Q = Blocking<float>::Q;
+  static_assert(Q == 16 * CV, "bfloat16 pairs fill float lanes");
+  for (index_t c0 = 0; c0 < cols; c0 += Q) {
+    const std::uint16_t* b0 = bm + 2 * c0;
+    index_t r = 0;
+    for (; r + R <= rows; r += R)
+      micro_gemm_bf16<R, CV, kAccumulate>(a + r * ars, ars, adp, b0, ldb, depth, c + r * ldc + c0, ldc);
+    const std::uint16_t* ar = a + r * ars;
+    float* cr = c + r * ldc + c0;
+    switch (rows - r) {
+      case 0: break;
+      case 1: micro_gemm_bf16<1, CV, kAccumulate>(ar, ars, adp, b0, ldb, depth, cr, ldc); break;
+      case 2: micro_gemm_bf16<2, CV, kAccumulate>(ar, ars, adp, b0, ldb, depth, cr, ldc); break;
+      case 3: micro_gemm_bf16<3, CV, kAccumulate>(ar, ars, adp, b0, ldb, depth, cr, ldc); break;
+      case 4: micro_gemm_bf16<4, CV, kAccumulate>(ar, ars, adp, b0, ldb, depth, cr, ldc); break;
+      default: micro_gemm_bf16<5, CV, kAccumulate>(ar, ars, adp, b0, ldb, depth, cr, ldc); break;
+    }
+  }
+}
+
+inline const std::uint16_t* bf16_words(const bfloat16* x) { return reinterpret_cast<const std::uint16_t*>(x); }
+
+/// qh[d/2][c][d%2] = bf16(scale * q[i0 + c][d]) for c < nq, d < D; 0 in the
+/// padding (queries up to a multiple of the micro-tile, D up to even).
+inline void pack_query_tile_bf16(const Problem<bfloat16, bfloat16>& p, index_t b, index_t h, index_t i0, index_t nq,
+                                 index_t ld, std::uint16_t* qh) {
+  const index_t dpairs = (p.D + 1) / 2;
+  std::fill(qh, qh + dpairs * 2 * ld, std::uint16_t(0));
+  const bfloat16* qb = p.q + b * p.qs[0] + h * p.qs[1];
+  for (index_t i = 0; i < nq; ++i) {
+    const bfloat16* row = qb + (i0 + i) * p.qs[2];
+    for (index_t d = 0; d < p.D; ++d)
+      qh[(d / 2) * 2 * ld + 2 * i + (d & 1)] =
+          float_to_bfloat16_bits(static_cast<float>(row[d * p.qs[3]]) * p.scale);
+  }
+}
+
+/// kh[r][0:2*dpairs] = the kn key rows from k (row stride rs, element stride
+/// cs), padded with a zero to an even length: keys that cannot be read in
+/// place as pairs.
+inline void pack_keys_bf16(const bfloat16* k, index_t rs, index_t cs, index_t kn, index_t D, std::uint16_t* kh) {
+  const index_t row = 2 * ((D + 1) / 2);
+  for (index_t r = 0; r < kn; ++r) {
+    for (index_t d = 0; d < D; ++d) kh[r * row + d] = k[r * rs + d * cs].bits;
+    if (row > D) kh[r * row + D] = 0;
+  }
+}
+
+/// ph[j/2][c][j%2] = bf16(St[j][c]) for the kn keys (a zero key pads an odd
+/// kn) and nqp queries: the probabilities as the PV product's pairs.
+EFFATTN_BF16_FN inline void pack_probs_bf16(const float* st, index_t ld, index_t kn, index_t nqp, std::uint16_t* ph) {
+  const __m512i idx = interleave_halves_index();
+  for (index_t jp = 0; jp < (kn + 1) / 2; ++jp) {
+    const float* r0 = st + 2 * jp * ld;
+    const bool odd = 2 * jp + 1 == kn;
+    const float* r1 = r0 + ld;
+    std::uint16_t* dst = ph + jp * 2 * ld;
+    for (index_t c = 0; c < nqp; c += 16) {
+      const __m512 a = _mm512_loadu_ps(r0 + c);
+      const __m512 bb = odd ? _mm512_setzero_ps() : _mm512_loadu_ps(r1 + c);
+      const __m512i x = (__m512i)_mm512_cvtne2ps_pbh(bb, a);  // words 0-15: a, 16-31: bb
+      _mm512_storeu_si512(dst + 2 * c, _mm512_permutexvar_epi16(idx, x));
+    }
+  }
+}
+
+/// vh[j/2][e][j%2] = v[j][e] for the kn value rows (row stride rs, element
+/// stride cs; a zero row pads an odd kn): V^T in pairs of keys.
+EFFATTN_BF16_FN inline void pack_values_bf16(const bfloat16* v, index_t rs, index_t cs, index_t kn, index_t Dv,
+                                             std::uint16_t* vh) {
+  const __m512i idx = interleave_halves_index();
+  const index_t efull = cs == 1 ? Dv / 16 * 16 : 0;
+  for (index_t jp = 0; jp < (kn + 1) / 2; ++jp) {
+    const std::uint16_t* r0 = bf16_words(v + 2 * jp * rs);
+    const bool odd = 2 * jp + 1 == kn;
+    const std::uint16_t* r1 = odd ? nullptr : r0 + rs;
+    std::uint16_t* dst = vh + jp * 2 * Dv;
+    for (index_t e = 0; e < efull; e += 16) {
+      const __m256i lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(r0 + e));
+      const __m256i hi = odd ? _mm256_setzero_si256() : _mm256_loadu_si256(reinterpret_cast<const __m256i*>(r1 + e));
+      const __m512i x = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+      _mm512_storeu_si512(dst + 2 * e, _mm512_permutexvar_epi16(idx, x));
+    }
+    for (index_t e = efull; e < Dv; ++e) {
+      dst[2 * e] = r0[e * cs];
+      dst[2 * e + 1] = odd ? std::uint16_t(0) : r1[e * cs];
+    }
+  }
+}
+
+/// attend_tile for bfloat16 q, k, v on vdpbf16ps (see above): the same
+/// blocks, mask, score and online softmax, the two products in pairs.
+template <class BMask, class BScore, bool kScore>
+EFFATTN_BF16_FN void attend_tile_bf16(const Problem<bfloat16, bfloat16>& p, index_t b, index_t h, index_t i0,
+                                      index_t i1, index_t kb, index_t ke, index_t bq, index_t bk, const BMask& mask,
+                                      const BScore& score, TileScratch<float>& w) {
+  const index_t D = p.D, Dv = p.Dv, hk = h / p.G, dpairs = (D + 1) / 2;
+  const index_t nq = i1 - i0, nqp = round_up(nq, Blocking<float>::Q), ld = bq;
+  pack_query_tile_bf16(p, b, h, i0, nq, ld, w.qh.data());
+  start_tile(nqp, ld, Dv, w);
+
+  const bfloat16* kbase = p.k + b * p.ks[0] + hk * p.ks[1];
+  const bfloat16* vbase = p.v + b * p.vs[0] + hk * p.vs[1];
+  // Key rows are read in place when their pairs are adjacent in memory.
+  const bool keys_in_place = p.ks[3] == 1 && D % 2 == 0;
+  const index_t kend = std::min(ke, mask.key_end(i0, i1));
+  float* st = w.st.data();
+  float* ot = w.ot.data();
+  for (index_t j0 = kb; j0 < kend; j0 += bk) {
+    const index_t j1 = std::min(j0 + bk, kend), kn = j1 - j0;
+    const BlockKind kind = mask.classify(i0, i1, j0, j1);
+    if (kind == BlockKind::empty) continue;
+
+    if (keys_in_place) {
+      tile_gemm_bf16<false>(kn, nqp, bf16_words(kbase + j0 * p.ks[2]), p.ks[2], 2, w.qh.data(), 2 * ld, dpairs, st, ld);
+    } else {
+      pack_keys_bf16(kbase + j0 * p.ks[2], p.ks[2], p.ks[3], kn, D, w.kh.data());
+      tile_gemm_bf16<false>(kn, nqp, w.kh.data(), 2 * dpairs, 2, w.qh.data(), 2 * ld, dpairs, st, ld);
+    }
+    softmax_block<float, BMask, BScore, kScore>(i0, i1, j0, kn, nqp, ld, Dv, kind, mask, score, w);
+
+    // A partial block whose values hold a non-finite entry skips the p = 0
+    // entries, in float (see attend_tile).
+    if (kind == BlockKind::partial) {
+      widen_block(vbase + j0 * p.vs[2], p.vs[2], p.vs[3], kn, Dv, w.vw.data());
+      if (!block_finite(w.vw.data(), Dv, 1, kn, Dv)) {
+        pv_skip_masked(w.vw.data(), Dv, 1, kn, Dv, st, ld, nq, ot);
+        continue;
+      }
+    }
+    pack_probs_bf16(st, ld, kn, nqp, w.ph.data());
+    pack_values_bf16(vbase + j0 * p.vs[2], p.vs[2], p.vs[3], kn, Dv, w.vh.data());
+    tile_gemm_bf16<true>(Dv, nqp, w.vh.data(), 2, 2 * Dv, w.ph.data(), 2 * ld, (kn + 1) / 2, ot, ld);
+  }
+}
+
+#endif  // EFFATTN_LEVEL_BF16
 
 // ---------------------------------------------------------------- row path
 //
@@ -468,7 +689,7 @@ void run_tiles(const Problem<T, KV>& p, const Mask& mask, const Score& score, co
   const index_t bq = query_tile(opt.block_q);
   const index_t bk = opt.block_k > 0 ? opt.block_k : kDefaultBlockK;
   const index_t nqt = ceil_div(p.Nq, bq);
-  auto make = [&] { return TileScratch<S>(bq, bk, p.D, p.Dv, !std::is_same<KV, S>::value); };
+  auto make = [&] { return TileScratch<S>(bq, bk, p.D, p.Dv, !std::is_same<KV, S>::value, p.dot_bf16); };
   parallel_items(ex, p.B * p.H * nqt, make, [&](index_t item, TileScratch<S>& w) {
     // Heaviest tiles first (the last query tiles of a causal mask), so the
     // dynamic schedule ends balanced.
@@ -476,6 +697,14 @@ void run_tiles(const Problem<T, KV>& p, const Mask& mask, const Score& score, co
     const index_t i0 = qt * bq, i1 = std::min(p.Nq, i0 + bq);
     const auto bm = mask.bind(b, h, p.Nq, p.Nk);
     const auto bs = score.bind(b, h);
+#if defined(EFFATTN_LEVEL_BF16) && EFFATTN_LEVEL_BF16
+    if constexpr (std::is_same<T, bfloat16>::value && std::is_same<KV, bfloat16>::value)
+      if (p.dot_bf16) {
+        attend_tile_bf16<decltype(bm), decltype(bs), kScore>(p, b, h, i0, i1, 0, p.Nk, bq, bk, bm, bs, w);
+        finalize_tile(p, b, h, i0, i1, w);
+        return;
+      }
+#endif
     attend_tile<T, S, decltype(bm), decltype(bs), kScore>(p, b, h, i0, i1, 0, p.Nk, bq, bk, bm, bs, w);
     finalize_tile(p, b, h, i0, i1, w);
   });

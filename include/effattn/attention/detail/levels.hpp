@@ -66,6 +66,8 @@
 #  else
 #    define EFFATTN_LEVEL_F16C 0
 #  endif
+#  define EFFATTN_LEVEL_BF16 0  // (no dispatch: Isa::avx512_bf16 is never active)
+#  define EFFATTN_BF16_FN
 EFFATTN_NAMESPACE_BEGIN
 namespace detail {
 inline namespace EFFATTN_TU_NS {
@@ -160,6 +162,11 @@ EFFATTN_NAMESPACE_END
 #  define EFFATTN_LEVEL_FMA 1
 #  define EFFATTN_LEVEL_F16C 1
 #  define EFFATTN_LEVEL_AVX512 1
+// The AVX512-BF16 kernels (bfloat16 attention at Isa::avx512_bf16) live in
+// this level, each function with the extra feature in its own target
+// attribute, so nothing else here may use it.
+#  define EFFATTN_LEVEL_BF16 EFFATTN_DISPATCH_BF16
+#  define EFFATTN_BF16_FN __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c,avx512bf16")))
 #  if defined(__clang__)
 #    pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c"))), \
                                  apply_to = function)
@@ -221,6 +228,8 @@ EFFATTN_NAMESPACE_END
 #undef EFFATTN_LEVEL_FMA
 #undef EFFATTN_LEVEL_F16C
 #undef EFFATTN_LEVEL_AVX512
+#undef EFFATTN_LEVEL_BF16
+#undef EFFATTN_BF16_FN
 
 EFFATTN_NAMESPACE_BEGIN
 namespace detail {
