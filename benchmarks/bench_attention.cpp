@@ -5,6 +5,7 @@
 // same run (fp32 FMA peak, Eigen sgemm of attention shape) and the decode path.
 #include <Eigen/Core>
 #include <effattn/effattn.hpp>
+#include <cstdint>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -195,8 +196,55 @@ void BM_decode_f16(benchmark::State& state, index_t N) {
     benchmark::ClobberMemory();
   }
   eb::report(state, eb::attention_flops(in.B, in.H, static_cast<double>(N), in.D, in.D), eb::peak_bytes());
+  const double bytes = 2.0 * static_cast<double>(k.size() + v.size());
+  state.counters["cache_bytes"] = bytes;
+  state.counters["GBps"] = benchmark::Counter(bytes / 1e9, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["threads"] = eb::threads();
   state.SetLabel("baseline=attention/decode");
+}
+
+// Decoding with int8 keys/values and a float scale per row (core/quant.hpp):
+// a quarter of float's bytes plus 4 per row, paired with float16 K/V.
+void BM_decode_int8(benchmark::State& state, index_t N) {
+  Inputs in(N, 1);
+  std::vector<std::int8_t> kc(in.k.size()), vc(in.v.size());
+  std::vector<float> ks(static_cast<size_t>(in.B * in.H * N)), vs(ks.size());
+  quantize(make_view<const float>(in.k.data(), in.B, in.H, N, in.D), make_view(kc.data(), in.B, in.H, N, in.D),
+           make_view(ks.data(), in.B, in.H, N));
+  quantize(make_view<const float>(in.v.data(), in.B, in.H, N, in.D), make_view(vc.data(), in.B, in.H, N, in.D),
+           make_view(vs.data(), in.B, in.H, N));
+  const QuantizedKV K{make_view<const std::int8_t>(kc.data(), in.B, in.H, N, in.D), make_view<const float>(ks.data(), in.B, in.H, N)};
+  const QuantizedKV V{make_view<const std::int8_t>(vc.data(), in.B, in.H, N, in.D), make_view<const float>(vs.data(), in.B, in.H, N)};
+  auto Q = make_view<const float>(in.q.data(), in.B, in.H, 1, in.D);
+  auto O = make_view(in.out.data(), in.B, in.H, 1, in.D);
+  const Executor ex(eb::threads());
+  eb::reset_peak();
+  for (auto _ : state) {
+    attention<float>(Q, K, V, O, NoMask{}, NoScore{}, {}, ex);
+    benchmark::DoNotOptimize(in.out.data());
+    benchmark::ClobberMemory();
+  }
+  eb::report(state, eb::attention_flops(in.B, in.H, static_cast<double>(N), in.D, in.D), eb::peak_bytes());
+  const double bytes = static_cast<double>(kc.size() + vc.size()) + 4.0 * static_cast<double>(ks.size() + vs.size());
+  state.counters["cache_bytes"] = bytes;
+  state.counters["GBps"] = benchmark::Counter(bytes / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["threads"] = eb::threads();
+  state.SetLabel("baseline=attention/decode_f16");
+}
+
+/// The machine's memory roof for the decode figures: a STREAM-style copy of
+/// 256 MiB (reads + writes counted), on the benchmark's threads.
+void BM_stream_copy(benchmark::State& state) {
+  const size_t n = size_t(64) << 20;  // floats
+  std::vector<float> a(n, 1.0f), b(n, 0.0f);
+  const int t = eb::threads();
+  for (auto _ : state) {
+#pragma omp parallel for num_threads(t) schedule(static)
+    for (long i = 0; i < static_cast<long>(n); ++i) b[static_cast<size_t>(i)] = a[static_cast<size_t>(i)];
+    benchmark::DoNotOptimize(b.data());
+    benchmark::ClobberMemory();
+  }
+  state.counters["GBps"] = benchmark::Counter(8.0 * static_cast<double>(n) / 1e9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 void register_all() {
@@ -275,6 +323,14 @@ void register_all() {
   for (index_t N : eb::quick() ? std::vector<index_t>{1024} : std::vector<index_t>{1024, 16384, 131072})
     benchmark::RegisterBenchmark(eb::name("attention/decode", {{"N", N}, {"H", 8}, {"D", 64}, {"Nq", 1}, {"t", t}}).c_str(),
                                  [=](benchmark::State& s) { BM_attention(s, Impl::engine, N, false, 1); })
+        ->Unit(benchmark::kMicrosecond)
+        ->UseRealTime();
+  benchmark::RegisterBenchmark(eb::name("machine/stream_copy", {{"MiB", 256}, {"t", t}}).c_str(), BM_stream_copy)
+      ->Unit(benchmark::kMillisecond)
+      ->UseRealTime();
+  for (index_t N : eb::quick() ? std::vector<index_t>{1024} : std::vector<index_t>{1024, 16384, 131072})
+    benchmark::RegisterBenchmark(eb::name("attention/decode_int8", {{"N", N}, {"H", 8}, {"D", 64}, {"Nq", 1}, {"t", t}}).c_str(),
+                                 [=](benchmark::State& s) { BM_decode_int8(s, N); })
         ->Unit(benchmark::kMicrosecond)
         ->UseRealTime();
   for (index_t N : eb::quick() ? std::vector<index_t>{1024} : std::vector<index_t>{1024, 16384, 131072})

@@ -9,6 +9,7 @@
 
 #include "../core/executor.hpp"
 #include "../core/isa.hpp"
+#include "../core/quant.hpp"
 #include "options.hpp"
 #include "policies.hpp"
 #include "reference.hpp"
@@ -177,14 +178,17 @@ void run_attention(const Problem<T, KV>& p, const Mask& mask, const Score& score
 }
 
 /// Checks, then runs the reference or the tiled backend (any K/V storage).
+/// With int8 keys/values (KV = std::int8_t) kq and vq are their row scales.
 template <class T, class KV, class Mask, class Score>
 void attention_dispatch(const ConstView<T, 4>& q, const ConstView<KV, 4>& k, const ConstView<KV, 4>& v,
                         const View<T, 4>& out, const Mask& mask, const Score& score, const AttentionOptions& opt,
-                        const Executor& ex, const View<acc_t<T>, 3>& lse) {
+                        const Executor& ex, const View<acc_t<T>, 3>& lse, const ConstView<float, 3>* kq = nullptr,
+                        const ConstView<float, 3>* vq = nullptr) {
   static_assert(std::is_same<T, float>::value || std::is_same<T, double>::value || is_half_storage<T>::value,
                 "effattn::attention supports float, double, bfloat16 and float16");
-  static_assert(std::is_same<KV, T>::value || (std::is_same<T, float>::value && is_half_storage<KV>::value),
-                "effattn::attention: keys/values are T, or float16/bfloat16 with float queries");
+  static_assert(std::is_same<KV, T>::value ||
+                    (std::is_same<T, float>::value && (is_half_storage<KV>::value || std::is_same<KV, std::int8_t>::value)),
+                "effattn::attention: keys/values are T, or float16/bfloat16/int8 with float queries");
   static_assert(is_mask_policy<Mask>::value,
                 "effattn::attention: the mask argument is not a mask policy (NoMask, CausalMask, OffsetCausalMask, "
                 "KeyLimitMask, PredicateMask, or a type with check() and bind() as in attention/policies.hpp)");
@@ -195,14 +199,42 @@ void attention_dispatch(const ConstView<T, 4>& q, const ConstView<KV, 4>& k, con
   check_executor(ex, op);
   const Isa level = active_isa();  // once per call
   const auto d = check_attention_args(op, q, k, v, out, lse, opt, attention_query_tile_quantum(level));
+  constexpr bool kInt8 = std::is_same<KV, std::int8_t>::value;
+  if constexpr (kInt8) {
+    check_view(*kq, op, "k.scale", false);
+    check_view(*vq, op, "v.scale", false);
+    check_shape(*kq, op, "k.scale", "[B,Hkv,Nk]", {d.B, d.Hkv, d.Nk});
+    check_shape(*vq, op, "v.scale", "[B,Hkv,Nk]", {d.B, d.Hkv, d.Nk});
+    check_no_alias(out, "out", *kq, "k.scale", op);
+    check_no_alias(out, "out", *vq, "v.scale", op);
+  }
   mask.check(op, d.B, d.H, d.Nq, d.Nk);
   score.check(op, d.B, d.H, d.Nq, d.Nk);
   if (opt.backend == Backend::reference) {
-    attention_reference<T>(q, k, v, out, mask, score, opt, lse);
+    if constexpr (kInt8) {
+      // The oracle on the values the codes stand for (scale * code, in float).
+      std::vector<float> kf(static_cast<size_t>(d.B * d.Hkv * d.Nk * d.D)), vf(static_cast<size_t>(d.B * d.Hkv * d.Nk * d.Dv));
+      dequantize(QuantizedKV{k, *kq}, make_view(kf.data(), d.B, d.Hkv, d.Nk, d.D));
+      dequantize(QuantizedKV{v, *vq}, make_view(vf.data(), d.B, d.Hkv, d.Nk, d.Dv));
+      attention_reference<T>(q, make_view<const float>(kf.data(), d.B, d.Hkv, d.Nk, d.D),
+                             make_view<const float>(vf.data(), d.B, d.Hkv, d.Nk, d.Dv), out, mask, score, opt, lse);
+    } else {
+      attention_reference<T>(q, k, v, out, mask, score, opt, lse);
+    }
     return;
   }
   if (d.B == 0 || d.H == 0 || d.Nq == 0) return;  // (no product: it could overflow)
-  run_attention(make_problem<T, KV>(q, k, v, out, lse, d), mask, score, opt, ex, level);
+  Problem<T, KV> p = make_problem<T, KV>(q, k, v, out, lse, d);
+  if constexpr (kInt8) {
+    static const float scale_dummy = 0;
+    p.ksc = kq->empty() ? &scale_dummy : kq->data();
+    p.vsc = vq->empty() ? &scale_dummy : vq->data();
+    for (int i = 0; i < 3; ++i) {
+      p.kss[i] = kq->empty() ? 0 : kq->stride(i);
+      p.vss[i] = vq->empty() ? 0 : vq->stride(i);
+    }
+  }
+  run_attention(p, mask, score, opt, ex, level);
 }
 
 }  // namespace EFFATTN_TU_NS
@@ -258,6 +290,28 @@ void attention(detail::identity_t<ConstView<T, 4>> q, const View<KA, 4>& k, cons
                const Executor& ex = {}, detail::identity_t<View<acc_t<T>, 3>> lse = {}) {
   using KV = std::remove_const_t<KA>;
   detail::attention_dispatch<T, KV>(q, ConstView<KV, 4>(k), ConstView<KV, 4>(v), out, mask, score, opt, ex, lse);
+}
+
+/// The same attention with int8 keys and values, one float scale per
+/// (batch, head, token) row (core/quant.hpp: quantize / quantize_rows make
+/// them), and float queries and outputs:
+///
+///   effattn::QuantizedKV kc{make_view<const std::int8_t>(codes_k, B, Hkv, N, D), make_view<const float>(scale_k, B, Hkv, N)};
+///   effattn::attention<float>(q, kc, vc, out, effattn::CausalMask{});
+///
+/// The result is float attention over the dequantized values scale * code
+/// (up to summation order): decoding folds each key's scale into its dot
+/// product and each value's into its probability, the tiled path dequantizes
+/// one block per tile. A quarter of float's bytes (plus 4 per row): decoding,
+/// which streams the cache, runs correspondingly faster. Same shapes, masks,
+/// scores, options and checks as above; k.scale and v.scale must be [B,Hkv,Nk].
+template <class T, class Mask = NoMask, class Score = NoScore>
+void attention(detail::identity_t<ConstView<T, 4>> q, const QuantizedKV& k, const QuantizedKV& v, View<T, 4> out,
+               const Mask& mask = {}, const Score& score = {}, const AttentionOptions& opt = {},
+               const Executor& ex = {}, detail::identity_t<View<acc_t<T>, 3>> lse = {}) {
+  const ConstView<float, 3> ks(k.scale), vs(v.scale);
+  detail::attention_dispatch<T, std::int8_t>(q, ConstView<std::int8_t, 4>(k.data), ConstView<std::int8_t, 4>(v.data), out,
+                                             mask, score, opt, ex, lse, &ks, &vs);
 }
 
 /// Options of flash_attention: plain full or causal attention.

@@ -287,14 +287,27 @@ EFFATTN_ALWAYS_INLINE vf load_widen(const bfloat16* p) {
   return r;
 #endif
 }
+/// int8 codes (core/quant.hpp) to float lanes, exactly (the row's scale is
+/// applied by the caller).
+EFFATTN_ALWAYS_INLINE vf load_widen(const std::int8_t* p) {
+#if EFFATTN_LEVEL_AVX512 && EFFATTN_LEVEL_BYTES == 64
+  return _mm512_maskz_cvtepi32_ps(kAll16, _mm512_maskz_cvtepi8_epi32(kAll16, _mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+#elif EFFATTN_LEVEL_AVX2 && EFFATTN_LEVEL_BYTES == 32
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+#else
+  vf r;
+  for (int i = 0; i < kFloatLanes; ++i) r[i] = static_cast<float>(p[i]);
+  return r;
+#endif
+}
 /// One vector of S lanes from storage KV: a plain load when KV is S, a
-/// widening load from 16-bit storage into float lanes.
+/// widening load from 16-bit or int8 storage into float lanes.
 template <class S, class KV>
 EFFATTN_ALWAYS_INLINE vec<S> load_as(const KV* p) {
   if constexpr (std::is_same<S, KV>::value) {
     return load(p);
   } else {
-    static_assert(std::is_same<S, float>::value, "effattn: 16-bit storage is widened to float");
+    static_assert(std::is_same<S, float>::value, "effattn: 16-bit and int8 storage are widened to float");
     return load_widen(p);
   }
 }

@@ -69,8 +69,9 @@ inline index_t ceil_div(index_t x, index_t m) { return (x + m - 1) / m; }
 // ----------------------------------------------------------------- problem
 
 /// Raw pointers and element strides of one attention problem (already
-/// checked). KV is the storage type of keys and values: T, or a 16-bit type
-/// (float16, bfloat16) that the kernels widen to float as they load it.
+/// checked). KV is the storage type of keys and values: T, a 16-bit type
+/// (float16, bfloat16) that the kernels widen to float as they load it, or
+/// int8 codes with a float scale per row (dequantized as they are loaded).
 template <class T, class KV = T>
 struct Problem {
   const T* q;
@@ -83,6 +84,12 @@ struct Problem {
   /// bfloat16 inputs at Isa::avx512_bf16: the tiled path multiplies pairs of
   /// bfloat16 (vdpbf16ps) instead of widening to float (kernels_level.hpp).
   bool dot_bf16 = false;
+  /// int8 keys/values (KV = std::int8_t, core/quant.hpp): row (b, hk, j)
+  /// stands for ksc[b * kss[0] + hk * kss[1] + j * kss[2]] * k(b, hk, j, :),
+  /// and likewise for v.
+  const float* ksc = nullptr;
+  const float* vsc = nullptr;
+  index_t kss[3] = {0, 0, 0}, vss[3] = {0, 0, 0};
 };
 
 /// Per-thread scratch of the tiled path. Sizes depend only on the problem and

@@ -100,6 +100,22 @@ inline void widen_block(const KV* src, index_t rs, index_t cs, index_t rows, ind
   }
 }
 
+/// dst[r][:] *= scale[r * ss] for the rows of a widened int8 block (the
+/// row scales of core/quant.hpp).
+template <class S>
+inline void scale_rows(S* dst, index_t rows, index_t cols, const float* scale, index_t ss) {
+  using V = simd::vec<S>;
+  constexpr int W = simd::lanes<S>;
+  const index_t cfull = cols / W * W;
+  for (index_t r = 0; r < rows; ++r) {
+    S* row = dst + r * cols;
+    const S f = static_cast<S>(scale[r * ss]);
+    const V fv = simd::splat<S>(f);
+    for (index_t c = 0; c < cfull; c += W) simd::store(row + c, simd::load(row + c) * fv);
+    for (index_t c = cfull; c < cols; ++c) row[c] *= f;
+  }
+}
+
 /// Packs queries [i0, i0 + nq) of (b, h) transposed and pre-scaled,
 /// qt[d * ld + c] = scale * q[i0 + c][d], zero padded to a multiple of the
 /// micro-tile width: the B operand of the QK micro-kernel.
@@ -243,6 +259,8 @@ void attend_tile(const Problem<T, KV>& p, index_t b, index_t h, index_t i0, inde
     // St = K Qt (keys read in place, or widened into a packed block first).
     if constexpr (kWiden) {
       widen_block(kbase + j0 * p.ks[2], p.ks[2], p.ks[3], kn, D, w.kw.data());
+      if constexpr (std::is_same<KV, std::int8_t>::value)
+        scale_rows(w.kw.data(), kn, D, p.ksc + b * p.kss[0] + hk * p.kss[1] + j0 * p.kss[2], p.kss[2]);
       tile_gemm<S, false>(kn, nqp, w.kw.data(), D, 1, w.qt.data(), ld, D, st, ld);
     } else {
       tile_gemm<S, false>(kn, nqp, kbase + j0 * p.ks[2], p.ks[2], p.ks[3], w.qt.data(), ld, D, st, ld);
@@ -258,6 +276,8 @@ void attend_tile(const Problem<T, KV>& p, index_t b, index_t h, index_t i0, inde
     index_t vrs, vcs;
     if constexpr (kWiden) {
       widen_block(vbase + j0 * p.vs[2], p.vs[2], p.vs[3], kn, Dv, w.vw.data());
+      if constexpr (std::is_same<KV, std::int8_t>::value)
+        scale_rows(w.vw.data(), kn, Dv, p.vsc + b * p.vss[0] + hk * p.vss[1] + j0 * p.vss[2], p.vss[2]);
       vblk = w.vw.data();
       vrs = Dv;
       vcs = 1;
@@ -574,6 +594,11 @@ void attend_row(const Problem<T, KV>& p, index_t b, index_t h, index_t i, index_
     for (index_t d = dfull; d < D; ++d) t += qv[d] * kb_[d];
     s[j] = t;
   }
+  // int8 keys: the row's scale multiplies its dot product.
+  if constexpr (std::is_same<KV, std::int8_t>::value) {
+    const float* ksc = p.ksc + b * p.kss[0] + hk * p.kss[1] + kb * p.kss[2];
+    for (index_t t = 0; t < n; ++t) s[t] *= ksc[t * p.kss[2]];
+  }
   // Score, then mask (which overwrites: see attend_tile).
   if (kScore) score.apply(i, kb, kend, s, 1);
   if (mask.classify(i, i + 1, kb, kend) == BlockKind::partial) mask.apply(i, kb, kend, s, 1);
@@ -594,6 +619,11 @@ void attend_row(const Problem<T, KV>& p, index_t b, index_t h, index_t i, index_
     sumv = sumv + e;
   }
   l_out = simd::reduce_add(sumv);
+  // int8 values: o += (p_j * scale_j) * code_j (l keeps the plain p_j).
+  if constexpr (std::is_same<KV, std::int8_t>::value) {
+    const float* vsc = p.vsc + b * p.vss[0] + hk * p.vss[1] + kb * p.vss[2];
+    for (index_t t = 0; t < n; ++t) s[t] *= vsc[t * p.vss[2]];
+  }
 
   // O += P V: registers hold up to 8 vectors of the output; unit-stride value
   // rows stream in place, others are gathered.
