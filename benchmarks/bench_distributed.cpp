@@ -6,9 +6,12 @@
 // as mpi_bench_distributed so that scripts/bench.sh's bench_* loop does not
 // start it directly; bench.sh runs it under mpiexec when MPI was found.
 //
-//   mpiexec -n 2 -x OMP_NUM_THREADS=1 mpi_bench_distributed prefill   # ring prefill
-//   OMP_NUM_THREADS=2 mpiexec -n 1 mpi_bench_distributed prefill       # the one-process baseline
-//   mpiexec -n 2 mpi_bench_distributed decode                           # sharded decode
+//   OMP_NUM_THREADS=1 mpiexec -n 2 --bind-to none -x OMP_NUM_THREADS mpi_bench_distributed prefill threads=1
+//   OMP_NUM_THREADS=2 mpiexec -n 1 --bind-to none mpi_bench_distributed prefill threads=2  # the one-process baseline
+//   mpiexec -n 2 --bind-to none mpi_bench_distributed decode                                # sharded decode
+//
+// (Open MPI binds each rank of a 1- or 2-rank job to one core by default: a
+// 1-rank baseline with 2 threads would then run both on one core.)
 //
 // Options (after the mode): N=<positions> H=<heads> D=<head dim> reps=<n>
 // threads=<per rank, 0 = OpenMP default> layout=zigzag|contiguous. Rank 0

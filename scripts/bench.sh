@@ -41,7 +41,7 @@ if [ -x "$mpib" ] && command -v mpiexec >/dev/null 2>&1; then
   echo "effattn: running mpi_bench_distributed under mpiexec"
   mpiflags=()
   if mpiexec --version 2>&1 | grep -q "Open MPI\|OpenRTE"; then
-    mpiflags=(--oversubscribe)
+    mpiflags=(--oversubscribe --bind-to none)  # the default binds a 1-rank job to one core
     export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
   fi
   n=16384; dn=1048576
