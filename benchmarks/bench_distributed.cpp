@@ -23,6 +23,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -78,22 +79,38 @@ double median(std::vector<double> x) {
   return x.empty() ? 0.0 : x[x.size() / 2];
 }
 
+/// CPU time of this process, all its threads.
+double cpu_now() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+/// Set by time_collective: the median over reps of the CPU seconds summed
+/// over ranks.
+double g_cpu_all_ranks = 0;
+
 /// Runs f reps times between barriers; returns the medians of the slowest and
-/// of the fastest rank's wall time.
+/// of the fastest rank's wall time (and leaves the median over reps of the
+/// CPU seconds summed over ranks in g_cpu_all_ranks: on a loaded host that
+/// compares the work of two configurations better than their wall times).
 template <class F>
 std::pair<double, double> time_collective(int reps, F&& f) {
-  std::vector<double> slow, fast;
+  std::vector<double> slow, fast, cpu;
   for (int i = 0; i < reps; ++i) {
     MPI_Barrier(MPI_COMM_WORLD);
-    const double t0 = now();
+    const double t0 = now(), c0 = cpu_now();
     f();
-    const double t = now() - t0;
-    double mx = 0, mn = 0;
+    const double t = now() - t0, c = cpu_now() - c0;
+    double mx = 0, mn = 0, cs = 0;
     MPI_Allreduce(&t, &mx, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
     MPI_Allreduce(&t, &mn, 1, MPI_DOUBLE, MPI_MIN, MPI_COMM_WORLD);
+    MPI_Allreduce(&c, &cs, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
     slow.push_back(mx);
     fast.push_back(mn);
+    cpu.push_back(cs);
   }
+  g_cpu_all_ranks = median(cpu);
   return {median(slow), median(fast)};
 }
 
@@ -121,6 +138,7 @@ void prefill(const Args& a, int P, int r) {
   const char* layout = a.layout == dist::RingLayout::zigzag ? "zigzag" : "contiguous";
   const double flops = 2.0 * 2.0 * D * B * H * (static_cast<double>(N) * (N + 1) / 2);
   const auto ring = time_collective(a.reps, [&] { dist::ring_causal_attention<float>(MPI_COMM_WORLD, Q, K, V, O, N, a.layout, {}, ex); });
+  const double ring_cpu = g_cpu_all_ranks;
   // One ring step's message alone: a K/V block to the next rank.
   const index_t block = 2 * B * Hkv * n * D;
   std::vector<float> sbuf(static_cast<size_t>(block), 1.f), rbuf(static_cast<size_t>(block));
@@ -133,18 +151,19 @@ void prefill(const Args& a, int P, int r) {
   });
   if (r == 0)
     std::printf("prefill ring  P=%d threads/rank=%d layout=%s N=%lld H=%lld D=%lld: %.3f s (fastest rank %.3f s), "
-                "%.1f GFLOP/s, %d steps, K/V block %.2f MiB per step, one step's message alone %.2f ms\n",
+                "%.1f GFLOP/s, CPU %.3f s (all ranks), %d steps, K/V block %.2f MiB per step, one step's message "
+                "alone %.2f ms\n",
                 P, a.threads, layout, static_cast<long long>(N), static_cast<long long>(H),
-                static_cast<long long>(D), ring.first, ring.second, flops / ring.first / 1e9, P,
+                static_cast<long long>(D), ring.first, ring.second, flops / ring.first / 1e9, ring_cpu, P,
                 block * 4.0 / (1 << 20), msg.first * 1e3);
   if (P == 1) {
     // The one-process engine on the same problem (the baseline).
     const auto eng = time_collective(a.reps, [&] {
       effattn::attention<float>(Q, K, V, O, effattn::CausalMask{}, effattn::NoScore{}, {}, ex);
     });
-    std::printf("prefill engine P=1 threads=%d N=%lld H=%lld D=%lld: %.3f s, %.1f GFLOP/s\n", a.threads,
+    std::printf("prefill engine P=1 threads=%d N=%lld H=%lld D=%lld: %.3f s, %.1f GFLOP/s, CPU %.3f s\n", a.threads,
                 static_cast<long long>(N), static_cast<long long>(H), static_cast<long long>(D), eng.first,
-                flops / eng.first / 1e9);
+                flops / eng.first / 1e9, g_cpu_all_ranks);
   }
 }
 
