@@ -236,6 +236,15 @@ TEST(DistributedSharded, Float16KeysAndValues) {
   dist::sharded_attention<float>(MPI_COMM_WORLD, p.Q(), ks, vs, effattn::make_view(out.data(), p.B, p.H, p.Nq, p.Dv),
                                  {keys.begin, p.N});
   expect_close(out, ref, "float16 K/V");
+  // Perceiver AR with 16-bit K/V: the Nq = 2 queries as M = 2 latents.
+  std::vector<float> cref(out.size()), cout(out.size());
+  effattn::perceiver_ar::cross_attention<float>(
+      p.Q(), effattn::make_view<const effattn::float16>(kh.data(), p.B, p.Hkv, p.N, p.D),
+      effattn::make_view<const effattn::float16>(vh.data(), p.B, p.Hkv, p.N, p.Dv),
+      effattn::make_view(cref.data(), p.B, p.H, p.Nq, p.Dv));
+  dist::perceiver_ar_cross_attention<float>(MPI_COMM_WORLD, p.Q(), ks, vs,
+                                            effattn::make_view(cout.data(), p.B, p.H, p.Nq, p.Dv), {keys.begin, p.N});
+  expect_close(cout, cref, "perceiver_ar, float16 K/V");
 }
 
 TEST(DistributedSharded, PerceiverArCrossAttentionOverShardedPrefix) {
