@@ -326,6 +326,9 @@ TEST(DistributedRing, CausalPrefillMatchesEngine) {
     // N < 2P leaves some zigzag chunks (and ranks) empty.
     for (index_t N : {index_t{1}, index_t{3}, 2 * P - 1, index_t{37}, index_t{130}})
       for (index_t hkv : {1, 2, 4}) check_ring(N, hkv, layout, static_cast<unsigned>(N * 10 + hkv));
+  // Chunks of many query and key tiles: empty, full and partial tiles in
+  // every step, tiles that straddle a rank's two chunks.
+  for (auto layout : {dist::RingLayout::zigzag, dist::RingLayout::contiguous}) check_ring(777, 2, layout, 4242);
 }
 
 // ------------------------------------------------------------ errors: the same exception on every rank
