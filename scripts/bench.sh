@@ -9,6 +9,7 @@
 #   EFFATTN_BENCH_REPS     repetitions per benchmark (default 3; medians are reported)
 #   EFFATTN_BENCH_FILTER   Google Benchmark filter regex (default: all)
 #   EFFATTN_BENCH_QUICK=1  smallest shapes only (a smoke run)
+#   (with MPI installed, also mpi_bench_distributed under mpiexec: results/distributed.txt)
 #   EFFATTN_TORCH_PYTHON   a Python with torch >= 2.1: also time PyTorch's
 #                          scaled_dot_product_attention on the engine's shapes,
 #                          interleaved with effattn (benchmarks/bench_torch.py);
@@ -31,6 +32,29 @@ for b in build/release/benchmarks/bench_*; do
        --benchmark_repetitions="${EFFATTN_BENCH_REPS:-3}" --benchmark_report_aggregates_only=false \
        --benchmark_display_aggregates_only=true --benchmark_filter="${EFFATTN_BENCH_FILTER:-.}"
 done
+# The MPI benchmark (docs/distributed.md), when MPI was found at configure
+# time: ring prefill on 2 ranks x 1 thread against 1 rank x 2 threads, and a
+# sharded decode step. Plain text in results/distributed.txt (report.py does
+# not read it); skipped without MPI, which the main job does not install.
+mpib=build/release/benchmarks/mpi_bench_distributed
+if [ -x "$mpib" ] && command -v mpiexec >/dev/null 2>&1; then
+  echo "effattn: running mpi_bench_distributed under mpiexec"
+  mpiflags=()
+  if mpiexec --version 2>&1 | grep -q "Open MPI\|OpenRTE"; then
+    mpiflags=(--oversubscribe --bind-to none)  # the default binds a 1-rank job to one core
+    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+  fi
+  n=16384; dn=1048576
+  if [ "${EFFATTN_BENCH_QUICK:-0}" = "1" ]; then n=2048; dn=65536; fi
+  reps="${EFFATTN_BENCH_REPS:-3}"
+  {
+    OMP_NUM_THREADS=2 mpiexec -n 1 "${mpiflags[@]}" "$mpib" prefill N=$n threads=2 reps="$reps"
+    OMP_NUM_THREADS=1 mpiexec -n 2 "${mpiflags[@]}" "$mpib" prefill N=$n threads=1 reps="$reps"
+    OMP_NUM_THREADS=1 mpiexec -n 2 "${mpiflags[@]}" "$mpib" prefill N=$n threads=1 reps="$reps" layout=contiguous
+    OMP_NUM_THREADS=2 mpiexec -n 1 "${mpiflags[@]}" "$mpib" decode N=$dn threads=2
+    OMP_NUM_THREADS=1 mpiexec -n 2 "${mpiflags[@]}" "$mpib" decode N=$dn threads=1
+  } | tee "$out/distributed.txt"
+fi
 if [ -n "${EFFATTN_TORCH_PYTHON:-}" ]; then
   if "$EFFATTN_TORCH_PYTHON" -c 'import sys, torch
 v = tuple(int(x) for x in torch.__version__.split("+")[0].split(".")[:2])

@@ -276,6 +276,93 @@ FunctorScore<F> make_functor_score(F f) {
   return FunctorScore<F>{std::move(f)};
 }
 
+// ---------------------------------------------------------------- key windows
+
+/// The keys of a call are the keys [key_begin, key_begin + Nk) of a sequence of
+/// total_keys keys (one shard of a K/V sharded across processes, or one block
+/// of a ring pass), and `mask` speaks in the sequence's positions: query i sees
+/// local key j iff mask allows (i, key_begin + j) for a call with total_keys
+/// keys. A bottom-right CausalMask thus stays causal against the whole
+/// sequence, and the inner policy's block classification (empty blocks
+/// skipped, full blocks unmasked) carries over shifted, so a shard the mask
+/// empties for a query tile costs nothing. check() demands
+/// 0 <= key_begin and key_begin + Nk <= total_keys and checks the inner policy
+/// against total_keys.
+template <class Mask>
+struct KeyWindowMask {
+  Mask mask;
+  index_t key_begin = 0;
+  index_t total_keys = 0;
+
+  using Inner = decltype(std::declval<const Mask&>().bind(index_t{}, index_t{}, index_t{}, index_t{}));
+  struct Bound {
+    Inner inner;
+    index_t k0, nk;
+    BlockKind classify(index_t i0, index_t i1, index_t j0, index_t j1) const {
+      return inner.classify(i0, i1, j0 + k0, j1 + k0);
+    }
+    index_t key_end(index_t i0, index_t i1) const { return detail::clamp_index(inner.key_end(i0, i1) - k0, 0, nk); }
+    template <class S>
+    void apply(index_t i, index_t j0, index_t j1, S* s, index_t st) const {
+      inner.apply(i, j0 + k0, j1 + k0, s, st);  // writes s[(j - j0) * st]: offsets are window-relative
+    }
+    bool allowed(index_t i, index_t j) const { return inner.allowed(i, j + k0); }
+    template <class S, class B = Inner, std::enable_if_t<detail::has_apply_tile<B, S>::value, int> = 0>
+    void apply_tile(index_t i0, index_t i1, index_t j0, index_t j1, S* st, index_t ld) const {
+      inner.apply_tile(i0, i1, j0 + k0, j1 + k0, st, ld);
+    }
+  };
+  void check(const char* op, index_t B, index_t H, index_t nq, index_t nk) const {
+    if (key_begin < 0 || total_keys < 0 || nk > total_keys || key_begin > total_keys - nk)
+      EFFATTN_THROW(parameter_error(detail::concat(op, ": key window [", key_begin, ", ", key_begin, " + Nk=", nk,
+                                                   ") must lie within [0, total_keys=", total_keys, ")")));
+    mask.check(op, B, H, nq, total_keys);
+  }
+  Bound bind(index_t b, index_t h, index_t nq, index_t nk) const {
+    return Bound{mask.bind(b, h, nq, total_keys), key_begin, nk};
+  }
+};
+template <class Mask>
+KeyWindowMask<Mask> make_key_window_mask(Mask mask, index_t key_begin, index_t total_keys) {
+  return KeyWindowMask<Mask>{std::move(mask), key_begin, total_keys};
+}
+
+/// The score policy of a key window (see KeyWindowMask): `score` speaks in
+/// the sequence's key positions (a KeyBiasScore's bias is [B, total_keys]).
+template <class Score>
+struct KeyWindowScore {
+  Score score;
+  index_t key_begin = 0;
+  index_t total_keys = 0;
+  static constexpr bool active = Score::active;
+
+  using Inner = decltype(std::declval<const Score&>().bind(index_t{}, index_t{}));
+  struct Bound {
+    Inner inner;
+    index_t k0;
+    template <class S>
+    void apply(index_t i, index_t j0, index_t j1, S* s, index_t st) const {
+      inner.apply(i, j0 + k0, j1 + k0, s, st);
+    }
+    double score(index_t i, index_t j) const { return inner.score(i, j + k0); }
+    template <class S, class B = Inner, std::enable_if_t<detail::has_apply_tile<B, S>::value, int> = 0>
+    void apply_tile(index_t i0, index_t i1, index_t j0, index_t j1, S* st, index_t ld) const {
+      inner.apply_tile(i0, i1, j0 + k0, j1 + k0, st, ld);
+    }
+  };
+  void check(const char* op, index_t B, index_t H, index_t nq, index_t nk) const {
+    if (key_begin < 0 || total_keys < 0 || nk > total_keys || key_begin > total_keys - nk)
+      EFFATTN_THROW(parameter_error(detail::concat(op, ": key window [", key_begin, ", ", key_begin, " + Nk=", nk,
+                                                   ") must lie within [0, total_keys=", total_keys, ")")));
+    score.check(op, B, H, nq, total_keys);
+  }
+  Bound bind(index_t b, index_t h) const { return Bound{score.bind(b, h), key_begin}; }
+};
+template <class Score>
+KeyWindowScore<Score> make_key_window_score(Score score, index_t key_begin, index_t total_keys) {
+  return KeyWindowScore<Score>{std::move(score), key_begin, total_keys};
+}
+
 /// True when M has a mask policy's interface: check(op, B, H, Nq, Nk) and
 /// bind(b, h, Nq, Nk) returning a bound mask with classify, key_end, allowed.
 template <class M, class = void>
