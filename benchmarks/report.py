@@ -913,12 +913,14 @@ def plots(runs, out_dir, context, sctx=None):
             for ax, cs, title in ((axes[0], base, "classes 1-9"), (axes[1], ["SA-1"] + diff, "differential 10-17")):
                 ser = OrderedDict((c, [(r["params"]["ctx"], per_token(r) * scale) for r in rs if r["method"] == c])
                                   for c in cs)
-                draw(ax, ser, "context (tokens)", f"median time per token ({unit})", ylog=True,
-                     styles=styles_for(cs))
-                lo, hi = ax.get_ylim()
-                ax.set_ylim(lo, hi * 20)  # headroom: the legend sits above the lines
-                ax.legend(fontsize=7, ncol=3, loc="upper left")
-                ax.set_title(f"STAR {phase}, {title}: time per token vs context (log-log)")
+                mode = draw(ax, ser, "context (tokens)", f"median time per token ({unit})", ylog=True,
+                            styles=styles_for(cs))
+                if mode == "lines":
+                    lo, hi = ax.get_ylim()
+                    ax.set_ylim(lo, hi * 20)  # headroom: the legend sits above the lines
+                    ax.legend(fontsize=7, ncol=3, loc="upper left")
+                ax.set_title(f"STAR {phase}, {title}: time per token"
+                             + (" vs context (log-log)" if mode == "lines" else ""))
             what = ("one decode step with the state / cache at the context" if phase == "decode" else
                     "a prefill of `context` tokens, divided by the tokens")
             save(fig, f"star_{phase}.png",
@@ -932,10 +934,10 @@ def plots(runs, out_dir, context, sctx=None):
             zero = [c for c in classes if c not in cs]
             ser = OrderedDict((c, [(r["params"]["ctx"], r["counters"]["cache_bytes"]) for r in dec
                                    if r["method"] == c]) for c in cs)
-            draw(a1, ser, "context (tokens)", "cache bytes (cache_bytes(ctx))", ylog=True, yfmt=fmt_bytes,
-                 styles=styles_for(cs))
+            mode = draw(a1, ser, "context (tokens)", "cache bytes (cache_bytes(ctx))", ylog=True, yfmt=fmt_bytes,
+                        styles=styles_for(cs))
             ys = [y for pts in ser.values() for _, y in pts if y > 0]
-            if ys:
+            if ys and mode == "lines":
                 # Base-2 ticks (4 KiB, 16 KiB, ...): cache sizes are powers of two times small factors.
                 a1.set_yscale("log", base=2)
                 lo2, hi2 = int(math.floor(math.log2(min(ys)))), int(math.ceil(math.log2(max(ys))))
@@ -944,7 +946,7 @@ def plots(runs, out_dir, context, sctx=None):
                 a1.set_ylim(2.0 ** (lo2 - 1), 2.0 ** (hi2 + 6))  # headroom for the legend
                 a1.legend(fontsize=7, ncol=3, loc="upper left")
             a1.yaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt_bytes(v)))
-            a1.set_title("STAR: cache bytes vs context (log-log)"
+            a1.set_title("STAR: cache bytes" + (" vs context (log-log)" if mode == "lines" else "")
                          + (f"; no cache: {', '.join(zero)}" if zero else ""))
             bl = star_baselines(runs, sctx or {})
             if bl:
@@ -957,7 +959,7 @@ def plots(runs, out_dir, context, sctx=None):
                 draw(a2, ser, "context (tokens)", f"median time per token ({unit}), sum of the LIVs", ylog=True)
                 notes = {f"{n}: decode / token": {c: fmt_bytes(row["cache"]) for c, row in b["contexts"].items()}
                          for n, b in bl.items()}
-                for i, (lab, pts) in enumerate(ser.items()):
+                for i, (lab, pts) in enumerate(ser.items() if len(next(iter(bl.values()))["contexts"]) > 1 else []):
                     for x, y in pts:  # first series' labels above its points, the second's below
                         a2.annotate(notes[lab].get(x, ""), (x, y), textcoords="offset points",
                                     xytext=(4, 5 if i % 2 == 0 else -11), fontsize=7, color=colors[i % len(colors)])
