@@ -30,9 +30,11 @@
 // fixed order, so the chunk size and the thread count never change the scan's
 // bits. The scan runs across a block of 16 channels at once (vectorised;
 // the decay's exp is detail::exp_fast, within 2 float ulps of std::exp).
-// Measured (AMD EPYC Zen 5, AVX-512, one thread, C = 512, N = 4096): Rec-1
-// prefill 99 ms (154 ms with std::exp), Rec-2 75 ms; the projections take
-// about 45 ms of either. See liv.hpp for the contract.
+// Measured (AMD EPYC Zen 5, AVX-512, one thread, C = 512, N = 4096;
+// bench_star, CPU time on a shared machine): Rec-1 prefill 77 ms (99 ms with
+// the decay and the update in two loops, 154 ms with std::exp), Rec-2 71 ms;
+// the projections take about 50 ms of either (docs/star.md, "Measured
+// costs"). See liv.hpp for the contract.
 #pragma once
 
 #include "liv.hpp"
