@@ -22,7 +22,7 @@
 // (cache_bytes(ctx): the State's payload after ctx tokens), params
 // (param_count()), peak_mem_bytes (heap held above the level before the timed
 // loop: for prefill the whole forward including its State, for decode what one
-// step allocates, e.g. a cache that grows), flops where they are well defined
+// step allocates: temporaries, the cache never grows in the loop), flops where they are well defined
 // (the Rec-* prefill, for the roof comparison; see rec_prefill_flops).
 // genome.hpp's two baselines are added as context entries
 // (star_baseline_<name> = "class:count,..." of their 24 slots) so the report
@@ -34,16 +34,17 @@
 // what a prefilled cache would hold, only the values differ. After each timed
 // step the length is set back to ctx, so every step attends to ctx + 1 tokens
 // (the cache capacity is reserved up front and never grows in the loop).
-// Rec-*, GConv-1 and GMemless have a state of fixed size; it is filled by a
-// real prefill of ctx tokens (once per process, outside the timed loop), so
-// decode at 64k really continues a 64k-token state.
+// Rec-* and GConv-1 have a state of fixed size; it is filled by a real
+// prefill of ctx tokens (once per process, outside the timed loop), so decode
+// at 64k really continues a 64k-token state. GMemless has no state but its
+// token count.
 //
 // Prefill at 64k runs for SA-1 (one iteration, one repetition: about half a
-// minute on two cores) and for the linear-time classes; SA-2..SA-4 and the
-// differential classes, whose 64k prefill costs at least SA-1's attention,
-// stop at 16k (SA-*, ~ SA-1's attention work) and 4k (Diff-*: exactly two
-// operators of the base class) to keep the whole program near 5 minutes at 3
-// repetitions on two cores. EFFATTN_BENCH_QUICK=1: context 1k only.
+// minute on two cores) and for the linear-time classes. SA-2..SA-4 stop at 16k
+// (each does about SA-1's attention work: another half minute apiece at 64k)
+// and the differential classes at 4k (each is exactly two operators of its
+// base class, measured at every context), to keep the whole program near 5
+// minutes at 3 repetitions on two cores. EFFATTN_BENCH_QUICK=1: context 1k only.
 #include <benchmark/benchmark.h>
 
 #include <effattn/effattn.hpp>
@@ -59,10 +60,6 @@
 #include <effattn/core/simd.hpp>
 
 #include "support/bench_support.hpp"
-
-#if defined(_OPENMP)
-#  include <omp.h>
-#endif
 
 namespace {
 
