@@ -216,7 +216,7 @@ def machine_roofs(runs):
 
 def isa_of(runs):
     """The build's vector ISA, from the fp32 lane count the FMA-peak benchmark reports."""
-    fma = next((r for r in runs if r["section"] == "machine" and r["method"] == "fma_peak"), None)
+    fma = next((r for r in runs if r["section"] == "machine" and r["method"] in ("fma_peak", "star_fma_peak")), None)
     lanes = fma["counters"].get("simd_lanes") if fma else None
     if not lanes:
         return None
@@ -268,7 +268,172 @@ def fmt_num(v):
     return f"{v:.3g}"
 
 
-def plots(runs, out_dir, context):
+# ---------------------------------------------------------------- STAR (bench_star)
+
+STAR_CONTEXTS = (1024, 4096, 16384, 65536)
+
+
+def star_context(results_dir):
+    """bench_star.json's context (width, heads, the baselines' class counts), or {}: load() keeps only the
+    first program's context."""
+    path = os.path.join(results_dir, "bench_star.json")
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path) as f:
+            return json.load(f).get("context") or {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def star_classes(runs):
+    """The LIV classes bench_star measured, in its registration order."""
+    return list(OrderedDict((r["method"], None) for r in runs if r["section"] == "star"))
+
+
+def star_cell(runs, cls, phase, ctx):
+    return next((r for r in runs if r["section"] == "star" and r["method"] == cls
+                 and r["params"].get("phase") == phase and r["params"].get("ctx") == ctx), None)
+
+
+def per_token(r):
+    if r is None:
+        return None
+    n = r["counters"].get("tokens") or 1
+    return r["median_time_s"] / n
+
+
+def star_baselines(runs, sctx):
+    """{name: {ctx: {decode, prefill, cache}}}: the sum over a baseline's slots of the measured per-class
+    costs (LIV operators only: no embedding, head or norms). A phase is None at a context where one of
+    its classes was not measured."""
+    out = OrderedDict()
+    for key, spec in sctx.items():
+        if not key.startswith("star_baseline_"):
+            continue
+        counts = [(c, int(k)) for c, k in (item.split(":") for item in spec.split(",") if ":" in item)]
+        rows = OrderedDict()
+        for ctx in STAR_CONTEXTS:
+            row = {}
+            for phase in ("decode", "prefill"):
+                cells = [(star_cell(runs, c, phase, ctx), k) for c, k in counts]
+                row[phase] = sum(per_token(r) * k for r, k in cells) if all(r for r, _ in cells) else None
+            dec = [(star_cell(runs, c, "decode", ctx), k) for c, k in counts]
+            row["cache"] = (sum(r["counters"].get("cache_bytes", 0) * k for r, k in dec)
+                            if all(r for r, _ in dec) else None)
+            if any(v is not None for v in row.values()):
+                rows[ctx] = row
+        if rows:
+            out[key[len("star_baseline_"):]] = {"slots": counts, "contexts": rows}
+    return out
+
+
+def star_section(runs, sctx):
+    """Markdown: the LIV operators against SA-1 per context, the issue's targets, the two baselines."""
+    classes = star_classes(runs)
+    if not classes:
+        return [], None
+    md = ["## STAR LIV operators (bench_star)", ""]
+    width, heads = sctx.get("star_width", "?"), sctx.get("star_heads", "?")
+    threads = sorted({int(r["threads"]) for r in runs if r["section"] == "star" and r["threads"] is not None})
+    md.append(f"Width C = {width} (SA-*: {heads} heads), batch 1, float32, "
+              f"{'/'.join(str(t) for t in threads)} thread(s), ISA level {sctx.get('effattn_isa', '?')}. "
+              "Decode: one `step()` with the state / cache at `ctx` tokens, time per token. Prefill: "
+              "`forward()` of `ctx` tokens from a fresh state, time divided by `ctx`. Cache: `cache_bytes(ctx)`. "
+              "Ratios are against SA-1 at the same context, medians of this run: speedup = t(SA-1) / t(class), "
+              "cache ratio = cache(SA-1) / cache(class).")
+    md.append("")
+    summary = OrderedDict()
+    for ctx in STAR_CONTEXTS:
+        base_d, base_p = star_cell(runs, "SA-1", "decode", ctx), star_cell(runs, "SA-1", "prefill", ctx)
+        rows = []
+        for cls in classes:
+            d, p = star_cell(runs, cls, "decode", ctx), star_cell(runs, cls, "prefill", ctx)
+            if d is None and p is None:
+                continue
+            cache = (d or p)["counters"].get("cache_bytes")
+            base_cache = (base_d or base_p or {}).get("counters", {}).get("cache_bytes") if (base_d or base_p) else None
+            row = OrderedDict(
+                decode_s_per_token=per_token(d), prefill_s_per_token=per_token(p), cache_bytes=cache,
+                params=(d or p)["counters"].get("params"),
+                decode_speedup=(per_token(base_d) / per_token(d)) if (d and base_d) else None,
+                prefill_speedup=(per_token(base_p) / per_token(p)) if (p and base_p) else None,
+                cache_ratio=(base_cache / cache) if (base_cache and cache) else None)
+            rows.append((cls, row))
+        if not rows:
+            continue
+        summary[ctx] = OrderedDict(rows)
+        md.append(f"### context {fmt_size(ctx)} ({ctx} tokens)")
+        md.append("")
+        md.append("| class | decode / token | decode speedup vs SA-1 | prefill / token | prefill speedup vs SA-1 | "
+                  "cache | SA-1 cache / cache |")
+        md.append("|---|---:|---:|---:|---:|---:|---:|")
+        def x(v, digits=1):
+            return "-" if v is None else (f"{v:.{digits}f}x" if v >= 10 else f"{v:.2g}x")
+
+        for cls, row in rows:
+            cr = row["cache_ratio"]
+            md.append(f"| {'**' + cls + '**' if cls == 'SA-1' else cls} | {fmt_time(row['decode_s_per_token'])} | "
+                      f"{x(row['decode_speedup'])} | {fmt_time(row['prefill_s_per_token'])} | "
+                      f"{x(row['prefill_speedup'])} | {fmt_bytes(row['cache_bytes'])} | "
+                      f"{'- (no cache)' if row['cache_bytes'] == 0 else x(cr, 0)} |")
+        md.append("")
+
+    # The issue's targets, checked on this run's numbers.
+    md.append("### Targets (issue 14)")
+    md.append("")
+    for cls in ("Rec-1", "Rec-2", "GConv-1"):
+        ds = [(ctx, per_token(star_cell(runs, cls, "decode", ctx))) for ctx in STAR_CONTEXTS]
+        ds = [(c, t) for c, t in ds if t]
+        if len(ds) >= 2:
+            lo, hi = min(t for _, t in ds), max(t for _, t in ds)
+            spread = hi / lo - 1
+            md.append(f"- {cls} decode flat in context: {', '.join(fmt_time(t) for _, t in ds)} at "
+                      f"{', '.join(fmt_size(c) for c, _ in ds)}; max/min - 1 = {100 * spread:.1f}% "
+                      f"({'met' if spread <= 0.10 else 'MISSED'}: target <= 10%).")
+        row = summary.get(16384, {}).get(cls)
+        if row and row["decode_speedup"] and row["cache_ratio"]:
+            ok = row["decode_speedup"] >= 20 and row["cache_ratio"] >= 100
+            md.append(f"- {cls} at 16k: decode {row['decode_speedup']:.1f}x faster per token than SA-1, cache "
+                      f"{row['cache_ratio']:.0f}x smaller ({'met' if ok else 'MISSED'}: targets >= 20x, >= 100x).")
+    fma = next((r for r in runs if r["section"] == "machine" and r["method"] == "star_fma_peak"), None)
+    triad = next((r for r in runs if r["section"] == "machine" and r["method"] == "stream_triad"), None)
+    if fma and fma["gflops"]:
+        bw = triad["counters"].get("GBps") if triad else None
+        md.append(f"- Roofs measured in this run ({int(fma['threads'] or 0)} thread(s)): fp32 FMA peak "
+                  f"{fma['gflops']:.0f} GFLOP/s" + (f", STREAM triad {bw:.1f} GB/s (ridge "
+                                                    f"{fma['gflops'] / bw:.1f} FLOP/byte)" if bw else "") + ".")
+        for cls in ("Rec-1", "Rec-2"):
+            for ctx in STAR_CONTEXTS:
+                r = star_cell(runs, cls, "prefill", ctx)
+                if r and r["gflops"] and ctx == 4096:
+                    frac = r["gflops"] / fma["gflops"]
+                    md.append(f"- {cls} prefill at {fmt_size(ctx)}: {r['flops'] / ctx / 1e6:.2f} MFLOP/token "
+                              f"(projections + scan, exp counted as 1), {r['gflops']:.1f} GFLOP/s = "
+                              f"{100 * frac:.0f}% of the FMA peak ({'met' if frac >= 0.5 else 'MISSED'}: target "
+                              f">= 50% of the binding roof, here FMA: see docs/star.md for the byte count).")
+    md.append("")
+
+    base = star_baselines(runs, sctx)
+    if base:
+        md.append("### Baselines: sum of their LIV operators")
+        md.append("")
+        md.append("Measured per-class costs above summed over the baseline's slots (genome.hpp, "
+                  + "; ".join(f"{n}: " + ", ".join(f"{k} x {c}" for c, k in b["slots"]) for n, b in base.items())
+                  + "). LIV operators only: no embedding, head, RMSNorms or residual adds; a layer's cost as "
+                  "measured alone (warm weights).")
+        md.append("")
+        md.append("| baseline | context | decode / token | prefill / token | cache |")
+        md.append("|---|---:|---:|---:|---:|")
+        for n, b in base.items():
+            for ctx, row in b["contexts"].items():
+                md.append(f"| {n} | {fmt_size(ctx)} | {fmt_time(row['decode'])} | {fmt_time(row['prefill'])} | "
+                          f"{fmt_bytes(row['cache'])} |")
+        md.append("")
+    return md, {"classes": {str(k): v for k, v in summary.items()}, "baselines": base}
+
+
+def plots(runs, out_dir, context, sctx=None):
     """Writes one set of figures per method family; returns [(path, what the figure shows)]."""
     try:
         import matplotlib
@@ -720,6 +885,91 @@ def plots(runs, out_dir, context):
              "Transfusion: one denoising step of an image with the prefix cached (only the image rows run) "
              "against recomputing the whole sequence.", tfd)
 
+    # ---------------------------------------------------------------- STAR LIV operators
+    star = pick("star")
+    if star:
+        handled.add("star")
+        classes = star_classes(runs)
+        base = [c for c in classes if not c.startswith("Diff-")]
+        diff = [c for c in classes if c.startswith("Diff-")]
+
+        def styles_for(cs):
+            sty = OrderedDict()
+            for i, c in enumerate(base):
+                sty[c] = {"color": colors[i % len(colors)], "lw": 1.3, "ms": 4}
+            sty["SA-1"] = {"color": "black", "lw": 3, "ms": 7, "zorder": 5}
+            for c in cs:
+                if c.startswith("Diff-"):
+                    b = sty.get(c[len("Diff-"):], {"color": "gray"})
+                    sty[c] = {"color": b["color"], "ls": ":", "lw": 1, "ms": 3, "marker": "x"}
+            return sty
+
+        for phase in ("decode", "prefill"):
+            rs = [r for r in star if r["params"].get("phase") == phase]
+            if not rs:
+                continue
+            scale, unit = time_unit([per_token(r) for r in rs])
+            fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
+            for ax, cs, title in ((axes[0], base, "classes 1-9"), (axes[1], ["SA-1"] + diff, "differential 10-17")):
+                ser = OrderedDict((c, [(r["params"]["ctx"], per_token(r) * scale) for r in rs if r["method"] == c])
+                                  for c in cs)
+                mode = draw(ax, ser, "context (tokens)", f"median time per token ({unit})", ylog=True,
+                            styles=styles_for(cs))
+                if mode == "lines":
+                    lo, hi = ax.get_ylim()
+                    ax.set_ylim(lo, hi * 20)  # headroom: the legend sits above the lines
+                    ax.legend(fontsize=7, ncol=3, loc="upper left")
+                ax.set_title(f"STAR {phase}, {title}: time per token"
+                             + (" vs context (log-log)" if mode == "lines" else ""))
+            what = ("one decode step with the state / cache at the context" if phase == "decode" else
+                    "a prefill of `context` tokens, divided by the tokens")
+            save(fig, f"star_{phase}.png",
+                 f"STAR LIV operators (width {(sctx or {}).get('star_width', '?')}): {what}, per token, against "
+                 "the context; SA-1 (causal attention on the engine) in black.", rs)
+
+        dec = [r for r in star if r["params"].get("phase") == "decode"]
+        if dec:
+            fig, (a1, a2) = plt.subplots(1, 2, figsize=(13, 5.5))
+            cs = [c for c in classes if any(r["method"] == c and r["counters"].get("cache_bytes") for r in dec)]
+            zero = [c for c in classes if c not in cs]
+            ser = OrderedDict((c, [(r["params"]["ctx"], r["counters"]["cache_bytes"]) for r in dec
+                                   if r["method"] == c]) for c in cs)
+            mode = draw(a1, ser, "context (tokens)", "cache bytes (cache_bytes(ctx))", ylog=True, yfmt=fmt_bytes,
+                        styles=styles_for(cs))
+            ys = [y for pts in ser.values() for _, y in pts if y > 0]
+            if ys and mode == "lines":
+                # Base-2 ticks (4 KiB, 16 KiB, ...): cache sizes are powers of two times small factors.
+                a1.set_yscale("log", base=2)
+                lo2, hi2 = int(math.floor(math.log2(min(ys)))), int(math.ceil(math.log2(max(ys))))
+                a1.yaxis.set_major_locator(FixedLocator([2.0 ** k for k in range(lo2 - lo2 % 2, hi2 + 2, 2)]))
+                a1.yaxis.set_minor_locator(NullLocator())
+                a1.set_ylim(2.0 ** (lo2 - 1), 2.0 ** (hi2 + 6))  # headroom for the legend
+                a1.legend(fontsize=7, ncol=3, loc="upper left")
+            a1.yaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt_bytes(v)))
+            a1.set_title("STAR: cache bytes" + (" vs context (log-log)" if mode == "lines" else "")
+                         + (f"; no cache: {', '.join(zero)}" if zero else ""))
+            bl = star_baselines(runs, sctx or {})
+            if bl:
+                scale, unit = time_unit([row["decode"] for b in bl.values() for row in b["contexts"].values()
+                                         if row["decode"]])
+                ser = OrderedDict()
+                for n, b in bl.items():
+                    ser[f"{n}: decode / token"] = [(c, row["decode"] * scale) for c, row in b["contexts"].items()
+                                                   if row["decode"]]
+                draw(a2, ser, "context (tokens)", f"median time per token ({unit}), sum of the LIVs", ylog=True)
+                notes = {f"{n}: decode / token": {c: fmt_bytes(row["cache"]) for c, row in b["contexts"].items()}
+                         for n, b in bl.items()}
+                for i, (lab, pts) in enumerate(ser.items() if len(next(iter(bl.values()))["contexts"]) > 1 else []):
+                    for x, y in pts:  # first series' labels above its points, the second's below
+                        a2.annotate(notes[lab].get(x, ""), (x, y), textcoords="offset points",
+                                    xytext=(4, 5 if i % 2 == 0 else -11), fontsize=7, color=colors[i % len(colors)])
+                a2.set_title("Baselines (24 slots): decode per token, labels = cache")
+            else:
+                draw(a2, OrderedDict(), "", "")
+            save(fig, "star_cache.png",
+                 "STAR: cache bytes of each LIV class against the context (log-log), and the two baseline "
+                 "genomes' decode time per token as the sum of their LIV operators (labels: their cache).", dec)
+
     # ---------------------------------------------------------------- any other section: time vs its x axis
     for sec in OrderedDict((r["section"], None) for r in runs):
         if sec in handled or sec == "machine":
@@ -840,7 +1090,10 @@ def main():
         md.append("")
     torch_ctx = torch_context(results_dir)
     md.extend(torch_section(runs, torch_ctx))
-    pngs = plots(runs, os.path.join(results_dir, "plots"), context)
+    sctx = star_context(results_dir)
+    star_md, star_summary = star_section(runs, sctx)
+    md.extend(star_md)
+    pngs = plots(runs, os.path.join(results_dir, "plots"), context, sctx)
     if pngs:
         md.append("## Plots")
         md.append("")
@@ -862,6 +1115,7 @@ def main():
     keep = ("name", "program", "section", "method", "params", "threads", "median_time_s", "repetitions", "gflops",
             "speedup", "baseline", "peak_mem_bytes", "fraction_of_fma_peak", "fraction_of_sgemm", "counters")
     summary["measurements"] = [OrderedDict((k, r[k]) for k in keep) for r in runs]
+    summary["star"] = star_summary
     with open(os.path.join(results_dir, "summary.json"), "w") as f:
         json.dump(finite(summary), f, indent=1, allow_nan=False)
 

@@ -30,9 +30,11 @@
 // fixed order, so the chunk size and the thread count never change the scan's
 // bits. The scan runs across a block of 16 channels at once (vectorised;
 // the decay's exp is detail::exp_fast, within 2 float ulps of std::exp).
-// Measured (AMD EPYC Zen 5, AVX-512, one thread, C = 512, N = 4096): Rec-1
-// prefill 99 ms (154 ms with std::exp), Rec-2 75 ms; the projections take
-// about 45 ms of either. See liv.hpp for the contract.
+// Measured (AMD EPYC Zen 5, AVX-512, one thread, C = 512, N = 4096;
+// bench_star, CPU time on a shared machine): Rec-1 prefill 77 ms (99 ms with
+// the decay and the update in two loops, 154 ms with std::exp), Rec-2 71 ms;
+// the projections take about 50 ms of either (docs/star.md, "Measured
+// costs"). See liv.hpp for the contract.
 #pragma once
 
 #include "liv.hpp"
@@ -131,13 +133,25 @@ class Recurrence {
   static constexpr index_t kLanes = 16;  ///< channels per scan work item
   index_t chunk_;
 
+  /// silu through detail::exp_fast, so that the loops over it vectorise
+  /// (std::exp is a libm call per element: with softplus, about a tenth of
+  /// the prefill at C = 512 before). Within a few float ulps of detail::silu;
+  /// for x < -87.3 the clamp in exp_fast gives x / 2^126-ish, i.e. -0 within
+  /// float resolution of the true value.
+  static float silu_fast(float x) { return x / (1.0f + detail::exp_fast(-x)); }
+
   void run(const Matrix& x, State& st, Matrix& y, const Executor& ex) const {
     const index_t N = x.rows(), C = width(), E = expansion(), R = dt_rank();
     y.resize(N, C);
-    // -exp(A_log), once per call, transposed to [E, C] so the scan runs across channels.
+    // -exp(A_log), once per call, transposed to [E, C] so the scan runs across
+    // channels. exp_fast, not std::exp: C x E libm calls were most of a decode
+    // step's time (about 40 of 65 us at C = 512, E = 16).
     Matrix negA(E, C);
-    for (index_t c = 0; c < C; ++c)
-      for (index_t s = 0; s < E; ++s) negA(s, c) = -std::exp(A_log(c, s));
+    for (index_t s = 0; s < E; ++s) {
+      float* EFFATTN_RESTRICT row = negA.data() + s * C;
+      const float* al = A_log.data() + s;  // A_log(c, s) = al[c * E]
+      for (index_t c = 0; c < C; ++c) row[c] = -detail::exp_fast(al[c * E]);
+    }
     Matrix xc, p, u, q, dlow, dt, yc, out;
     for (index_t t0 = 0; t0 < N; t0 += chunk_) {
       const index_t n = std::min(chunk_, N - t0);
@@ -149,8 +163,11 @@ class Recurrence {
       nn::linear(in_proj, *xin, p, ex);  // [n, 2C]
       u.resize(n, C);
       detail::parallel_chunks(ex, 8.0 * double(n) * double(C), n, 64, [&](index_t r0, index_t r1) {
-        for (index_t r = r0; r < r1; ++r)
-          for (index_t c = 0; c < C; ++c) u(r, c) = detail::silu(p(r, c));
+        for (index_t r = r0; r < r1; ++r) {
+          const float* EFFATTN_RESTRICT pr = p.data() + r * 2 * C;
+          float* EFFATTN_RESTRICT ur = u.data() + r * C;
+          for (index_t c = 0; c < C; ++c) ur[c] = silu_fast(pr[c]);
+        }
       });
       nn::linear(x_proj, u, q, ex);  // [n, R + 2E]
       dlow = q.leftCols(R);
@@ -165,7 +182,7 @@ class Recurrence {
       detail::parallel_chunks(ex, 6.0 * double(n) * double(C) * double(E), C, kLanes, [&](index_t c0, index_t c1) {
         // Lanes past the last channel (a partial block) compute on zeros and are dropped.
         const index_t w = c1 - c0;
-        alignas(64) float dtv[kLanes], uv[kLanes], du[kLanes], acc[kLanes], na[kLanes];
+        alignas(64) float dtv[kLanes], uv[kLanes], du[kLanes], acc[kLanes];
         std::vector<float> hb(static_cast<size_t>(E * kLanes), 0.0f);  // h of the block, [E][kLanes]
         std::vector<float> nab(static_cast<size_t>(E * kLanes), 0.0f);  // -exp(A_log) of the block
         for (index_t i = 0; i < w; ++i)
@@ -190,14 +207,18 @@ class Recurrence {
             float* EFFATTN_RESTRICT h = hb.data() + s * kLanes;
             const float* EFFATTN_RESTRICT nas = nab.data() + s * kLanes;
             const float bs = Bs[s], cs = Cs[s];
-            for (index_t i = 0; i < kLanes; ++i) na[i] = detail::exp_fast(dtv[i] * nas[i]);
+            // One loop for the decay and the update: split in two, GCC 12
+            // vectorised the exp but ran the update in scalar code (lane
+            // extracts), which cost more than the exp itself.
             for (index_t i = 0; i < kLanes; ++i) {
-              h[i] = na[i] * h[i] + bs * du[i];
-              acc[i] += cs * h[i];
+              const float hv = detail::exp_fast(dtv[i] * nas[i]) * h[i] + bs * du[i];
+              h[i] = hv;
+              acc[i] += cs * hv;
             }
           }
-          for (index_t i = 0; i < w; ++i)
-            yc(r, c0 + i) = (acc[i] + D[c0 + i] * uv[i]) * detail::silu(p(r, C + c0 + i));
+          const float* EFFATTN_RESTRICT zr = p.data() + r * 2 * C + C + c0;
+          float* EFFATTN_RESTRICT yr = yc.data() + r * C + c0;
+          for (index_t i = 0; i < w; ++i) yr[i] = (acc[i] + D[c0 + i] * uv[i]) * silu_fast(zr[i]);
         }
         for (index_t i = 0; i < w; ++i)
           for (index_t s = 0; s < E; ++s) st.h(c0 + i, s) = hb[size_t(s * kLanes + i)];
