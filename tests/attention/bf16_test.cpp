@@ -256,3 +256,77 @@ TEST(Bf16Attention, ChecksShapesBeforeWriting) {
 }
 
 }  // namespace
+
+namespace {
+
+/// Float inputs with AttentionOptions::compute = Precision::bfloat16: at
+/// Isa::avx512_bf16 the tiled path runs the bfloat16 kernel on rounded
+/// copies (so it differs from float), within the bound of q, k and v rounded
+/// to bfloat16 plus the probabilities' rounding; float keys/values, bfloat16
+/// keys/values in place, and decode rows (which ignore it); below that level
+/// it computes in float, bit-identical to the default.
+TEST(Bf16Compute, FloatInputsOnTheBf16Kernel) {
+  const index_t B = 1, H = 4, Hkv = 2, Nq = 150, Nk = 333, D = 64;
+  const auto qf = testing_util::random_vector(static_cast<size_t>(B * H * Nq * D), 41);
+  const auto kf = testing_util::random_vector(static_cast<size_t>(B * Hkv * Nk * D), 42);
+  const auto vf = testing_util::random_vector(static_cast<size_t>(B * Hkv * Nk * D), 43);
+  std::vector<bfloat16> kb(kf.size()), vb(vf.size());
+  convert(kf.data(), kb.data(), static_cast<index_t>(kb.size()));
+  convert(vf.data(), vb.data(), static_cast<index_t>(vb.size()));
+  const auto Q = make_view<const float>(qf.data(), B, H, Nq, D);
+  const auto K = make_view<const float>(kf.data(), B, Hkv, Nk, D), V = make_view<const float>(vf.data(), B, Hkv, Nk, D);
+  const auto Kb = make_view<const bfloat16>(kb.data(), B, Hkv, Nk, D), Vb = make_view<const bfloat16>(vb.data(), B, Hkv, Nk, D);
+  const size_t no = static_cast<size_t>(B * H * Nq * D);
+  std::vector<float> plain(no), bf(no), bf1(no), bfkv(no), ref(no);
+  auto O = [&](std::vector<float>& o) { return make_view(o.data(), B, H, Nq, D); };
+  AttentionOptions ob;
+  ob.compute = Precision::bfloat16;
+  attention_reference<float>(Q, K, V, O(ref), CausalMask{});
+  double vmax = 0, qk = 0;
+  for (float x : vf) vmax = std::max(vmax, static_cast<double>(std::abs(x)));
+  for (index_t h = 0; h < H; ++h)
+    for (index_t i = 0; i < Nq; ++i)
+      for (index_t j = 0; j < Nk; ++j) {
+        double a = 0;
+        for (index_t d = 0; d < D; ++d)
+          a += std::abs(qf[static_cast<size_t>((h * Nq + i) * D + d)] * kf[static_cast<size_t>(((h / 2) * Nk + j) * D + d)]);
+        qk = std::max(qk, a);
+      }
+  const double u = 1.0 / 256, scale = 1.0 / std::sqrt(static_cast<double>(D));
+  // q and k each rounded (2u relative in every product), then v and p.
+  const double eps = 2 * u * scale * qk;
+  const double tol = 1.25 * (std::expm1(2 * eps) * vmax + 2 * u * vmax) + 1e-5 * vmax;
+  ASSERT_LT(tol, 0.5 * vmax);
+  for (const Isa level : testing_util::isa_levels(true)) {
+    testing_util::ScopedIsa scoped(level);
+    SCOPED_TRACE(to_string(level));
+    attention<float>(Q, K, V, O(plain), CausalMask{});
+    attention<float>(Q, K, V, O(bf), CausalMask{}, NoScore{}, ob, Executor{2});
+    attention<float>(Q, K, V, O(bf1), CausalMask{}, NoScore{}, ob, Executor{1});
+    attention<float>(Q, Kb, Vb, O(bfkv), CausalMask{}, NoScore{}, ob);
+    EXPECT_EQ(0, std::memcmp(bf.data(), bf1.data(), no * sizeof(float))) << "1 and 2 threads differ";
+    // Rounding float K/V into a copy is what bfloat16 storage holds already
+    // (below avx512_bf16 float K/V are not rounded, bfloat16 ones are widened).
+    if (level == Isa::avx512_bf16) {
+      EXPECT_EQ(0, std::memcmp(bf.data(), bfkv.data(), no * sizeof(float)));
+    }
+    size_t differ = 0;
+    for (size_t i = 0; i < no; ++i) {
+      ASSERT_LE(std::abs(bf[i] - ref[i]), tol) << i;
+      differ += bf[i] != plain[i];
+    }
+    if (level == Isa::avx512_bf16) {
+      EXPECT_GT(differ, no / 10) << "the bfloat16 kernel did not run";
+    } else {
+      EXPECT_EQ(differ, 0u) << "below avx512_bf16 the option computes in float";
+    }
+  }
+  // Decode rows ignore it.
+  std::vector<float> d0(static_cast<size_t>(B * H * D)), d1(d0.size());
+  const auto Q1 = make_view<const float>(qf.data(), B, H, 1, D);
+  attention<float>(Q1, K, V, make_view(d0.data(), B, H, 1, D));
+  attention<float>(Q1, K, V, make_view(d1.data(), B, H, 1, D), NoMask{}, NoScore{}, ob);
+  EXPECT_EQ(0, std::memcmp(d0.data(), d1.data(), d0.size() * sizeof(float)));
+}
+
+}  // namespace

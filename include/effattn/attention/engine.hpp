@@ -157,6 +157,24 @@ inline index_t attention_query_tile_quantum() { return attention_query_tile_quan
 /// multiple of every width).
 inline index_t query_tile(index_t block_q, Isa level) { EFFATTN_WITH_LEVEL(level, return lvl::query_tile(block_q)); }
 
+/// The keys or values of p (which = 0: k, 1: v) rounded into a contiguous
+/// bfloat16 copy [B, Hkv, Nk, dim], one (b, head) slab per work item.
+template <class KV>
+void round_to_bf16(const Problem<float, KV>& p, int which, std::vector<bfloat16>& dst, const Executor& ex) {
+  const KV* src = which == 0 ? p.k : p.v;
+  const index_t* st = which == 0 ? p.ks : p.vs;
+  const index_t dim = which == 0 ? p.D : p.Dv;
+  dst.resize(static_cast<size_t>(p.B * p.Hkv * p.Nk * dim));
+  parallel_items(ex, p.B * p.Hkv, [] { return 0; }, [&](index_t item, int&) {
+    const index_t b = item / p.Hkv, h = item % p.Hkv;
+    bfloat16* out = dst.data() + item * p.Nk * dim;
+    for (index_t n = 0; n < p.Nk; ++n) {
+      const KV* row = src + b * st[0] + h * st[1] + n * st[2];
+      for (index_t d = 0; d < dim; ++d) out[n * dim + d] = bfloat16(static_cast<float>(row[d * st[3]]));
+    }
+  });
+}
+
 /// Runs a checked problem at a level (read once per call): the decode path for
 /// at most kRowPathMaxQueries queries per head, else the tiled path, on the
 /// executor the core's one small-work rule gives for its size (a small problem
@@ -166,13 +184,56 @@ void run_attention(const Problem<T, KV>& p, const Mask& mask, const Score& score
                    const Executor& ex, Isa level) {
   const Executor run_ex = executor_for(ex, attention_work(p));
 #if EFFATTN_DISPATCH_BF16
-  if constexpr (std::is_same<T, bfloat16>::value && std::is_same<KV, bfloat16>::value)
-    if (static_cast<int>(level) >= static_cast<int>(Isa::avx512_bf16)) {
+  if (static_cast<int>(level) >= static_cast<int>(Isa::avx512_bf16)) {
+    if constexpr (std::is_same<T, bfloat16>::value && std::is_same<KV, bfloat16>::value) {
       Problem<T, KV> pb = p;
       pb.dot_bf16 = true;
       EFFATTN_WITH_LEVEL(level, lvl::run_attention(pb, mask, score, opt, run_ex));
       return;
     }
+    // Float queries with Precision::bfloat16 on the tiled path: bfloat16 keys
+    // and values as they are, others rounded into a copy.
+    if constexpr (std::is_same<T, float>::value && !std::is_same<KV, std::int8_t>::value) {
+      if (opt.compute == Precision::bfloat16 && p.Nq > kRowPathMaxQueries) {
+        Problem<float, bfloat16> pb{};
+        std::vector<bfloat16> kc, vc;
+        if constexpr (std::is_same<KV, bfloat16>::value) {
+          pb = p;
+        } else {
+          round_to_bf16(p, 0, kc, run_ex);
+          round_to_bf16(p, 1, vc, run_ex);
+          pb.q = p.q;
+          pb.out = p.out;
+          pb.lse = p.lse;
+          for (int i = 0; i < 4; ++i) {
+            pb.qs[i] = p.qs[i];
+            pb.os[i] = p.os[i];
+          }
+          for (int i = 0; i < 3; ++i) pb.ls[i] = p.ls[i];
+          static const bfloat16 empty_dummy{};  // (an empty operand: never read, see make_problem)
+          pb.k = kc.empty() ? &empty_dummy : kc.data();
+          pb.v = vc.empty() ? &empty_dummy : vc.data();
+          const index_t ks[4] = {p.Hkv * p.Nk * p.D, p.Nk * p.D, p.D, 1}, vs[4] = {p.Hkv * p.Nk * p.Dv, p.Nk * p.Dv, p.Dv, 1};
+          for (int i = 0; i < 4; ++i) {
+            pb.ks[i] = kc.empty() ? 0 : ks[i];
+            pb.vs[i] = vc.empty() ? 0 : vs[i];
+          }
+          pb.B = p.B;
+          pb.H = p.H;
+          pb.Hkv = p.Hkv;
+          pb.Nq = p.Nq;
+          pb.Nk = p.Nk;
+          pb.D = p.D;
+          pb.Dv = p.Dv;
+          pb.G = p.G;
+          pb.scale = p.scale;
+        }
+        pb.dot_bf16 = true;
+        EFFATTN_WITH_LEVEL(level, lvl::run_attention(pb, mask, score, opt, run_ex));
+        return;
+      }
+    }
+  }
 #endif
   EFFATTN_WITH_LEVEL(level, lvl::run_attention(p, mask, score, opt, run_ex));
 }

@@ -18,6 +18,14 @@ enum class Backend {
   reference,  ///< the dense oracle: obvious loops, float64 accumulation
 };
 
+/// The arithmetic of the tiled path for float inputs.
+enum class Precision {
+  float32,   ///< float products (default)
+  bfloat16,  ///< bfloat16 products where the CPU multiplies them natively (Isa::avx512_bf16):
+             ///< q, k, v and the probabilities rounded to bfloat16, scores, softmax
+             ///< statistics and accumulators float (see docs/attention.md); float elsewhere
+};
+
 /// Options of one attention call.
 struct AttentionOptions {
   /// Logit scale; 0 means 1/sqrt(head_dim). Otherwise finite and > 0.
@@ -30,6 +38,14 @@ struct AttentionOptions {
   /// works on every machine.
   index_t block_q = 0;
   index_t block_k = 0;
+  /// Products of the tiled path for float queries (every method passes its
+  /// AttentionOptions through, so each can run on the bfloat16 kernel). Float
+  /// keys/values are rounded into a bfloat16 copy per call (2 bytes per element
+  /// of extra memory), bfloat16 ones are read in place. Decoding (at most 4
+  /// queries per head, memory bound) and double ignore it; so does a CPU
+  /// without AVX512-BF16 (or EFFATTN_ISA below avx512_bf16), which computes
+  /// in float.
+  Precision compute = Precision::float32;
 };
 
 /// The accumulation type of a scalar: float for float (and lower precisions

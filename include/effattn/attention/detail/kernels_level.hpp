@@ -379,13 +379,14 @@ inline const std::uint16_t* bf16_words(const bfloat16* x) { return reinterpret_c
 
 /// qh[d/2][c][d%2] = bf16(scale * q[i0 + c][d]) for c < nq, d < D; 0 in the
 /// padding (queries up to a multiple of the micro-tile, D up to even).
-inline void pack_query_tile_bf16(const Problem<bfloat16, bfloat16>& p, index_t b, index_t h, index_t i0, index_t nq,
+template <class T>
+inline void pack_query_tile_bf16(const Problem<T, bfloat16>& p, index_t b, index_t h, index_t i0, index_t nq,
                                  index_t ld, std::uint16_t* qh) {
   const index_t dpairs = (p.D + 1) / 2;
   std::fill(qh, qh + dpairs * 2 * ld, std::uint16_t(0));
-  const bfloat16* qb = p.q + b * p.qs[0] + h * p.qs[1];
+  const T* qb = p.q + b * p.qs[0] + h * p.qs[1];
   for (index_t i = 0; i < nq; ++i) {
-    const bfloat16* row = qb + (i0 + i) * p.qs[2];
+    const T* row = qb + (i0 + i) * p.qs[2];
     for (index_t d = 0; d < p.D; ++d)
       qh[(d / 2) * 2 * ld + 2 * i + (d & 1)] =
           float_to_bfloat16_bits(static_cast<float>(row[d * p.qs[3]]) * p.scale);
@@ -445,10 +446,11 @@ EFFATTN_BF16_FN inline void pack_values_bf16(const bfloat16* v, index_t rs, inde
   }
 }
 
-/// attend_tile for bfloat16 q, k, v on vdpbf16ps (see above): the same
-/// blocks, mask, score and online softmax, the two products in pairs.
-template <class BMask, class BScore, bool kScore>
-EFFATTN_BF16_FN void attend_tile_bf16(const Problem<bfloat16, bfloat16>& p, index_t b, index_t h, index_t i0,
+/// attend_tile for bfloat16 k, v (q bfloat16, or float rounded as it is
+/// packed) on vdpbf16ps (see above): the same blocks, mask, score and online
+/// softmax, the two products in pairs.
+template <class T, class BMask, class BScore, bool kScore>
+EFFATTN_BF16_FN void attend_tile_bf16(const Problem<T, bfloat16>& p, index_t b, index_t h, index_t i0,
                                       index_t i1, index_t kb, index_t ke, index_t bq, index_t bk, const BMask& mask,
                                       const BScore& score, TileScratch<float>& w) {
   const index_t D = p.D, Dv = p.Dv, hk = h / p.G, dpairs = (D + 1) / 2;
@@ -728,9 +730,10 @@ void run_tiles(const Problem<T, KV>& p, const Mask& mask, const Score& score, co
     const auto bm = mask.bind(b, h, p.Nq, p.Nk);
     const auto bs = score.bind(b, h);
 #if defined(EFFATTN_LEVEL_BF16) && EFFATTN_LEVEL_BF16
-    if constexpr (std::is_same<T, bfloat16>::value && std::is_same<KV, bfloat16>::value)
+    if constexpr ((std::is_same<T, bfloat16>::value || std::is_same<T, float>::value) &&
+                  std::is_same<KV, bfloat16>::value)
       if (p.dot_bf16) {
-        attend_tile_bf16<decltype(bm), decltype(bs), kScore>(p, b, h, i0, i1, 0, p.Nk, bq, bk, bm, bs, w);
+        attend_tile_bf16<T, decltype(bm), decltype(bs), kScore>(p, b, h, i0, i1, 0, p.Nk, bq, bk, bm, bs, w);
         finalize_tile(p, b, h, i0, i1, w);
         return;
       }
