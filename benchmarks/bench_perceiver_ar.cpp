@@ -59,9 +59,13 @@ const char* kv_tag() {
   return std::is_same<KV, float>::value ? "f32" : std::is_same<KV, effattn::float16>::value ? "f16" : "bf16";
 }
 
+/// KV = bfloat16 also sets AttentionOptions::compute = Precision::bfloat16
+/// (the bfloat16 kernel on an AVX512-BF16 CPU, float elsewhere).
 template <class KV>
 void bm_stack(benchmark::State& state, index_t N) {
   const effattn::Executor ex{effattn_bench::threads()};
+  effattn::AttentionOptions ao;
+  if (std::is_same<KV, effattn::bfloat16>::value) ao.compute = effattn::Precision::bfloat16;
   auto q = effattn_bench::random_vector(static_cast<size_t>(kH * kM * kD), 1);
   auto k = random_kv<KV>(static_cast<size_t>(kH * N * kD), 2);
   auto v = random_kv<KV>(static_cast<size_t>(kH * N * kD), 3);
@@ -76,12 +80,12 @@ void bm_stack(benchmark::State& state, index_t N) {
     pa::cross_attention<float>(effattn::make_view<const float>(q.data(), 1, kH, kM, kD),
                                effattn::make_view<const KV>(k.data(), 1, kH, N, kD),
                                effattn::make_view<const KV>(v.data(), 1, kH, N, kD),
-                               effattn::make_view(out.data(), 1, kH, kM, kD), {}, {}, ex);
+                               effattn::make_view(out.data(), 1, kH, kM, kD), {}, ao, ex);
     for (index_t l = 0; l < kL; ++l)
       pa::latent_attention<float>(effattn::make_view<const float>(lq.data(), 1, kH, kM, kD),
                                   effattn::make_view<const float>(lk.data(), 1, kH, kM, kD),
                                   effattn::make_view<const float>(lv.data(), 1, kH, kM, kD),
-                                  effattn::make_view(lout.data(), 1, kH, kM, kD), {}, {}, ex);
+                                  effattn::make_view(lout.data(), 1, kH, kM, kD), {}, ao, ex);
     benchmark::DoNotOptimize(out.data());
     benchmark::DoNotOptimize(lout.data());
     benchmark::ClobberMemory();
@@ -181,6 +185,7 @@ int register_all() {
   };
   stack(float{});
   stack(effattn::float16{});
+  stack(effattn::bfloat16{});  // with compute = bfloat16
   const bool full_131072 = std::getenv("EFFATTN_BENCH_FULL_131072") && std::getenv("EFFATTN_BENCH_FULL_131072")[0] == '1';
   for (index_t N : sizes) {
     if (N == 131072 && !full_131072) continue;

@@ -175,6 +175,48 @@ void round_to_bf16(const Problem<float, KV>& p, int which, std::vector<bfloat16>
   });
 }
 
+/// The problem of Precision::bfloat16 for float queries (at
+/// Isa::avx512_bf16): bfloat16 keys/values as they are, float or float16 ones
+/// rounded into kc / vc (contiguous [B, Hkv, Nk, dim]); dot_bf16 set.
+template <class KV>
+Problem<float, bfloat16> bf16_problem(const Problem<float, KV>& p, std::vector<bfloat16>& kc, std::vector<bfloat16>& vc,
+                                      const Executor& ex) {
+  Problem<float, bfloat16> pb{};
+  if constexpr (std::is_same<KV, bfloat16>::value) {
+    pb = p;
+  } else {
+    round_to_bf16(p, 0, kc, ex);
+    round_to_bf16(p, 1, vc, ex);
+    pb.q = p.q;
+    pb.out = p.out;
+    pb.lse = p.lse;
+    for (int i = 0; i < 4; ++i) {
+      pb.qs[i] = p.qs[i];
+      pb.os[i] = p.os[i];
+    }
+    for (int i = 0; i < 3; ++i) pb.ls[i] = p.ls[i];
+    static const bfloat16 empty_dummy{};  // (an empty operand: never read, see make_problem)
+    pb.k = kc.empty() ? &empty_dummy : kc.data();
+    pb.v = vc.empty() ? &empty_dummy : vc.data();
+    const index_t ks[4] = {p.Hkv * p.Nk * p.D, p.Nk * p.D, p.D, 1}, vs[4] = {p.Hkv * p.Nk * p.Dv, p.Nk * p.Dv, p.Dv, 1};
+    for (int i = 0; i < 4; ++i) {
+      pb.ks[i] = kc.empty() ? 0 : ks[i];
+      pb.vs[i] = vc.empty() ? 0 : vs[i];
+    }
+    pb.B = p.B;
+    pb.H = p.H;
+    pb.Hkv = p.Hkv;
+    pb.Nq = p.Nq;
+    pb.Nk = p.Nk;
+    pb.D = p.D;
+    pb.Dv = p.Dv;
+    pb.G = p.G;
+    pb.scale = p.scale;
+  }
+  pb.dot_bf16 = true;
+  return pb;
+}
+
 /// Runs a checked problem at a level (read once per call): the decode path for
 /// at most kRowPathMaxQueries queries per head, else the tiled path, on the
 /// executor the core's one small-work rule gives for its size (a small problem
@@ -195,40 +237,8 @@ void run_attention(const Problem<T, KV>& p, const Mask& mask, const Score& score
     // and values as they are, others rounded into a copy.
     if constexpr (std::is_same<T, float>::value && !std::is_same<KV, std::int8_t>::value) {
       if (opt.compute == Precision::bfloat16 && p.Nq > kRowPathMaxQueries) {
-        Problem<float, bfloat16> pb{};
         std::vector<bfloat16> kc, vc;
-        if constexpr (std::is_same<KV, bfloat16>::value) {
-          pb = p;
-        } else {
-          round_to_bf16(p, 0, kc, run_ex);
-          round_to_bf16(p, 1, vc, run_ex);
-          pb.q = p.q;
-          pb.out = p.out;
-          pb.lse = p.lse;
-          for (int i = 0; i < 4; ++i) {
-            pb.qs[i] = p.qs[i];
-            pb.os[i] = p.os[i];
-          }
-          for (int i = 0; i < 3; ++i) pb.ls[i] = p.ls[i];
-          static const bfloat16 empty_dummy{};  // (an empty operand: never read, see make_problem)
-          pb.k = kc.empty() ? &empty_dummy : kc.data();
-          pb.v = vc.empty() ? &empty_dummy : vc.data();
-          const index_t ks[4] = {p.Hkv * p.Nk * p.D, p.Nk * p.D, p.D, 1}, vs[4] = {p.Hkv * p.Nk * p.Dv, p.Nk * p.Dv, p.Dv, 1};
-          for (int i = 0; i < 4; ++i) {
-            pb.ks[i] = kc.empty() ? 0 : ks[i];
-            pb.vs[i] = vc.empty() ? 0 : vs[i];
-          }
-          pb.B = p.B;
-          pb.H = p.H;
-          pb.Hkv = p.Hkv;
-          pb.Nq = p.Nq;
-          pb.Nk = p.Nk;
-          pb.D = p.D;
-          pb.Dv = p.Dv;
-          pb.G = p.G;
-          pb.scale = p.scale;
-        }
-        pb.dot_bf16 = true;
+        const Problem<float, bfloat16> pb = bf16_problem(p, kc, vc, run_ex);
         EFFATTN_WITH_LEVEL(level, lvl::run_attention(pb, mask, score, opt, run_ex));
         return;
       }

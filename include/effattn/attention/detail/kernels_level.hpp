@@ -759,6 +759,15 @@ void run_attention(const Problem<T, KV>& p, const Mask& mask, const Score& score
 template <class T, class S, class BMask, class BScore, bool kScore, class KV>
 void attend_tile_item(const Problem<T, KV>& p, index_t b, index_t h, index_t i0, index_t i1, index_t bq, index_t bk,
                       const BMask& mask, const BScore& score, TileScratch<S>& w) {
+#if defined(EFFATTN_LEVEL_BF16) && EFFATTN_LEVEL_BF16
+  if constexpr ((std::is_same<T, bfloat16>::value || std::is_same<T, float>::value) &&
+                std::is_same<KV, bfloat16>::value)
+    if (p.dot_bf16) {
+      attend_tile_bf16<T, BMask, BScore, kScore>(p, b, h, i0, i1, 0, p.Nk, bq, bk, mask, score, w);
+      finalize_tile(p, b, h, i0, i1, w);
+      return;
+    }
+#endif
   attend_tile<T, S, BMask, BScore, kScore>(p, b, h, i0, i1, 0, p.Nk, bq, bk, mask, score, w);
   finalize_tile(p, b, h, i0, i1, w);
 }

@@ -104,18 +104,20 @@ inline PipelineTiles pipeline_tiles(index_t Nq, const AttentionOptions& opt) {
 /// Runs the query tiles of a checked problem in order, each with the caller's
 /// prologue and score (see the contract at the top of this file). `p` must
 /// come from make_problem (checked shapes, B, H, Nq >= 1 or nothing to do).
-template <class T, class KV, class Mask, class Stages>
-void run_tile_pipeline(const Problem<T, KV>& p, const Mask& mask, const AttentionOptions& opt, const Executor& ex_in,
-                       const Stages& stages, const char* op, Isa level) {
+///
+/// The attention items run on `pa`, which is `p` or, with
+/// Precision::bfloat16 at Isa::avx512_bf16, its bfloat16 problem (the
+/// prologue's own data stays the caller's).
+template <class T, class KV, class KA, class Mask, class Stages>
+void run_tile_pipeline_on(const Problem<T, KV>& p, const Problem<T, KA>& pa, const Mask& mask,
+                          const AttentionOptions& opt, const Executor& ex, const Stages& stages, const char* op,
+                          Isa level) {
   using S = acc_t<T>;
-  // The core's one small-work rule, judged on the attention work (the
-  // prologue is the caller's and is not counted): a small problem runs on
-  // the calling thread, same bits.
-  const Executor ex = executor_for(ex_in, attention_work(p));
   using PScratch = typename Stages::PrologueScratch;
   const PipelineTiles tiles = pipeline_tiles(p.Nq, opt, level);
   const index_t nqt = tiles.count, bq = tiles.bq, bk = tiles.bk, BH = p.B * p.H;
-  constexpr bool kWiden = !std::is_same<KV, S>::value;
+  constexpr bool kWiden = !std::is_same<KA, S>::value;
+  const bool dot = pa.dot_bf16;
   if (nqt == 0) return;
 
   std::vector<index_t> npro(static_cast<size_t>(nqt));
@@ -131,7 +133,7 @@ void run_tile_pipeline(const Problem<T, KV>& p, const Mask& mask, const Attentio
     const auto bs = stages.score(tile, b, h);
     constexpr bool kScore = !std::is_same<std::decay_t<decltype(bs)>, NoScore::Bound>::value;
     EFFATTN_WITH_LEVEL(level, (lvl::attend_tile_item<T, S, decltype(bm), decltype(bs), kScore>(
-                                  p, b, h, tile.i0, tile.i1, bq, bk, bm, bs, w)));
+                                  pa, b, h, tile.i0, tile.i1, bq, bk, bm, bs, w)));
   };
 
   if (ex.parallel_for) {
@@ -143,7 +145,7 @@ void run_tile_pipeline(const Problem<T, KV>& p, const Mask& mask, const Attentio
           ex, npro[static_cast<size_t>(t)], [&] { return stages.make_prologue_scratch(); },
           [&](index_t item, PScratch& w) { stages.prologue(tile, item, w); });
       parallel_items(
-          ex, BH, [&] { return TileScratch<S>(bq, bk, p.D, p.Dv, kWiden); },
+          ex, BH, [&] { return TileScratch<S>(bq, bk, p.D, p.Dv, kWiden, dot); },
           [&](index_t item, TileScratch<S>& w) { attend(tile, item, w); });
     }
     return;
@@ -207,7 +209,7 @@ void run_tile_pipeline(const Problem<T, KV>& p, const Mask& mask, const Attentio
       stages.prologue(tile, local, *w.pro);
     } else {
       if (!wait_for(pro_done[t], na)) return;  // guarantee 1
-      if (!w.att) w.att.emplace(bq, bk, p.D, p.Dv, kWiden);
+      if (!w.att) w.att.emplace(bq, bk, p.D, p.Dv, kWiden, dot);
       attend(tile, local - na, *w.att);
     }
     guard.ok = true;
@@ -215,6 +217,25 @@ void run_tile_pipeline(const Problem<T, KV>& p, const Mask& mask, const Attentio
   // parallel_items has rethrown the first error; an item that only gave up
   // waiting always follows one that threw.
   if (failed.load()) throw std::runtime_error(concat(op, ": a work item failed"));
+}
+
+template <class T, class KV, class Mask, class Stages>
+void run_tile_pipeline(const Problem<T, KV>& p, const Mask& mask, const AttentionOptions& opt, const Executor& ex_in,
+                       const Stages& stages, const char* op, Isa level) {
+  // The core's one small-work rule, judged on the attention work (the
+  // prologue is the caller's and is not counted): a small problem runs on
+  // the calling thread, same bits.
+  const Executor ex = executor_for(ex_in, attention_work(p));
+#if EFFATTN_DISPATCH_BF16
+  if constexpr (std::is_same<T, float>::value && !std::is_same<KV, std::int8_t>::value)
+    if (opt.compute == Precision::bfloat16 && static_cast<int>(level) >= static_cast<int>(Isa::avx512_bf16)) {
+      std::vector<bfloat16> kc, vc;
+      const Problem<float, bfloat16> pb = bf16_problem(p, kc, vc, ex);
+      run_tile_pipeline_on(p, pb, mask, opt, ex, stages, op, level);
+      return;
+    }
+#endif
+  run_tile_pipeline_on(p, p, mask, opt, ex, stages, op, level);
 }
 
 /// The same at the active level (read once).
