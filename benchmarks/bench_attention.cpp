@@ -120,17 +120,29 @@ void BM_attention(benchmark::State& state, Impl impl, index_t N, bool causal, in
 /// attention<X> with 16-bit queries, keys, values and outputs (X bfloat16 or
 /// float16): the AVX512-BF16 dot-product kernel at Isa::avx512_bf16, float
 /// widening elsewhere. Its baseline is the float engine on the same shape.
+/// Inputs rounded to a 16-bit type X (or copied, for float), with views.
+template <class X>
+struct Inputs16 {
+  Inputs in;
+  std::vector<X> q, k, v, out;
+  Inputs16(index_t N, index_t nq) : in(N, nq), q(in.q.size()), k(in.k.size()), v(in.v.size()), out(in.out.size()) {
+    convert(in.q.data(), q.data(), static_cast<index_t>(q.size()));
+    convert(in.k.data(), k.data(), static_cast<index_t>(k.size()));
+    convert(in.v.data(), v.data(), static_cast<index_t>(v.size()));
+  }
+  ConstView<X, 4> Q() const { return make_view<const X>(q.data(), in.B, in.H, static_cast<index_t>(q.size()) / (in.B * in.H * in.D), in.D); }
+  ConstView<X, 4> K() const { return make_view<const X>(k.data(), in.B, in.H, in.N, in.D); }
+  ConstView<X, 4> V() const { return make_view<const X>(v.data(), in.B, in.H, in.N, in.D); }
+  View<X, 4> O() { return make_view(out.data(), in.B, in.H, static_cast<index_t>(out.size()) / (in.B * in.H * in.D), in.D); }
+};
+
 template <class X>
 void BM_attention16(benchmark::State& state, index_t N, bool causal, index_t nq) {
-  Inputs in(N, nq);
-  std::vector<X> q(in.q.size()), k(in.k.size()), v(in.v.size()), out(in.out.size());
-  convert(in.q.data(), q.data(), static_cast<index_t>(q.size()));
-  convert(in.k.data(), k.data(), static_cast<index_t>(k.size()));
-  convert(in.v.data(), v.data(), static_cast<index_t>(v.size()));
-  auto Q = make_view<const X>(q.data(), in.B, in.H, nq, in.D);
-  auto K = make_view<const X>(k.data(), in.B, in.H, N, in.D);
-  auto V = make_view<const X>(v.data(), in.B, in.H, N, in.D);
-  auto O = make_view(out.data(), in.B, in.H, nq, in.D);
+  Inputs16<X> t(N, nq);
+  const Inputs& in = t.in;
+  const auto Q = t.Q(), K = t.K(), V = t.V();
+  const auto O = t.O();
+  const auto& out = t.out;
   const Executor ex(eb::threads());
   eb::reset_peak();
   for (auto _ : state) {
@@ -154,15 +166,11 @@ void BM_attention16(benchmark::State& state, index_t N, bool causal, index_t nq)
 /// bfloat16.
 template <class X>
 void BM_tune(benchmark::State& state, index_t N, index_t bq, index_t bk) {
-  Inputs in(N, N);
-  std::vector<X> q(in.q.size()), k(in.k.size()), v(in.v.size()), out(in.out.size());
-  convert(in.q.data(), q.data(), static_cast<index_t>(q.size()));
-  convert(in.k.data(), k.data(), static_cast<index_t>(k.size()));
-  convert(in.v.data(), v.data(), static_cast<index_t>(v.size()));
-  auto Q = make_view<const X>(q.data(), in.B, in.H, N, in.D);
-  auto K = make_view<const X>(k.data(), in.B, in.H, N, in.D);
-  auto V = make_view<const X>(v.data(), in.B, in.H, N, in.D);
-  auto O = make_view(out.data(), in.B, in.H, N, in.D);
+  Inputs16<X> t(N, N);
+  const Inputs& in = t.in;
+  const auto Q = t.Q(), K = t.K(), V = t.V();
+  const auto O = t.O();
+  const auto& out = t.out;
   const Executor ex(eb::threads());
   AttentionOptions opt;
   opt.block_q = bq;

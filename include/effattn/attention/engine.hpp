@@ -175,6 +175,37 @@ void round_to_bf16(const Problem<float, KV>& p, int which, std::vector<bfloat16>
   });
 }
 
+/// p with other keys and values (storage KV2, pointers and strides): every
+/// other field (queries, outputs, shapes, scale) as it is.
+template <class KV2, class T, class KV>
+Problem<T, KV2> rebind_kv(const Problem<T, KV>& p, const KV2* k, const index_t (&ks)[4], const KV2* v,
+                          const index_t (&vs)[4]) {
+  Problem<T, KV2> r{};
+  r.q = p.q;
+  r.out = p.out;
+  r.lse = p.lse;
+  r.k = k;
+  r.v = v;
+  const bool empty_k = p.Nk == 0 || p.B == 0 || p.Hkv == 0;
+  for (int i = 0; i < 4; ++i) {
+    r.qs[i] = p.qs[i];
+    r.os[i] = p.os[i];
+    r.ks[i] = empty_k ? 0 : ks[i];
+    r.vs[i] = empty_k ? 0 : vs[i];
+  }
+  for (int i = 0; i < 3; ++i) r.ls[i] = p.ls[i];
+  r.B = p.B;
+  r.H = p.H;
+  r.Hkv = p.Hkv;
+  r.Nq = p.Nq;
+  r.Nk = p.Nk;
+  r.D = p.D;
+  r.Dv = p.Dv;
+  r.G = p.G;
+  r.scale = p.scale;
+  return r;
+}
+
 /// The problem of Precision::bfloat16 for float queries (at
 /// Isa::avx512_bf16): bfloat16 keys/values as they are, float or float16 ones
 /// rounded into kc / vc (contiguous [B, Hkv, Nk, dim]); dot_bf16 set.
@@ -187,31 +218,9 @@ Problem<float, bfloat16> bf16_problem(const Problem<float, KV>& p, std::vector<b
   } else {
     round_to_bf16(p, 0, kc, ex);
     round_to_bf16(p, 1, vc, ex);
-    pb.q = p.q;
-    pb.out = p.out;
-    pb.lse = p.lse;
-    for (int i = 0; i < 4; ++i) {
-      pb.qs[i] = p.qs[i];
-      pb.os[i] = p.os[i];
-    }
-    for (int i = 0; i < 3; ++i) pb.ls[i] = p.ls[i];
     static const bfloat16 empty_dummy{};  // (an empty operand: never read, see make_problem)
-    pb.k = kc.empty() ? &empty_dummy : kc.data();
-    pb.v = vc.empty() ? &empty_dummy : vc.data();
     const index_t ks[4] = {p.Hkv * p.Nk * p.D, p.Nk * p.D, p.D, 1}, vs[4] = {p.Hkv * p.Nk * p.Dv, p.Nk * p.Dv, p.Dv, 1};
-    for (int i = 0; i < 4; ++i) {
-      pb.ks[i] = kc.empty() ? 0 : ks[i];
-      pb.vs[i] = vc.empty() ? 0 : vs[i];
-    }
-    pb.B = p.B;
-    pb.H = p.H;
-    pb.Hkv = p.Hkv;
-    pb.Nq = p.Nq;
-    pb.Nk = p.Nk;
-    pb.D = p.D;
-    pb.Dv = p.Dv;
-    pb.G = p.G;
-    pb.scale = p.scale;
+    pb = rebind_kv(p, kc.empty() ? &empty_dummy : kc.data(), ks, vc.empty() ? &empty_dummy : vc.data(), vs);
   }
   pb.dot_bf16 = true;
   return pb;
