@@ -7,4 +7,5 @@
 
 #include "genome.hpp"
 #include "liv_operators.hpp"
+#include "model.hpp"
 #include "nsga2.hpp"
