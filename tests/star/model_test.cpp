@@ -422,12 +422,15 @@ TEST(StarModel, CorruptOrTruncatedFilesAreRejected) {
   b[16] = 99;  // the low byte of slot 0's class
   expect_error(b, "genome: star::Genome::validate: slot 0 gene 1 (class) must be in [1, 17], got 99");
   b = good;
-  b[16] = 1;  // SA-1 instead of SA-3: a valid genome whose tensors have other shapes
-  expect_error(b, "tensor 'slot0.k.weight': shape [2,8] != [8,8]");
+  b[16] = 4;  // SA-4 instead of SA-3: a valid genome whose tensors have other shapes
+  expect_error(b, "tensor 'slot0.k.weight': shape [2,8] != [4,8]");
   b = good;
   const size_t dims = 16 + 2 * 5 * 8;
   b[dims + 16] = 3;  // heads 4 -> 3: width 8 is no multiple
   expect_error(b, "dims: star::Model: heads must be >= 1 and divide width=8, got 3");
+  b = good;
+  b[dims + 2] = 1;  // vocab 5 -> 5 + 2^16: more weights than the file holds, refused before allocating them
+  expect_error(b, "truncated file: the genome and dims need 525088 float32 weights");
   b = good + "x";
   expect_error(b, "trailing bytes after the last tensor");
   b = good;
@@ -446,6 +449,54 @@ TEST(StarModel, CorruptOrTruncatedFilesAreRejected) {
 }
 
 // ------------------------------------------------------------------ errors
+
+TEST(StarModel, OperatorEntryPointsForSharedFeaturizers) {
+  // prefill_with / prefill_from with the operator's own featurizers equal prefill.
+  const Matrix x = testing_util::random_matrix(9, 16, 4);
+  Matrix want, got, p;
+  {
+    const star::Recurrence op(star::RecurrenceConfig::rec2(16), 1);
+    auto s1 = op.make_state(), s2 = op.make_state();
+    op.prefill(x, s1, want);
+    op.prefill_with(op.in_proj, op.x_proj, op.dt_proj, x, s2, got);
+    EXPECT_TRUE(testing_util::same(got, want));
+    testing_util::expect_throw_with<effattn::shape_error>(
+        [&] { op.prefill_with(op.x_proj, op.x_proj, op.dt_proj, x, s2, got); },
+        "star::Recurrence::prefill_with: in_proj must be [32,16], got [5,16]");
+  }
+  {
+    const star::SwiGLU op(star::SwiGLUConfig{16, 0}, 2);
+    star::SwiGLU::State s;
+    op.prefill(x, s, want);
+    op.prefill_with(op.w1, op.w3, x, s, got);
+    EXPECT_TRUE(testing_util::same(got, want));
+    EXPECT_EQ(s.length, 18);
+    testing_util::expect_throw_with<effattn::shape_error>([&] { op.prefill_with(op.w2, op.w3, x, s, got); },
+                                                          "star::SwiGLU::prefill_with: gate must be [48,16], got [16,48]");
+  }
+  {
+    const star::ShortConv op(star::ShortConvConfig{16, 3, false}, 3);
+    auto s1 = op.make_state(), s2 = op.make_state();
+    op.prefill(x, s1, want);
+    effattn::nn::linear(op.in_proj, x, p);
+    op.prefill_from(p, s2, got);
+    EXPECT_TRUE(testing_util::same(got, want));
+    testing_util::expect_throw_with<effattn::shape_error>([&] { op.prefill_from(x, s2, got); },
+                                                          "star::ShortConv::prefill_from: p must be [N,3C]=[9,48], got [9,16]");
+  }
+  {
+    star::LongConvConfig cfg;
+    cfg.width = 16;
+    const star::LongConv op(cfg, 4);
+    auto s1 = op.make_state(), s2 = op.make_state();
+    op.prefill(x, s1, want);
+    effattn::nn::linear(op.in_proj, x, p);
+    op.prefill_from(p, s2, got);
+    EXPECT_TRUE(testing_util::same(got, want));
+    testing_util::expect_throw_with<effattn::shape_error>([&] { op.prefill_from(p, s2, p); },
+                                                          "star::LongConv::prefill_from: y must not be p");
+  }
+}
 
 TEST(StarModel, InvalidInputsThrowClearErrors) {
   using L = LivClass;

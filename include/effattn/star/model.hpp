@@ -363,14 +363,22 @@ class Model {
       *d = static_cast<index_t>(v);
     }
     cfg.norm_eps = r.f32("norm_eps");
-    // Building validates the dims against the genome (heads for SA-3, ...).
-    Model m = [&]() -> Model {
-      try {
-        return Model(g, cfg, 0);
-      } catch (const std::invalid_argument& e) {
-        r.fail(std::string("dims: ") + e.what());
-      }
-    }();
+    // Before allocating anything the dims describe: a corrupt header must not
+    // make us build a huge model. The weights alone need 4 * params bytes.
+    std::int64_t params = 0;
+    try {
+      Model::check_config(g, cfg);
+      params = genome_cost(g, cfg.cost_dims(0)).params;
+    } catch (const std::invalid_argument& e) {
+      r.fail(std::string("dims: ") + e.what());
+    }
+    const std::int64_t left = r.remaining();
+    if (left >= 0 && params > left / 4)
+      r.fail(effattn::detail::concat("truncated file: the genome and dims need ", params, " float32 weights (",
+                                     params, " x 4 bytes), ", left, " bytes are left"));
+    // The skeleton is built with seeded weights (which every tensor then
+    // overwrites): one code path builds models, loaded or not.
+    Model m(g, cfg, 0);
     std::uint64_t expected = 0;
     m.for_each_weight([&](const std::string&, const float*, index_t, index_t) { ++expected; });
     const std::uint64_t count = r.u64("tensor count");
@@ -441,6 +449,20 @@ class Model {
       [[noreturn]] void fail(const std::string& what) const {
         EFFATTN_THROW(model_file_error(effattn::detail::concat("star::Model::load: ", what, " (at byte ", offset, ")")));
       }
+      /// Bytes left in the stream, or -1 when it cannot tell (not seekable).
+      std::int64_t remaining() {
+        const auto here = is.tellg();
+        if (here < 0) return -1;
+        is.seekg(0, std::ios::end);
+        const auto end = is.tellg();
+        is.seekg(here);
+        if (end < 0 || !is) {
+          is.clear();
+          is.seekg(here);
+          return -1;
+        }
+        return static_cast<std::int64_t>(end - here);
+      }
       void bytes(char* dst, std::uint64_t n, const char* what) {
         is.read(dst, static_cast<std::streamsize>(n));
         if (static_cast<std::uint64_t>(is.gcount()) != n)
@@ -505,10 +527,9 @@ class Model {
     return false;
   }
 
-  void check_config() const {
+  static void check_config(const Genome& g, const ModelConfig& c) {
     const char* op = "star::Model";
-    const ModelConfig& c = cfg_;
-    effattn::detail::require(genome_.slots() >= 1, op, "genome", "must have at least one slot, got 0");
+    effattn::detail::require(g.slots() >= 1, op, "genome", "must have at least one slot, got 0");
     effattn::detail::require(c.vocab >= 1, op, "vocab", "must be >= 1, got ", c.vocab);
     effattn::detail::require(c.width >= 1, op, "width", "must be >= 1, got ", c.width);
     effattn::detail::require(c.heads >= 1 && c.width % c.heads == 0, op, "heads", "must be >= 1 and divide width=",
@@ -520,13 +541,13 @@ class Model {
     effattn::detail::require(std::isfinite(c.norm_eps) && c.norm_eps > 0, op, "norm_eps",
                              "must be finite and > 0, got ", c.norm_eps);
     effattn::detail::checked_mul(c.vocab, c.width, op, "vocab * width");
-    genome_.validate();
+    g.validate();
     // The cost model checks the rest (SA-3 / SA-4 head divisibility, ranges).
-    for (index_t i = 0; i < genome_.slots(); ++i) (void)liv_components(genome_.liv_class(i), cfg_.cost_dims(0));
+    for (index_t i = 0; i < g.slots(); ++i) (void)liv_components(g.liv_class(i), c.cost_dims(0));
   }
 
   void build(std::uint64_t seed) {
-    check_config();
+    check_config(genome_, cfg_);
     const index_t d = cfg_.width, n = genome_.slots();
     {
       std::mt19937_64 rng(detail::derive_seed(seed, 0));
