@@ -247,6 +247,11 @@ TEST(StarModel, ChainedStepsEqualPrefill) {
   const auto tokens = tokens_of(13, m.vocab(), 8);
   const Matrix pre = m.prefill(tokens).first;
   EXPECT_TRUE(star_testing::near_f(chain_steps(m, tokens), pre, 1e-5, 1e-5));
+  // No tokens: no logits, the state unchanged.
+  auto empty = m.prefill(std::vector<index_t>{});
+  EXPECT_EQ(empty.first.rows(), 0);
+  EXPECT_EQ(empty.first.cols(), m.vocab());
+  EXPECT_EQ(empty.second.length, 0);
   // A prefill continued from a state equals one prefill of the whole.
   auto st = m.make_state();
   const std::vector<index_t> a(tokens.begin(), tokens.begin() + 5), b(tokens.begin() + 5, tokens.end());

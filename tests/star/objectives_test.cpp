@@ -167,4 +167,8 @@ TEST(StarObjectives, OptionChecks) {
                                                             "heads must be a multiple of 4 for SA-3, got 2");
   testing_util::expect_throw_with<effattn::parameter_error>(
       [&] { (void)star::measure(star::Genome(), small_options()); }, "star::Genome::validate: genome has no slots");
+  o = small_options();
+  o.model.width = 12;  // 4 heads of 3: RoPE needs an even head dim
+  testing_util::expect_throw_with<effattn::parameter_error>([&] { (void)star::objective_evaluator(o); },
+                                                            "(the head dim) must be even for RoPE");
 }

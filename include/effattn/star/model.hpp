@@ -181,6 +181,9 @@ class Model {
   Model(const Genome& genome, const ModelConfig& cfg, std::uint64_t seed = 0) : genome_(genome), cfg_(cfg) {
     build(seed);
   }
+  /// The constructor's checks alone (nothing is allocated): throws what
+  /// Model(genome, cfg) would throw for them.
+  static void check(const Genome& genome, const ModelConfig& cfg) { check_config(genome, cfg); }
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;
   Model(Model&&) = default;

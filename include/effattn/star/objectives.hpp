@@ -266,9 +266,9 @@ inline std::vector<double> objective_vector(const Measurement& m, const std::vec
 }
 
 /// An NSGA-II batch evaluator (nsga2.hpp's Nsga2Evaluate) of the options'
-/// objectives. With measured objectives the batch runs one genome after
-/// another (each measurement on options.executor); with analytic ones only,
-/// on options.executor's threads. `record`, when given, receives every
+/// objectives. With measured objectives (or a recorder) the batch runs one
+/// genome after another (each measurement on options.executor); with
+/// analytic ones only, on options.executor's threads. `record`, when given, receives every
 /// measurement (genome, measurement) in batch order, e.g. for a report.
 inline Nsga2Evaluate objective_evaluator(
     const ObjectiveOptions& o, std::function<void(const Genome&, const Measurement&)> record = nullptr) {
@@ -276,20 +276,10 @@ inline Nsga2Evaluate objective_evaluator(
   // A candidate whose class the dims cannot build (SA-3 needs heads % 4 == 0)
   // would fail mid-search: check every class once, here.
   for (int c = 1; c <= kNumLivClasses; ++c) (void)liv_components(static_cast<LivClass>(c), o.model.cost_dims(0));
-  if (!detail::needs_model(o)) {
-    auto one = [o](const Genome& g) { return objective_vector(measure(g, o), o.objectives); };
-    Nsga2Evaluate par = parallel_evaluator(one, o.executor);
-    if (!record) return par;
-    return [o, record](const std::vector<Genome>& batch) {
-      ObjectiveMatrix F;
-      for (const Genome& g : batch) {
-        const Measurement m = measure(g, o);
-        record(g, m);
-        F.push_back(objective_vector(m, o.objectives));
-      }
-      return F;
-    };
-  }
+  if (detail::needs_model(o)) Model::check(transformer_pp(1), o.model);  // vocab, head dim, ...
+  if (!detail::needs_model(o) && !record)
+    return parallel_evaluator([o](const Genome& g) { return objective_vector(measure(g, o), o.objectives); },
+                              o.executor);
   return [o, record](const std::vector<Genome>& batch) {
     ObjectiveMatrix F;
     F.reserve(batch.size());
