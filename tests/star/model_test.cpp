@@ -159,7 +159,8 @@ DMat model_reference(const star::Model& m, const std::vector<index_t>& tokens) {
         case star::LivFamily::attention: {
           std::array<DMat, 3> f;
           for (int u = 0; u < 3; ++u) {
-            const bool from_leader = leader >= 0 && ((gs.fg_strategy == 2 && u >= 1) || (gs.fg_strategy == 3 && u <= 1));
+            const bool from_leader =
+                leader >= 0 && ((gs.fg_strategy == 2 && u >= 1) || (gs.fg_strategy == 3 && u <= 1));
             if (from_leader) {
               f[size_t(u)] = qkv.at({leader, half})[size_t(u)];
               continue;
@@ -476,8 +477,9 @@ TEST(StarModel, OperatorEntryPointsForSharedFeaturizers) {
     op.prefill_with(op.w1, op.w3, x, s, got);
     EXPECT_TRUE(testing_util::same(got, want));
     EXPECT_EQ(s.length, 18);
-    testing_util::expect_throw_with<effattn::shape_error>([&] { op.prefill_with(op.w2, op.w3, x, s, got); },
-                                                          "star::SwiGLU::prefill_with: gate must be [48,16], got [16,48]");
+    testing_util::expect_throw_with<effattn::shape_error>(
+        [&] { op.prefill_with(op.w2, op.w3, x, s, got); },
+        "star::SwiGLU::prefill_with: gate must be [48,16], got [16,48]");
   }
   {
     const star::ShortConv op(star::ShortConvConfig{16, 3, false}, 3);
@@ -486,8 +488,8 @@ TEST(StarModel, OperatorEntryPointsForSharedFeaturizers) {
     effattn::nn::linear(op.in_proj, x, p);
     op.prefill_from(p, s2, got);
     EXPECT_TRUE(testing_util::same(got, want));
-    testing_util::expect_throw_with<effattn::shape_error>([&] { op.prefill_from(x, s2, got); },
-                                                          "star::ShortConv::prefill_from: p must be [N,3C]=[9,48], got [9,16]");
+    testing_util::expect_throw_with<effattn::shape_error>(
+        [&] { op.prefill_from(x, s2, got); }, "star::ShortConv::prefill_from: p must be [N,3C]=[9,48], got [9,16]");
   }
   {
     star::LongConvConfig cfg;
@@ -535,10 +537,10 @@ TEST(StarModel, InvalidInputsThrowClearErrors) {
 
   const star::Model m(star::Genome({genes(L::SA1), genes(L::Rec2)}), cfg, 1);
   auto st = m.make_state();
-  testing_util::expect_throw_with<effattn::parameter_error>([&] { (void)m.prefill({1, 10, 2}, st); },
-                                                            "star::Model::prefill: token 1 (of 3) must be in [0, vocab=10), got 10");
-  testing_util::expect_throw_with<effattn::parameter_error>([&] { (void)m.step(-1, st); },
-                                                            "star::Model::step: token 0 (of 1) must be in [0, vocab=10), got -1");
+  testing_util::expect_throw_with<effattn::parameter_error>(
+      [&] { (void)m.prefill({1, 10, 2}, st); }, "star::Model::prefill: token 1 (of 3) must be in [0, vocab=10), got 10");
+  testing_util::expect_throw_with<effattn::parameter_error>(
+      [&] { (void)m.step(-1, st); }, "star::Model::step: token 0 (of 1) must be in [0, vocab=10), got -1");
   testing_util::expect_throw_with<effattn::parameter_error>([&] { (void)m.prefill({1}, st, effattn::Executor(-1)); },
                                                             "num_threads must be >= 0");
   EXPECT_EQ(st.length, 0);  // nothing ran

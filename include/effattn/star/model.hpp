@@ -292,7 +292,9 @@ class Model {
             break;
           }
           case LivFamily::recurrence: n += hw.rec->width() * hw.rec->expansion(); break;
-          case LivFamily::convolution: n += hw.sconv ? hw.sconv->cache_bytes(context) / 4 : hw.lconv->cache_bytes(context) / 4; break;
+          case LivFamily::convolution:
+            n += (hw.sconv ? hw.sconv->cache_bytes(context) : hw.lconv->cache_bytes(context)) / index_t(sizeof(float));
+            break;
           default: break;
         }
       }
@@ -362,7 +364,8 @@ class Model {
                        &cfg.longconv_hidden, &cfg.longconv_bands, &cfg.longconv_l_max};
     for (index_t* d : dims) {
       const std::int64_t v = r.i64("dims");
-      if (v < 1 || v > (std::int64_t(1) << 31)) r.fail(effattn::detail::concat("dims: a dimension out of [1, 2^31]: ", v));
+      if (v < 1 || v > (std::int64_t(1) << 31))
+        r.fail(effattn::detail::concat("dims: a dimension out of [1, 2^31]: ", v));
       *d = static_cast<index_t>(v);
     }
     cfg.norm_eps = r.f32("norm_eps");
@@ -390,7 +393,8 @@ class Model {
                                      count));
     m.visit([&](const std::string& name, float* p, index_t rows, index_t cols) {
       const std::uint32_t len = r.u32("tensor name length");
-      if (len != name.size()) r.fail(effattn::detail::concat("tensor '", name, "': name length ", len, " != ", name.size()));
+      if (len != name.size())
+        r.fail(effattn::detail::concat("tensor '", name, "': name length ", len, " != ", name.size()));
       std::string got(len, '\0');
       r.bytes(&got[0], len, "tensor name");
       if (got != name) r.fail("tensor: expected '" + name + "', got '" + got + "'");
@@ -450,7 +454,8 @@ class Model {
       std::istream& is;
       std::uint64_t offset = 0;
       [[noreturn]] void fail(const std::string& what) const {
-        EFFATTN_THROW(model_file_error(effattn::detail::concat("star::Model::load: ", what, " (at byte ", offset, ")")));
+        EFFATTN_THROW(
+            model_file_error(effattn::detail::concat("star::Model::load: ", what, " (at byte ", offset, ")")));
       }
       /// Bytes left in the stream, or -1 when it cannot tell (not seekable).
       std::int64_t remaining() {
@@ -537,8 +542,8 @@ class Model {
     effattn::detail::require(c.width >= 1, op, "width", "must be >= 1, got ", c.width);
     effattn::detail::require(c.heads >= 1 && c.width % c.heads == 0, op, "heads", "must be >= 1 and divide width=",
                              c.width, ", got ", c.heads);
-    effattn::detail::require((c.width / c.heads) % 2 == 0, op, "width", "/ heads (the head dim) must be even for RoPE, got width=",
-                             c.width, " heads=", c.heads);
+    effattn::detail::require((c.width / c.heads) % 2 == 0, op, "width",
+                             "/ heads (the head dim) must be even for RoPE, got width=", c.width, " heads=", c.heads);
     effattn::detail::require(c.short_conv >= 2, op, "short_conv", "must be >= 2, got ", c.short_conv);
     effattn::detail::require(c.longconv_l_max >= 2, op, "longconv_l_max", "must be >= 2, got ", c.longconv_l_max);
     effattn::detail::require(std::isfinite(c.norm_eps) && c.norm_eps > 0, op, "norm_eps",
@@ -584,8 +589,9 @@ class Model {
         make_half(hw, fresh, detail::derive_seed(seed, std::uint64_t(1 + 2 * i + h)));
         for (int u = 0; u < unit_count(fam); ++u) {
           if (s.fg_leader >= 0 && fg_unit(s.fg, u)) continue;  // computed by the leader
-          const bool fs_shared = g.fs_strategy == static_cast<int>(FeaturizerSharing::all) ||
-                                 (g.fs_strategy == static_cast<int>(FeaturizerSharing::partial) && partial_unit(fam, u));
+          const bool fs_shared =
+              g.fs_strategy == static_cast<int>(FeaturizerSharing::all) ||
+              (g.fs_strategy == static_cast<int>(FeaturizerSharing::partial) && partial_unit(fam, u));
           if (fs_shared) {
             auto key = std::make_tuple(g.fs_group, h, u);
             auto it = shared.find(key);
@@ -851,7 +857,8 @@ class Model {
           case LivFamily::attention: {
             const bool follower = s.fg_leader >= 0;
             const ModelState::Half* lead = follower ? &st.slots[size_t(s.fg_leader)].half[size_t(hh)] : nullptr;
-            const Matrix* lq = follower && s.fg == FeatureSharing::qk ? &q_shared[size_t(s.fg_leader)][size_t(hh)] : nullptr;
+            const Matrix* lq =
+                follower && s.fg == FeatureSharing::qk ? &q_shared[size_t(s.fg_leader)][size_t(hh)] : nullptr;
             const bool qk_leader = !follower && genome_[index_t(i)].fg_strategy == static_cast<int>(FeatureSharing::qk);
             attend(hw, xn, hs, lead, lq, qk_leader ? &q_shared[i][size_t(hh)] : nullptr, L0, out, ex);
             break;
