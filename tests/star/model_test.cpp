@@ -7,6 +7,7 @@
 // class and both baselines, the file format, and the input checks.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -299,14 +300,27 @@ TEST(StarModel, FeaturizerSharingSharesTheBuffers) {
   // and so both layers' outputs.
   const auto tokens = tokens_of(6, 10, 4);
   const Matrix before = m.prefill(tokens).first;
-  const float w0 = m.slot(0).half[0].unit[0]->w.weight(0, 0);
-  m.slot(2).half[0].unit[0]->w.weight(0, 0) += 1.0f;
-  EXPECT_EQ(m.slot(0).half[0].unit[0]->w.weight(0, 0), w0 + 1.0f);
+  auto add_one = [&](const std::string& tensor) {
+    int found = 0;
+    m.edit_weights([&](const std::string& name, float* p, index_t, index_t) {
+      if (name == tensor) p[0] += 1.0f, ++found;
+    });
+    EXPECT_EQ(found, 1) << tensor;
+  };
+  // The shared gate is listed once, under its first slot; slot 2 has no copy.
+  std::vector<std::string> names;
+  m.for_each_weight([&](const std::string& n, const float*, index_t, index_t) { names.push_back(n); });
+  EXPECT_EQ(std::count(names.begin(), names.end(), "slot0.gate.weight"), 1);
+  EXPECT_EQ(std::count(names.begin(), names.end(), "slot2.gate.weight"), 0);
+  EXPECT_EQ(std::count(names.begin(), names.end(), "slot2.down.weight"), 1);
+  const float w0 = m.slot(2).half[0].unit[0]->w.weight(0, 0);
+  add_one("slot0.gate.weight");
+  EXPECT_EQ(m.slot(2).half[0].unit[0]->w.weight(0, 0), w0 + 1.0f);  // slot 2 reads the same buffer
   const Matrix after = m.prefill(tokens).first;
   EXPECT_GT(max_diff(before, after), 0.0);
-  // Only the weights are shared, not the computation: with the SwiGLU slots
-  // sharing, moving slot 2's down projection alone still changes the output.
-  m.slot(2).half[0].mlp->w2.weight(0, 0) += 1.0f;
+  // Only the weights are shared, not the computation: moving slot 2's own
+  // down projection still changes the output.
+  add_one("slot2.down.weight");
   EXPECT_GT(max_diff(after, m.prefill(tokens).first), 0.0);
 }
 

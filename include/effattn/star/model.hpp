@@ -159,12 +159,15 @@ class Model {
     /// Featurizer units (attention q, k, v; recurrence xz, aBC; convolution BC,
     /// x; memoryless gate, up). nullptr: not held (a feature-sharing follower's
     /// shared features, or a family's unused third unit).
-    std::array<std::shared_ptr<Unit>, 3> unit;
-    nn::Linear wo;                        ///< attention's output projection
-    std::unique_ptr<Recurrence> rec;      ///< Rec-*: A_log, D, out_proj (its featurizers are in unit)
-    std::unique_ptr<ShortConv> sconv;     ///< GConv-1: taps and out_proj (in_proj is in unit)
-    std::unique_ptr<LongConv> lconv;      ///< GConv-2: filter MLP, D, out_proj (in_proj is in unit)
-    std::unique_ptr<SwiGLU> mlp;          ///< GMemless: w2 (w1, w3 are in unit)
+    /// Const, like the operators below: the structure (which buffers exist,
+    /// their shapes, who shares them) is fixed once compiled; weight values
+    /// are edited through Model::edit_weights.
+    std::array<std::shared_ptr<const Unit>, 3> unit;
+    nn::Linear wo;                              ///< attention's output projection
+    std::unique_ptr<const Recurrence> rec;      ///< Rec-*: A_log, D, out_proj (its featurizers are in unit)
+    std::unique_ptr<const ShortConv> sconv;     ///< GConv-1: taps and out_proj (in_proj is in unit)
+    std::unique_ptr<const LongConv> lconv;      ///< GConv-2: filter MLP, D, out_proj (in_proj is in unit)
+    std::unique_ptr<const SwiGLU> mlp;          ///< GMemless: w2 (w1, w3 are in unit)
   };
   struct Slot {
     LivClass cls = LivClass::SA1;
@@ -195,11 +198,8 @@ class Model {
   index_t vocab() const { return cfg_.vocab; }
   index_t slots() const { return static_cast<index_t>(slots_.size()); }
   const Slot& slot(index_t i) const { return slots_.at(static_cast<size_t>(i)); }
-  Slot& slot(index_t i) { return slots_.at(static_cast<size_t>(i)); }
   const nn::Linear& embedding() const { return embed_; }  ///< [vocab, d]; also the output head
-  nn::Linear& embedding() { return embed_; }
   const Vector& final_norm() const { return final_norm_; }
-  Vector& final_norm() { return final_norm_; }
 
   /// A fresh state; `reserve` tokens of K/V (and GConv-2 input) cache are
   /// allocated up front (the caches grow by doubling past it).
@@ -263,6 +263,13 @@ class Model {
     const_cast<Model*>(this)->visit([&](const std::string& n, float* p, index_t r, index_t c) {
       fn(n, static_cast<const float*>(p), r, c);
     });
+  }
+  /// Every weight buffer once, writable: fn(name, data, rows, cols) in the
+  /// same order. Values only: the shapes and the sharing are fixed (a write
+  /// to a shared buffer is seen by every slot that shares it).
+  template <class Fn>
+  void edit_weights(Fn&& fn) {
+    visit(std::forward<Fn>(fn));
   }
   /// The number of weights (floats), each buffer counted once: equals
   /// genome_cost(genome, config().cost_dims(0)).params.
@@ -565,7 +572,7 @@ class Model {
     slots_.clear();
     slots_.resize(static_cast<size_t>(n));
     std::map<std::int64_t, index_t> fg_first;                          // feature group -> first sharing slot
-    std::map<std::tuple<std::int64_t, int, int>, std::shared_ptr<Unit>> shared;  // (fs group, half, unit)
+    std::map<std::tuple<std::int64_t, int, int>, std::shared_ptr<const Unit>> shared;  // (fs group, half, unit)
     for (index_t i = 0; i < n; ++i) {
       const SlotGenes& g = genome_[i];
       Slot& s = slots_[size_t(i)];
@@ -631,41 +638,45 @@ class Model {
       }
       case LivClass::Rec1: case LivClass::Rec2: {
         RecurrenceConfig rc{d, hw.base == LivClass::Rec1 ? 16 : 2, rec_rank(), 256};
-        hw.rec = std::make_unique<Recurrence>(rc, seed);
-        units[0].w = std::move(hw.rec->in_proj);
-        units[1].w = std::move(hw.rec->x_proj);
-        units[1].w2 = std::move(hw.rec->dt_proj);
-        hw.rec->in_proj = nn::Linear{};
-        hw.rec->x_proj = nn::Linear{};
-        hw.rec->dt_proj = nn::Linear{};
+        auto op = std::make_unique<Recurrence>(rc, seed);
+        units[0].w = std::move(op->in_proj);
+        units[1].w = std::move(op->x_proj);
+        units[1].w2 = std::move(op->dt_proj);
+        op->in_proj = nn::Linear{};  // (a moved-from Eigen matrix is empty already; said for the reader)
+        op->x_proj = nn::Linear{};
+        op->dt_proj = nn::Linear{};
+        hw.rec = std::move(op);
         break;
       }
       case LivClass::GConv1: case LivClass::GConv2: {
         nn::Linear in;
         if (hw.base == LivClass::GConv1) {
-          hw.sconv = std::make_unique<ShortConv>(ShortConvConfig{d, cfg_.short_conv, false}, seed);
-          in = std::move(hw.sconv->in_proj);
-          hw.sconv->in_proj = nn::Linear{};
+          auto op = std::make_unique<ShortConv>(ShortConvConfig{d, cfg_.short_conv, false}, seed);
+          in = std::move(op->in_proj);
+          op->in_proj = nn::Linear{};
+          hw.sconv = std::move(op);
         } else {
           LongConvConfig lc;
           lc.width = d;
           lc.filter_hidden = cfg_.longconv_hidden;
           lc.bands = cfg_.longconv_bands;
           lc.l_max = cfg_.longconv_l_max;
-          hw.lconv = std::make_unique<LongConv>(lc, seed);
-          in = std::move(hw.lconv->in_proj);
-          hw.lconv->in_proj = nn::Linear{};
+          auto op = std::make_unique<LongConv>(lc, seed);
+          in = std::move(op->in_proj);
+          op->in_proj = nn::Linear{};
+          hw.lconv = std::move(op);
         }
         units[0].w.weight = in.weight.topRows(2 * d);   // B, gate
         units[1].w.weight = in.weight.bottomRows(d);    // u
         break;
       }
       default: {
-        hw.mlp = std::make_unique<SwiGLU>(SwiGLUConfig{d, cfg_.ffn_hidden}, seed);
-        units[0].w = std::move(hw.mlp->w1);
-        units[1].w = std::move(hw.mlp->w3);
-        hw.mlp->w1 = nn::Linear{};
-        hw.mlp->w3 = nn::Linear{};
+        auto op = std::make_unique<SwiGLU>(SwiGLUConfig{d, cfg_.ffn_hidden}, seed);
+        units[0].w = std::move(op->w1);
+        units[1].w = std::move(op->w3);
+        op->w1 = nn::Linear{};
+        op->w3 = nn::Linear{};
+        hw.mlp = std::move(op);
         break;
       }
     }
@@ -704,7 +715,9 @@ class Model {
         const std::string p = sp + (s.halves == 2 ? (h == 0 ? ".a" : ".b") : "");
         const LivFamily fam = family(hw.base);
         for (int u = 0; u < 3; ++u) {
-          Unit* un = hw.unit[size_t(u)].get();
+          // The const objects of a Half were created non-const (make_half,
+          // build): writing their values through this cast is defined.
+          Unit* un = const_cast<Unit*>(hw.unit[size_t(u)].get());
           if (!un || !seen.insert(un).second) continue;
           const std::string up = p + "." + unit_name(fam, u);
           lin(up, un->w);
@@ -712,26 +725,26 @@ class Model {
           mat(up + ".taps", un->taps);
         }
         lin(p + ".out", hw.wo);
-        if (hw.rec) {
-          mat(p + ".A_log", hw.rec->A_log);
-          vec(p + ".D", hw.rec->D);
-          lin(p + ".out", hw.rec->out_proj);
+        if (auto* op = const_cast<Recurrence*>(hw.rec.get())) {
+          mat(p + ".A_log", op->A_log);
+          vec(p + ".D", op->D);
+          lin(p + ".out", op->out_proj);
         }
-        if (hw.sconv) {
-          mat(p + ".conv", hw.sconv->conv_weight);
-          vec(p + ".conv_bias", hw.sconv->conv_bias);
-          lin(p + ".out", hw.sconv->out_proj);
+        if (auto* op = const_cast<ShortConv*>(hw.sconv.get())) {
+          mat(p + ".conv", op->conv_weight);
+          vec(p + ".conv_bias", op->conv_bias);
+          lin(p + ".out", op->out_proj);
         }
-        if (hw.lconv) {
-          lin(p + ".filter1", hw.lconv->f1);
-          lin(p + ".filter2", hw.lconv->f2);
-          lin(p + ".filter3", hw.lconv->f3);
-          vec(p + ".s1", hw.lconv->s1);
-          vec(p + ".s2", hw.lconv->s2);
-          vec(p + ".D", hw.lconv->D);
-          lin(p + ".out", hw.lconv->out_proj);
+        if (auto* op = const_cast<LongConv*>(hw.lconv.get())) {
+          lin(p + ".filter1", op->f1);
+          lin(p + ".filter2", op->f2);
+          lin(p + ".filter3", op->f3);
+          vec(p + ".s1", op->s1);
+          vec(p + ".s2", op->s2);
+          vec(p + ".D", op->D);
+          lin(p + ".out", op->out_proj);
         }
-        if (hw.mlp) lin(p + ".down", hw.mlp->w2);
+        if (auto* op = const_cast<SwiGLU*>(hw.mlp.get())) lin(p + ".down", op->w2);
       }
     }
     vec("final_norm", final_norm_);
