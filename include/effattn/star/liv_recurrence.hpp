@@ -155,6 +155,9 @@ class Recurrence {
     scan(in_proj, x_proj, dt_proj, x, st, y, ex);
   }
 
+  // The featurizer parameters shadow the members of the same names on
+  // purpose: the scan reads whichever weights it is given (its own from run,
+  // a compiled model's shared ones from prefill_with).
   void scan(const nn::Linear& in_proj, const nn::Linear& x_proj, const nn::Linear& dt_proj, const Matrix& x,
             State& st, Matrix& y, const Executor& ex) const {
     const index_t N = x.rows(), C = width(), E = expansion(), R = dt_proj.in_features();
