@@ -19,8 +19,7 @@
 namespace star_testing {
 
 /// SwiGLU: W2 (silu(W1 x) * W3 x).
-inline DMat reference(const effattn::star::SwiGLU& op, const Matrix& xf) {
-  const DMat x = to_d(xf);
+inline DMat reference_d(const effattn::star::SwiGLU& op, const DMat& x) {
   DMat g = linear_d(op.w1, x);
   const DMat u = linear_d(op.w3, x);
   for (size_t i = 0; i < g.v.size(); ++i) g.v[i] = silu_d(g.v[i]) * u.v[i];
@@ -28,9 +27,9 @@ inline DMat reference(const effattn::star::SwiGLU& op, const Matrix& xf) {
 }
 
 /// ShortConv (LFM2): out_proj(Cg * conv(B * u)), tap k on input t - (L-1) + k.
-inline DMat reference(const effattn::star::ShortConv& op, const Matrix& xf) {
-  const index_t N = xf.rows(), C = op.width(), L = op.kernel();
-  const DMat p = linear_d(op.in_proj, to_d(xf));
+inline DMat reference_d(const effattn::star::ShortConv& op, const DMat& x) {
+  const index_t N = x.rows, C = op.width(), L = op.kernel();
+  const DMat p = linear_d(op.in_proj, x);
   DMat z(N, C);
   for (index_t t = 0; t < N; ++t)
     for (index_t c = 0; c < C; ++c) {
@@ -46,9 +45,9 @@ inline DMat reference(const effattn::star::ShortConv& op, const Matrix& xf) {
 
 /// Recurrence (Mamba-like selective scan), token by token; the final state
 /// h [C, E] in *h_out when given.
-inline DMat reference(const effattn::star::Recurrence& op, const Matrix& xf, DMat* h_out = nullptr) {
-  const index_t N = xf.rows(), C = op.width(), E = op.expansion(), R = op.dt_rank();
-  const DMat p = linear_d(op.in_proj, to_d(xf));
+inline DMat reference_d(const effattn::star::Recurrence& op, const DMat& x, DMat* h_out = nullptr) {
+  const index_t N = x.rows, C = op.width(), E = op.expansion(), R = op.dt_rank();
+  const DMat p = linear_d(op.in_proj, x);
   DMat u(N, C);
   for (index_t t = 0; t < N; ++t)
     for (index_t c = 0; c < C; ++c) u(t, c) = silu_d(p(t, c));
@@ -101,8 +100,7 @@ inline void rope_d(DMat& m, index_t hd, double theta) {
 
 /// SoftmaxAttention (SA-1..4): projections, SA-2's conv, RoPE, causal softmax
 /// attention with query head h on K/V head h / (H / Hkv), output projection.
-inline DMat reference(const effattn::star::SoftmaxAttention& op, const Matrix& xf, double theta = 10000.0) {
-  const DMat x = to_d(xf);
+inline DMat reference_d(const effattn::star::SoftmaxAttention& op, const DMat& x, double theta = 10000.0) {
   DMat q = linear_d(op.wq, x), k = linear_d(op.wk, x), v = linear_d(op.wv, x);
   if (op.short_conv() > 0) {
     q = causal_conv_d(q, op.q_conv);
@@ -168,9 +166,9 @@ inline DMat filter_d(const effattn::star::LongConv& op, index_t n, index_t bands
 }
 
 /// LongConv (Hyena-like): out_proj(Cg * (h * Bx + D Bx)), the direct causal sum.
-inline DMat reference(const effattn::star::LongConv& op, const Matrix& xf, index_t bands = 4, index_t l_max = 2048) {
-  const index_t N = xf.rows(), C = op.width();
-  const DMat p = linear_d(op.in_proj, to_d(xf));
+inline DMat reference_d(const effattn::star::LongConv& op, const DMat& x, index_t bands = 4, index_t l_max = 2048) {
+  const index_t N = x.rows, C = op.width();
+  const DMat p = linear_d(op.in_proj, x);
   const DMat h = filter_d(op, N, bands, l_max);
   DMat z(N, C);
   for (index_t t = 0; t < N; ++t)
@@ -180,6 +178,19 @@ inline DMat reference(const effattn::star::LongConv& op, const Matrix& xf, index
       z(t, c) = p(t, C + c) * acc;
     }
   return linear_d(op.out_proj, z);
+}
+
+// The same references on float inputs (the operator tests' entry points).
+inline DMat reference(const effattn::star::SwiGLU& op, const Matrix& x) { return reference_d(op, to_d(x)); }
+inline DMat reference(const effattn::star::ShortConv& op, const Matrix& x) { return reference_d(op, to_d(x)); }
+inline DMat reference(const effattn::star::Recurrence& op, const Matrix& x, DMat* h_out = nullptr) {
+  return reference_d(op, to_d(x), h_out);
+}
+inline DMat reference(const effattn::star::SoftmaxAttention& op, const Matrix& x, double theta = 10000.0) {
+  return reference_d(op, to_d(x), theta);
+}
+inline DMat reference(const effattn::star::LongConv& op, const Matrix& x, index_t bands = 4, index_t l_max = 2048) {
+  return reference_d(op, to_d(x), bands, l_max);
 }
 
 /// Differential: reference(a) - reference(b).

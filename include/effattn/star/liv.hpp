@@ -144,6 +144,13 @@ inline void check_state(const char* op, const char* what, const Matrix& m, index
                                      m.cols(), "] (a State from another operator?)")));
 }
 
+/// A weight passed in (the *_with entry points) must have its operator's shape.
+inline void check_weight(const char* op, const char* what, const Matrix& m, index_t rows, index_t cols) {
+  if (m.rows() != rows || m.cols() != cols)
+    EFFATTN_THROW(shape_error(concat(op, ": ", what, " must be [", rows, ",", cols, "], got [", m.rows(), ",",
+                                     m.cols(), "]")));
+}
+
 /// Runs fn(begin, end) over [0, n) in fixed chunks of `chunk` (the split never
 /// depends on the thread count) on the executor the small-work rule gives for
 /// `work` element operations.

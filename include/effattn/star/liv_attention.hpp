@@ -37,6 +37,32 @@
 EFFATTN_NAMESPACE_BEGIN
 namespace star {
 
+namespace detail {
+/// Rotate-half RoPE (LLaMA / Hugging Face) on the `nh` heads of hd channels of
+/// m [n, nh*hd], row r at position pos0 + r: angles in double, cos/sin rounded
+/// to float, each row on its own (so a step equals the prefill bit for bit).
+/// SoftmaxAttention and the compiled model (model.hpp) both rotate with it.
+inline void apply_rope(Matrix& m, index_t nh, index_t hd, index_t pos0, double theta, const Executor& ex) {
+  const index_t n = m.rows(), half = hd / 2, cols = m.cols();
+  detail::parallel_chunks(ex, 20.0 * double(n) * double(cols), n, 16, [&](index_t r0, index_t r1) {
+    for (index_t r = r0; r < r1; ++r) {
+      float* row = m.data() + r * cols;
+      const double pos = static_cast<double>(pos0 + r);
+      for (index_t i = 0; i < half; ++i) {
+        const double ang = pos * std::pow(theta, -2.0 * static_cast<double>(i) / static_cast<double>(hd));
+        const float c = static_cast<float>(std::cos(ang)), s = static_cast<float>(std::sin(ang));
+        for (index_t h = 0; h < nh; ++h) {
+          float* x = row + h * hd;
+          const float x1 = x[i], x2 = x[i + half];
+          x[i] = x1 * c - x2 * s;
+          x[i + half] = x2 * c + x1 * s;
+        }
+      }
+    }
+  });
+}
+}  // namespace detail
+
 struct AttentionConfig {
   index_t width = 0;       ///< C > 0
   index_t heads = 1;       ///< H > 0
@@ -183,27 +209,6 @@ class SoftmaxAttention {
     detail::check_state(op, "v_tail", s.v_tail, t, short_conv() > 0 ? kd : 0);
   }
 
-  /// Rotate-half RoPE on the `nh` heads of m [n, nh*hd], row r at position pos0 + r.
-  void apply_rope(Matrix& m, index_t nh, index_t pos0, const Executor& ex) const {
-    const index_t n = m.rows(), half = hd_ / 2, cols = m.cols();
-    detail::parallel_chunks(ex, 20.0 * double(n) * double(cols), n, 16, [&](index_t r0, index_t r1) {
-      for (index_t r = r0; r < r1; ++r) {
-        float* row = m.data() + r * cols;
-        const double pos = static_cast<double>(pos0 + r);
-        for (index_t i = 0; i < half; ++i) {
-          const double ang = pos * std::pow(theta_, -2.0 * static_cast<double>(i) / static_cast<double>(hd_));
-          const float c = static_cast<float>(std::cos(ang)), s = static_cast<float>(std::sin(ang));
-          for (index_t h = 0; h < nh; ++h) {
-            float* x = row + h * hd_;
-            const float x1 = x[i], x2 = x[i + half];
-            x[i] = x1 * c - x2 * s;
-            x[i + half] = x2 * c + x1 * s;
-          }
-        }
-      }
-    });
-  }
-
   void run(const Matrix& x, State& s, Matrix& y, const Executor& ex) const {
     const index_t N = x.rows(), qd = heads_ * hd_, kd = kv_heads_ * hd_;
     const index_t L0 = s.length, Nk = L0 + N;
@@ -222,8 +227,8 @@ class SoftmaxAttention {
       v.swap(t);
     }
     if (rope_) {
-      apply_rope(q, heads_, L0, ex);
-      apply_rope(k, kv_heads_, L0, ex);
+      detail::apply_rope(q, heads_, hd_, L0, theta_, ex);
+      detail::apply_rope(k, kv_heads_, hd_, L0, theta_, ex);
     }
     // Append to the cache, growing by doubling.
     if (Nk > s.k.rows()) {

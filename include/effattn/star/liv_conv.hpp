@@ -103,11 +103,29 @@ class ShortConv {
     run(x, s, y, ex);
   }
 
+  /// prefill from the featurizer outputs p = [B | Cg | u] [N, 3C] (what
+  /// in_proj gives) instead of x: a compiled model (model.hpp) computes them
+  /// with featurizer weights it shares between layers (STAR's featurizer
+  /// sharing); everything after in_proj is this operator's.
+  void prefill_from(const Matrix& p, State& s, Matrix& y, const Executor& ex = {}) const {
+    const char* op = "star::ShortConv::prefill_from";
+    effattn::detail::check_executor(ex, op);
+    if (p.cols() != 3 * width())
+      EFFATTN_THROW(shape_error(detail::concat(op, ": p must be [N,3C]=[", p.rows(), ",", 3 * width(), "], got [",
+                                               p.rows(), ",", p.cols(), "]")));
+    if (&p == &y) EFFATTN_THROW(shape_error(detail::concat(op, ": y must not be p")));
+    detail::check_state(op, "tail", s.tail, kernel() - 1, width());
+    mix(p, s, y, ex);
+  }
+
  private:
   void run(const Matrix& x, State& s, Matrix& y, const Executor& ex) const {
-    const index_t N = x.rows(), C = width();
     Matrix p;
     nn::linear(in_proj, x, p, ex);  // [N, 3C]
+    mix(p, s, y, ex);
+  }
+  void mix(const Matrix& p, State& s, Matrix& y, const Executor& ex) const {
+    const index_t N = p.rows(), C = width();
     Matrix bx(N, C);
     detail::parallel_chunks(ex, double(N) * double(C), N, 64, [&](index_t t0, index_t t1) {
       for (index_t t = t0; t < t1; ++t) {

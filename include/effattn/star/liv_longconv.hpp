@@ -168,6 +168,21 @@ class LongConv {
     return kFftCostPerPoint * M * std::log2(M) < direct;
   }
 
+  /// prefill from the featurizer outputs p = [B | Cg | u] [N, 3C] (what
+  /// in_proj gives) instead of x: a compiled model (model.hpp) computes them
+  /// with featurizer weights it shares between layers (STAR's featurizer
+  /// sharing); everything after in_proj is this operator's.
+  void prefill_from(const Matrix& p, State& s, Matrix& y, const Executor& ex = {}) const {
+    const char* op = "star::LongConv::prefill_from";
+    effattn::detail::check_executor(ex, op);
+    if (p.cols() != 3 * width())
+      EFFATTN_THROW(shape_error(detail::concat(op, ": p must be [N,3C]=[", p.rows(), ",", 3 * width(), "], got [",
+                                               p.rows(), ",", p.cols(), "]")));
+    if (&p == &y) EFFATTN_THROW(shape_error(detail::concat(op, ": y must not be p")));
+    check_state(op, s);
+    mix(p, s, y, ex);
+  }
+
  private:
   index_t bands_, l_max_;
   ConvPath path_;
@@ -221,9 +236,12 @@ class LongConv {
   }
 
   void run(const Matrix& x, State& s, Matrix& y, const Executor& ex) const {
-    const index_t N = x.rows(), C = width(), L0 = s.length, T = L0 + N;
     Matrix p;
     nn::linear(in_proj, x, p, ex);  // [N, 3C]
+    mix(p, s, y, ex);
+  }
+  void mix(const Matrix& p, State& s, Matrix& y, const Executor& ex) const {
+    const index_t N = p.rows(), C = width(), L0 = s.length, T = L0 + N;
     grow(s.inputs, T);
     detail::parallel_chunks(ex, double(N) * double(C), N, 64, [&](index_t t0, index_t t1) {
       for (index_t t = t0; t < t1; ++t) {

@@ -42,8 +42,8 @@ class SwiGLU {
     w2 = nn::Linear::random(H, C, rng, 0, false);
   }
 
-  index_t width() const { return w1.in_features(); }
-  index_t hidden() const { return w1.out_features(); }
+  index_t width() const { return w2.out_features(); }  // (w2: the model may hold w1, w3 elsewhere)
+  index_t hidden() const { return w2.in_features(); }
   State make_state(index_t = 0) const { return {}; }
   index_t param_count() const {
     return detail::linear_params(w1) + detail::linear_params(w3) + detail::linear_params(w2);
@@ -68,8 +68,22 @@ class SwiGLU {
     s.length += 1;
   }
 
+  /// prefill with the featurizers (gate w1, up w3, each [H, C]) passed in
+  /// instead of this operator's own, so that a compiled model (model.hpp) can
+  /// share them between layers (STAR's featurizer sharing); w2 stays this one's.
+  void prefill_with(const nn::Linear& gate, const nn::Linear& up, const Matrix& x, State& s, Matrix& y,
+                    const Executor& ex = {}) const {
+    const char* op = "star::SwiGLU::prefill_with";
+    detail::check_sequence(op, x, y, width(), ex);
+    detail::check_weight(op, "gate", gate.weight, hidden(), width());
+    detail::check_weight(op, "up", up.weight, hidden(), width());
+    run_with(gate, up, x, y, ex);
+    s.length += x.rows();
+  }
+
  private:
-  void run(const Matrix& x, Matrix& y, const Executor& ex) const {
+  void run(const Matrix& x, Matrix& y, const Executor& ex) const { run_with(w1, w3, x, y, ex); }
+  void run_with(const nn::Linear& w1, const nn::Linear& w3, const Matrix& x, Matrix& y, const Executor& ex) const {
     Matrix g, u;
     nn::linear(w1, x, g, ex);
     nn::linear(w3, x, u, ex);

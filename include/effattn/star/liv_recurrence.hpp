@@ -129,6 +129,26 @@ class Recurrence {
     run(x, s, y, ex);
   }
 
+  /// prefill with the featurizers (in_proj, x_proj, dt_proj) passed in
+  /// instead of this operator's own, so that a compiled model (model.hpp) can
+  /// share them between layers (STAR's featurizer sharing) while A_log, D and
+  /// out_proj stay this operator's. Shapes: in_proj [2C, C], x_proj
+  /// [R + 2E, C], dt_proj [C, R] with a bias [C] (shape_error otherwise).
+  void prefill_with(const nn::Linear& in, const nn::Linear& xp, const nn::Linear& dtp, const Matrix& x, State& s,
+                    Matrix& y, const Executor& ex = {}) const {
+    const char* op = "star::Recurrence::prefill_with";
+    detail::check_sequence(op, x, y, width(), ex);
+    detail::check_state(op, "h", s.h, width(), expansion());
+    const index_t C = width(), E = expansion(), R = dtp.in_features();
+    detail::check_weight(op, "in_proj", in.weight, 2 * C, C);
+    detail::check_weight(op, "x_proj", xp.weight, R + 2 * E, C);
+    detail::check_weight(op, "dt_proj", dtp.weight, C, R);
+    if (R < 1 || dtp.bias.size() != C || in.bias.size() != 0 || xp.bias.size() != 0)
+      EFFATTN_THROW(shape_error(detail::concat(op, ": dt_proj needs R >= 1 and a bias [", C,
+                                               "], in_proj and x_proj no bias")));
+    scan(in, xp, dtp, x, s, y, ex);
+  }
+
  private:
   static constexpr index_t kLanes = 16;  ///< channels per scan work item
   index_t chunk_;
@@ -141,7 +161,15 @@ class Recurrence {
   static float silu_fast(float x) { return x / (1.0f + detail::exp_fast(-x)); }
 
   void run(const Matrix& x, State& st, Matrix& y, const Executor& ex) const {
-    const index_t N = x.rows(), C = width(), E = expansion(), R = dt_rank();
+    scan(in_proj, x_proj, dt_proj, x, st, y, ex);
+  }
+
+  // The featurizer parameters shadow the members of the same names on
+  // purpose: the scan reads whichever weights it is given (its own from run,
+  // a compiled model's shared ones from prefill_with).
+  void scan(const nn::Linear& in_proj, const nn::Linear& x_proj, const nn::Linear& dt_proj, const Matrix& x,
+            State& st, Matrix& y, const Executor& ex) const {
+    const index_t N = x.rows(), C = width(), E = expansion(), R = dt_proj.in_features();
     y.resize(N, C);
     // -exp(A_log), once per call, transposed to [E, C] so the scan runs across
     // channels. exp_fast, not std::exp: C x E libm calls were most of a decode
