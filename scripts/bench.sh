@@ -9,14 +9,14 @@
 #   EFFATTN_BENCH_REPS     repetitions per benchmark (default 3; medians are reported)
 #   EFFATTN_BENCH_FILTER   Google Benchmark filter regex (default: all)
 #   EFFATTN_BENCH_QUICK=1  smallest shapes only (a smoke run)
-#   (with MPI installed, also mpi_bench_distributed under mpiexec: results/distributed.txt)
+#   (also mpi_bench_distributed under mpiexec, Debian's Open MPI: results/distributed.txt)
 #   EFFATTN_TORCH_PYTHON   a Python with torch >= 2.1: also time PyTorch's
 #                          scaled_dot_product_attention on the engine's shapes,
 #                          interleaved with effattn (benchmarks/bench_torch.py);
 #                          unset: the report says torch was not measured
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/deps.sh build-essential cmake libeigen3-dev libbenchmark-dev libstb-dev python3 python3-matplotlib
+bash scripts/deps.sh build-essential cmake libeigen3-dev libbenchmark-dev libstb-dev python3 python3-matplotlib openmpi-bin libopenmpi-dev
 jobs=$(nproc 2>/dev/null || echo 2)
 cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DEFFATTN_BUILD_TESTS=OFF -DEFFATTN_BUILD_BENCHMARKS=ON \
       -DEFFATTN_BUILD_EXAMPLES=ON

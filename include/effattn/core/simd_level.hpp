@@ -155,7 +155,13 @@ EFFATTN_ALWAYS_INLINE vf exp(vf x) {
   p = fmadd(p, r, broadcast(1.6666665459e-1f));
   p = fmadd(p, r, broadcast(5.0000001201e-1f));
   vf y = fmadd(p, r * r, r + broadcast(1.0f));
-#if EFFATTN_HAVE_VECTOR_EXT
+#if EFFATTN_LEVEL_AVX512 && EFFATTN_LEVEL_BYTES == 64
+  // vscalefps forms y * 2^n in one instruction (the same bits as the
+  // exponent-field construction below); its zero mask clears the lanes below
+  // the range (-inf, tiny x, NaN) before any subnormal could be formed.
+  const __mmask16 keep = _mm512_cmp_ps_mask(x, lo, _CMP_GE_OQ);
+  return _mm512_maskz_scalef_ps(keep, y, n);
+#elif EFFATTN_HAVE_VECTOR_EXT
   vi e = (__builtin_convertvector(n, vi) + 127) << 23;
   vf scale;
   std::memcpy(&scale, &e, sizeof(vf));
