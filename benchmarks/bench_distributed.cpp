@@ -114,13 +114,7 @@ std::pair<double, double> time_collective(int reps, F&& f) {
   return {median(slow), median(fast)};
 }
 
-const char* isa_name() {
-  switch (effattn::active_isa()) {
-    case effattn::Isa::avx512: return "avx512";
-    case effattn::Isa::avx2: return "avx2";
-    default: return "baseline";
-  }
-}
+const char* isa_name() { return effattn::to_string(effattn::active_isa()); }
 
 void prefill(const Args& a, int P, int r) {
   const index_t B = 1, H = a.H, Hkv = a.H, D = a.D, N = a.N;
