@@ -883,8 +883,10 @@ class Model {
             Matrix bc, u, p(N, 3 * d);
             nn::linear(hw.unit[0]->w, xn, bc, ex);
             nn::linear(hw.unit[1]->w, xn, u, ex);
-            p.leftCols(2 * d) = bc;
-            p.rightCols(d) = u;
+            if (N > 0) {  // (an empty matrix has no data: Eigen's column blocks of it would offset a null pointer)
+              p.leftCols(2 * d) = bc;
+              p.rightCols(d) = u;
+            }
             if (hw.sconv) hw.sconv->prefill_from(p, hs.sconv, out, ex);
             else hw.lconv->prefill_from(p, hs.lconv, out, ex);
             break;
