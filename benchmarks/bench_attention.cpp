@@ -14,6 +14,7 @@
 #include <effattn/core/simd.hpp>
 
 #include "support/bench_support.hpp"
+#include "support/roofs.hpp"
 
 #if defined(_OPENMP)
 #  include <omp.h>
@@ -25,29 +26,6 @@ using namespace effattn;
 namespace eb = effattn_bench;
 
 // ---- machine roofs
-
-/// A register-only FMA loop on every thread (12 independent accumulators,
-/// enough to cover the FMA latency on current x86 cores), at the level the
-/// engine runs at (effattn::active_isa(), the `isa` counter: 0 baseline, 1
-/// avx2, 2 avx512).
-void BM_fma_peak(benchmark::State& state) {
-  const int t = eb::threads();
-  constexpr long kInner = 1 << 22;
-  const Isa level = active_isa();
-  int lanes = 0;
-  EFFATTN_WITH_LEVEL(level, lanes = lvl::simd::kFloatLanes);
-  for (auto _ : state) {
-    float sink = 0;
-#pragma omp parallel num_threads(t) reduction(+ : sink)
-    {
-      EFFATTN_WITH_LEVEL(level, sink += lvl::fma_peak_kernel(kInner));
-    }
-    benchmark::DoNotOptimize(sink);
-  }
-  eb::report(state, 2.0 * kInner * 12 * lanes * t, -1);
-  state.counters["simd_lanes"] = lanes;  // fp32 lanes of the level the engine runs at, for the plots' captions
-  state.counters["isa"] = static_cast<double>(effattn::detail::tu_level(level));
-}
 
 /// Eigen sgemm of attention shape: [N x 64] * [64 x N].
 void BM_sgemm(benchmark::State& state) {
@@ -187,14 +165,12 @@ void BM_tune(benchmark::State& state, index_t N, index_t bq, index_t bk) {
 
 // Decoding with float16 keys/values (widened to float on load): half the
 // bytes of attention/decode, paired with it as the baseline.
-void BM_decode_f16(benchmark::State& state, index_t N) {
-  Inputs in(N, 1);
-  std::vector<float16> k(in.k.size()), v(in.v.size());
-  convert(in.k.data(), k.data(), static_cast<index_t>(k.size()));
-  convert(in.v.data(), v.data(), static_cast<index_t>(v.size()));
+/// The decode benchmarks' loop and counters: one query per head against the
+/// N cached keys/values K, V (any storage), `bytes` of cache read per step.
+template <class KV, class VV>
+void run_decode(benchmark::State& state, Inputs& in, index_t N, const KV& K, const VV& V, double bytes,
+                const char* baseline) {
   auto Q = make_view<const float>(in.q.data(), in.B, in.H, 1, in.D);
-  auto K = make_view<const float16>(k.data(), in.B, in.H, N, in.D);
-  auto V = make_view<const float16>(v.data(), in.B, in.H, N, in.D);
   auto O = make_view(in.out.data(), in.B, in.H, 1, in.D);
   const Executor ex(eb::threads());
   eb::reset_peak();
@@ -204,11 +180,20 @@ void BM_decode_f16(benchmark::State& state, index_t N) {
     benchmark::ClobberMemory();
   }
   eb::report(state, eb::attention_flops(in.B, in.H, static_cast<double>(N), in.D, in.D), eb::peak_bytes());
-  const double bytes = 2.0 * static_cast<double>(k.size() + v.size());
   state.counters["cache_bytes"] = bytes;
   state.counters["GBps"] = benchmark::Counter(bytes / 1e9, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["threads"] = eb::threads();
-  state.SetLabel("baseline=attention/decode");
+  state.SetLabel(std::string("baseline=") + baseline);
+}
+
+void BM_decode_f16(benchmark::State& state, index_t N) {
+  Inputs in(N, 1);
+  std::vector<float16> k(in.k.size()), v(in.v.size());
+  convert(in.k.data(), k.data(), static_cast<index_t>(k.size()));
+  convert(in.v.data(), v.data(), static_cast<index_t>(v.size()));
+  run_decode(state, in, N, make_view<const float16>(k.data(), in.B, in.H, N, in.D),
+             make_view<const float16>(v.data(), in.B, in.H, N, in.D), 2.0 * static_cast<double>(k.size() + v.size()),
+             "attention/decode");
 }
 
 // Decoding with int8 keys/values and a float scale per row (core/quant.hpp):
@@ -223,21 +208,9 @@ void BM_decode_int8(benchmark::State& state, index_t N) {
            make_view(vs.data(), in.B, in.H, N));
   const QuantizedKV K{make_view<const std::int8_t>(kc.data(), in.B, in.H, N, in.D), make_view<const float>(ks.data(), in.B, in.H, N)};
   const QuantizedKV V{make_view<const std::int8_t>(vc.data(), in.B, in.H, N, in.D), make_view<const float>(vs.data(), in.B, in.H, N)};
-  auto Q = make_view<const float>(in.q.data(), in.B, in.H, 1, in.D);
-  auto O = make_view(in.out.data(), in.B, in.H, 1, in.D);
-  const Executor ex(eb::threads());
-  eb::reset_peak();
-  for (auto _ : state) {
-    attention<float>(Q, K, V, O, NoMask{}, NoScore{}, {}, ex);
-    benchmark::DoNotOptimize(in.out.data());
-    benchmark::ClobberMemory();
-  }
-  eb::report(state, eb::attention_flops(in.B, in.H, static_cast<double>(N), in.D, in.D), eb::peak_bytes());
-  const double bytes = static_cast<double>(kc.size() + vc.size()) + 4.0 * static_cast<double>(ks.size() + vs.size());
-  state.counters["cache_bytes"] = bytes;
-  state.counters["GBps"] = benchmark::Counter(bytes / 1e9, benchmark::Counter::kIsIterationInvariantRate);
-  state.counters["threads"] = eb::threads();
-  state.SetLabel("baseline=attention/decode_f16");
+  run_decode(state, in, N, K, V,
+             static_cast<double>(kc.size() + vc.size()) + 4.0 * static_cast<double>(ks.size() + vs.size()),
+             "attention/decode_f16");
 }
 
 /// The machine's memory roof for the decode figures: a STREAM-style copy of
@@ -257,7 +230,7 @@ void BM_stream_copy(benchmark::State& state) {
 
 void register_all() {
   const int t = eb::threads();
-  benchmark::RegisterBenchmark(eb::name("machine/fma_peak", {{"t", t}}).c_str(), BM_fma_peak)
+  benchmark::RegisterBenchmark(eb::name("machine/fma_peak", {{"t", t}}).c_str(), eb::fma_peak)
       ->Unit(benchmark::kMillisecond)
       ->UseRealTime();
   benchmark::RegisterBenchmark(eb::name("machine/sgemm", {{"N", 4096}, {"K", 64}, {"t", t}}).c_str(), BM_sgemm)

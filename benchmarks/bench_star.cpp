@@ -60,6 +60,7 @@
 #include <effattn/core/simd.hpp>
 
 #include "support/bench_support.hpp"
+#include "support/roofs.hpp"
 
 namespace {
 
@@ -71,30 +72,6 @@ using st::Matrix;
 constexpr index_t kWidth = 512, kHeads = 8;
 
 // ---------------------------------------------------------------- machine roofs
-
-/// The fp32 FMA roof on eb::threads() threads at the level the engine runs
-/// at, measured here too so that the Rec prefill's fraction of peak comes from
-/// the same run (same code as bench_attention's machine/fma_peak). The Rec
-/// scan is compiled for the build's -march (the dev build: native), which on
-/// the development host is the same vector width.
-void BM_fma_peak(benchmark::State& state) {
-  const int t = eb::threads();
-  constexpr long kInner = 1 << 22;
-  const Isa level = active_isa();
-  int lanes = 0;
-  EFFATTN_WITH_LEVEL(level, lanes = lvl::simd::kFloatLanes);
-  for (auto _ : state) {
-    float sink = 0;
-#pragma omp parallel num_threads(t) reduction(+ : sink)
-    {
-      EFFATTN_WITH_LEVEL(level, sink += lvl::fma_peak_kernel(kInner));
-    }
-    benchmark::DoNotOptimize(sink);
-  }
-  eb::report(state, 2.0 * kInner * 12 * lanes * t, -1);
-  state.counters["simd_lanes"] = lanes;
-  state.counters["isa"] = static_cast<double>(effattn::detail::tu_level(level));
-}
 
 /// STREAM-style bandwidth (McCalpin's copy a = b and triad a = b + s c) on
 /// eb::threads() threads, each thread on its own contiguous part (first
@@ -336,7 +313,7 @@ void register_class(const char* cls, std::shared_ptr<const Op> op, const std::ve
 
 void register_all() {
   const int t = eb::threads();
-  benchmark::RegisterBenchmark(eb::name("machine/star_fma_peak", {{"t", t}}).c_str(), BM_fma_peak)
+  benchmark::RegisterBenchmark(eb::name("machine/star_fma_peak", {{"t", t}}).c_str(), eb::fma_peak)
       ->Unit(benchmark::kMillisecond)
       ->UseRealTime();
   benchmark::RegisterBenchmark(eb::name("machine/stream_copy", {{"MiB", 128}, {"t", t}}).c_str(),
