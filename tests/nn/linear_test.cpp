@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 // nn::linear, the one dense layer of effattn (issue 11 item 1): against a
-// plain float64 loop on odd shapes (both the tiled-contraction path and the
-// <= 4-row GEMV path, one and several tiles or slices, bias and none),
+// plain float64 loop on odd shapes at every instruction-set level (both the
+// tiled path on the engine's micro-kernel and the <= 4-row GEMV path, one
+// and several tiles or slices, bias and none),
 // bit-identical for every Executor and a host pool hook that runs its ranges
 // in reverse order, and it runs where the Executor says: the hook is called
 // for a big layer (never for a small one), Executor(1) never starts a thread
@@ -20,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "support/levels.hpp"
 #include "support/nn_testing.hpp"
 #include "support/testing.hpp"
 #include "support/threads.hpp"
@@ -49,18 +51,21 @@ nn::Linear random_linear(index_t in, index_t out, bool bias, unsigned seed) {
 }
 
 /// Odd shapes for both paths: rows <= 4 is the GEMV path (slices of 512
-/// outputs), more rows the tiled contraction (tiles of 768 x 384 outputs).
+/// outputs), more rows the tiled path (W^T packed in panels of Q outputs,
+/// 16 x 16 or 8 x 8 register transposes plus element-wise edges; tiles of
+/// 48 x 256 outputs; sums in blocks of 128 inputs).
 /// Work (rows * in * out) below 2e5 runs serially whatever the executor.
 const Shape kShapes[] = {
-    {1, 3, 1},       // the smallest layer
-    {3, 5, 700},     // GEMV, two slices (the last one partial)
-    {4, 256, 1537},  // GEMV at its row limit, four slices, above the serial cut-off
-    {5, 9, 33},      // the first row count past the GEMV path
-    {7, 33, 385},    // one row tile, two column tiles (the second one column wide)
-    {769, 64, 770},  // two row tiles (the second one row high) x three column tiles
-    {1600, 96, 40},  // three row tiles, one column tile
+    {1, 3, 1},        // the smallest layer
+    {3, 5, 700},      // GEMV, two slices (the last one partial)
+    {4, 256, 1537},   // GEMV at its row limit, four slices, above the serial cut-off
+    {5, 9, 33},       // the first row count past the GEMV path; in < 8: the pack's edges only
+    {7, 33, 385},     // two column tiles (the second 129 wide: a ragged last panel)
+    {49, 129, 257},   // two row tiles (the second one row), two input blocks (128 + 1), 1-column tail
+    {97, 300, 64},    // three row tiles, three input blocks (128, 128, 44), whole panels only
+    {769, 64, 770},   // 17 row tiles x four column tiles
+    {1600, 96, 40},   // 34 row tiles, one column tile narrower than a panel at AVX-512
 };
-
 /// y = x W^T + b in float64, and per element the bound (in + 1) u sum |x_k w_k| + |b|
 /// on the error of any float32 summation order (with or without FMA).
 void reference(const nn::Linear& l, const nn::Matrix& x, std::vector<double>& y, std::vector<double>& tol) {
@@ -109,7 +114,10 @@ Executor reverse_hook(std::atomic<int>& calls, int threads = 0) {
 
 }  // namespace
 
-TEST(NnLinear, MatchesFloat64ReferenceOnOddShapes) {
+TEST(NnLinear, MatchesFloat64ReferenceOnOddShapesAtEveryLevel) {
+  for (const effattn::Isa level : testing_util::isa_levels()) {
+  SCOPED_TRACE(effattn::to_string(level));
+  const testing_util::ScopedIsa at(level);
   unsigned seed = 1;
   for (const Shape& s : kShapes) {
     for (bool bias : {true, false}) {
@@ -130,6 +138,7 @@ TEST(NnLinear, MatchesFloat64ReferenceOnOddShapes) {
       }
       EXPECT_EQ(bad, 0) << str(s, bias);
     }
+  }
   }
 }
 
@@ -165,10 +174,14 @@ TEST(NnLinear, BitIdenticalForEveryExecutorAndAReversedPoolHook) {
         EXPECT_TRUE(same(y, y1)) << str(s, bias) << ": " << name << " differs from Executor(1)";
       }
       // The hook is the executor: a layer above the serial cut-off hands it
-      // its tiles, a smaller one runs on the calling thread.
-      const bool big = double(s.rows) * double(s.in) * double(s.out) >= effattn::detail::kSerialWorkBelow;
-      EXPECT_EQ(serial_calls.load(), big ? 1 : 0) << str(s, bias);
-      EXPECT_EQ(pool_calls.load(), big ? 1 : 0) << str(s, bias);
+      // its tiles (and the packing of W^T when that alone reaches the
+      // cut-off), a smaller one runs on the calling thread.
+      const double cut = effattn::detail::kSerialWorkBelow;
+      const bool big = double(s.rows) * double(s.in) * double(s.out) >= cut;
+      const bool big_pack = s.rows > 4 && 2.0 * double(s.in) * double(s.out) >= cut;
+      const int want = (big ? 1 : 0) + (big_pack ? 1 : 0);
+      EXPECT_EQ(serial_calls.load(), want) << str(s, bias);
+      EXPECT_EQ(pool_calls.load(), want) << str(s, bias);
     }
   }
 }
@@ -180,7 +193,8 @@ TEST(NnLinear, ForwardOfLinearAndMlpPassTheExecutorOn) {
   nn::linear(l, x, want, Executor(1));
   std::atomic<int> calls{0};
   l.forward(x, got, reverse_hook(calls, 2));
-  EXPECT_EQ(calls.load(), 1) << "Linear::forward did not run on its executor";
+  // Two parallel loops per layer above the cut-off: the packing of W^T, then the tiles.
+  EXPECT_EQ(calls.load(), 2) << "Linear::forward did not run on its executor";
   EXPECT_TRUE(same(got, want));
   EXPECT_THROW(l.forward(x, got, Executor(-1)), effattn::parameter_error);
 
@@ -190,7 +204,7 @@ TEST(NnLinear, ForwardOfLinearAndMlpPassTheExecutorOn) {
   mlp.forward(x, m1, Executor(1));
   calls = 0;
   mlp.forward(x, m2, reverse_hook(calls, 2));
-  EXPECT_EQ(calls.load(), 3) << "Mlp::forward: fc1, GELU and fc2 each run on the executor";
+  EXPECT_EQ(calls.load(), 5) << "Mlp::forward: fc1 (pack, tiles), GELU and fc2 (pack, tiles) each run on the executor";
   EXPECT_TRUE(same(m1, m2));
   // The same by hand, with the library's pieces.
   nn::Matrix h, y;

@@ -70,6 +70,28 @@ TEST(StarRecurrence, FastExpIsWithinTwoUlps) {
   EXPECT_TRUE(std::isfinite(star::detail::exp_fast(1000.0f)));
 }
 
+TEST(StarRecurrence, FastSoftplusIsWithinFourUlps) {
+  // dt = softplus(.) without libm calls (vectorisable): log1p on [0, 1] and
+  // softplus over the range dt's logits take, against float64.
+  double worst_log1p = 0, worst_softplus = 0;
+  for (int k = 0; k <= 200000; ++k) {
+    // t spans [0, 1] densely near 0 too (t = 2^-e for large e keeps its relative precision).
+    const float t = k < 100000 ? std::ldexp(1.0f + float(k % 1000) / 1000.0f, -(k / 1000) - 1)
+                               : float(k - 100000) / 100000.0f;
+    const double want = std::log1p(double(t));
+    if (want > 0) worst_log1p = std::fmax(worst_log1p, std::fabs(double(star::detail::log1p_unit(t)) / want - 1.0));
+    const float x = -80.0f + 110.0f * float(k) / 200000.0f;
+    const double sp = x > 20.0f ? double(x) : std::log1p(std::exp(double(x)));
+    worst_softplus = std::fmax(worst_softplus, std::fabs(double(star::detail::softplus(x)) / sp - 1.0));
+  }
+  EXPECT_LT(worst_log1p, 2.4e-7);
+  EXPECT_LT(worst_softplus, 2.4e-7);
+  EXPECT_EQ(star::detail::log1p_unit(0.0f), 0.0f);
+  EXPECT_EQ(star::detail::softplus(25.0f), 25.0f);  // torch's threshold: x itself
+  EXPECT_GT(star::detail::softplus(-1000.0f), 0.0f);
+  EXPECT_LT(star::detail::softplus(-1000.0f), 1e-37f);
+}
+
 TEST(StarRecurrence, ShapesAndCounts) {
   const auto cfg1 = star::RecurrenceConfig::rec1(37), cfg2 = star::RecurrenceConfig::rec2(37);
   EXPECT_EQ(cfg1.expansion, 16);

@@ -6,7 +6,6 @@
 #pragma once
 
 #include <Eigen/Core>
-#include <unsupported/Eigen/CXX11/Tensor>
 #include <algorithm>
 #include <cmath>
 #include <random>
@@ -15,6 +14,7 @@
 #include "../core/error.hpp"
 #include "../core/executor.hpp"
 #include "../core/view.hpp"
+#include "../attention/engine.hpp"
 
 EFFATTN_NAMESPACE_BEGIN
 namespace nn {
@@ -55,14 +55,84 @@ struct Linear {
   }
 };
 
+}  // namespace nn
+
+namespace detail {
+
+/// nn::linear without its checks, on raw rows: y[r * ldy + 0:N] = x[r * ldx +
+/// 0:K] W^T + b for r < M (x and y must not overlap; ldx >= K, ldy >= N). The
+/// same bits as nn::linear on the same rows, for callers that project row
+/// blocks of a larger matrix in place (star::Recurrence's chunked prefill).
+inline void linear_rows(const nn::Linear& l, const float* x, index_t ldx, index_t M, float* y, index_t ldy,
+                        const Executor& ex) {
+  // Output tiles: kRows x kCols outputs per work item; kGemvRows or fewer
+  // rows: one slice of kGemvCols outputs (all rows) per item.
+  constexpr index_t kRows = 48, kCols = 256, kGemvRows = 4, kGemvCols = 512;
+  const index_t K = l.weight.cols(), N = l.weight.rows();
+  if (M == 0 || N == 0) return;
+  const bool has_bias = l.bias.size() != 0;
+  if (K == 0) {  // an empty sum: the bias, or zeros
+    for (index_t r = 0; r < M; ++r)
+      for (index_t j = 0; j < N; ++j) y[r * ldy + j] = has_bias ? l.bias[j] : 0.0f;
+    return;
+  }
+  const Executor run_ex = effattn::detail::executor_for(ex, double(M) * double(K) * double(N));
+  if (M <= kGemvRows) {
+    // Decode: one item per slice of outputs, all rows; y[r, c0:c1] = W[c0:c1, :] x[r, :].
+    const index_t items = (N + kGemvCols - 1) / kGemvCols;
+    effattn::detail::parallel_items(run_ex, items, [] { return 0; }, [&](index_t item, int&) {
+      const index_t c0 = item * kGemvCols, n = std::min(kGemvCols, N - c0);
+      for (index_t r = 0; r < M; ++r) {
+        Eigen::Map<Eigen::VectorXf> yr(y + r * ldy + c0, n);
+        yr.noalias() = l.weight.middleRows(c0, n) * Eigen::Map<const Eigen::VectorXf>(x + r * ldx, K);
+        if (has_bias) yr += l.bias.segment(c0, n);
+      }
+    });
+    return;
+  }
+  // Tiles: W^T packed once per call (in parallel over its panels), then
+  // kRows x kCols output tiles, each on one thread (the engine's
+  // micro-kernel at the active instruction-set level, kernels_level.hpp).
+  EFFATTN_WITH_LEVEL(effattn::active_isa(), {
+    constexpr index_t Q = lvl::Blocking<float>::Q;
+    const index_t panels = (N + Q - 1) / Q, tile_panels = std::max<index_t>(1, kCols / Q);
+    effattn::detail::AlignedBuffer<float> wp(lvl::gemm_packed_size(K, N));
+    effattn::detail::parallel_items(effattn::detail::executor_for(ex, 2.0 * double(K) * double(N)), panels,
+                                    [] { return 0; },
+                                    [&](index_t p, int&) { lvl::gemm_pack_panel(l.weight.data(), K, N, p, wp.data()); });
+    const index_t rch = (M + kRows - 1) / kRows, cch = (panels + tile_panels - 1) / tile_panels;
+    effattn::detail::parallel_items(
+        run_ex, rch * cch, [&] { return effattn::detail::AlignedBuffer<float>(std::min(kRows, M) * Q); },
+        [&](index_t item, effattn::detail::AlignedBuffer<float>& tail) {
+          const index_t r0 = (item / cch) * kRows, p0 = (item % cch) * tile_panels;
+          const index_t m = std::min(kRows, M - r0), p1 = std::min(panels, p0 + tile_panels);
+          lvl::gemm_tile(x + r0 * ldx, ldx, K, wp.data(), N, m, p0, p1, y + r0 * ldy, ldy, tail.data());
+          if (has_bias) {
+            const index_t c0 = p0 * Q, c1 = std::min(N, p1 * Q);
+            for (index_t i = 0; i < m; ++i) {
+              float* yr = y + (r0 + i) * ldy;
+              for (index_t j = c0; j < c1; ++j) yr[j] += l.bias[j];
+            }
+          }
+        });
+  });
+}
+
+}  // namespace detail
+
+namespace nn {
+
 /// y = x W^T + b, x [rows, in], y resized to [rows, out] (y must not be x).
 ///
 /// The effattn dense layer: every model of the library runs its projections
-/// here. The output is cut into fixed tiles that never depend on the thread
-/// count, each computed on one thread (a cache-blocked Eigen tensor
-/// contraction, or for at most 4 rows, a decode step, matrix-vector products
-/// over 512-output slices of W, so W is never packed), so the result is
-/// bit-identical for any Executor, and the work runs where the Executor says:
+/// here. Above 4 rows, W^T is packed once per call and the output is cut into
+/// 48 x 256 tiles, each computed on one thread by the attention engine's
+/// register-blocked micro-kernel at the active instruction-set level
+/// (kernels_level.hpp, "dense layers"); every output sums over the inputs in
+/// blocks of 128, in order, wherever its tile runs. For at most 4 rows (a
+/// decode step) it runs matrix-vector products over 512-output slices of W,
+/// so W is never packed. The result is bit-identical for any Executor (not
+/// across instruction-set levels), and the work runs where the Executor says:
 /// OpenMP threads up to ex.num_threads, the host's pool hook, or the calling
 /// thread for a small layer (detail::executor_for). Eigen's own threading (a
 /// process-wide setting) is never used.
@@ -71,9 +141,6 @@ struct Linear {
 /// empty, or y being x.
 inline void linear(const Linear& l, const Matrix& x, Matrix& y, const Executor& ex) {
   const char* op = "nn::linear";
-  // Output tiles: kRows x kCols outputs per work item; kGemvRows or fewer
-  // rows: one slice of kGemvCols outputs (all rows) per item.
-  constexpr index_t kRows = 768, kCols = 384, kGemvRows = 4, kGemvCols = 512;
   effattn::detail::check_executor(ex, op);
   const index_t M = x.rows(), K = l.weight.cols(), N = l.weight.rows();
   if (x.cols() != K)
@@ -85,51 +152,7 @@ inline void linear(const Linear& l, const Matrix& x, Matrix& y, const Executor& 
   if (&x == &y) EFFATTN_THROW(shape_error(effattn::detail::concat(op, ": y must not be x")));
   effattn::detail::checked_mul(M, N, op, "y size rows * out");  // x may be [huge, 0]
   y.resize(M, N);
-  if (M == 0 || N == 0) return;
-  const bool has_bias = l.bias.size() != 0;
-  const Executor run_ex = effattn::detail::executor_for(ex, double(M) * double(K) * double(N));
-  if (M <= kGemvRows) {
-    // Decode: one item per slice of outputs, all rows; y[r, c0:c1] = W[c0:c1, :] x[r, :].
-    const index_t items = (N + kGemvCols - 1) / kGemvCols;
-    effattn::detail::parallel_items(run_ex, items, [] { return 0; }, [&](index_t item, int&) {
-      const index_t c0 = item * kGemvCols, n = std::min(kGemvCols, N - c0);
-      for (index_t r = 0; r < M; ++r) {
-        Eigen::Map<Eigen::VectorXf> yr(y.data() + r * N + c0, n);
-        yr.noalias() = l.weight.middleRows(c0, n) * x.row(r).transpose();
-        if (has_bias) yr += l.bias.segment(c0, n);
-      }
-    });
-    return;
-  }
-  const index_t rch = (M + kRows - 1) / kRows;
-  const index_t cch = (N + kCols - 1) / kCols;
-  using TMapC = Eigen::TensorMap<Eigen::Tensor<const float, 2, Eigen::RowMajor>>;
-  using TMap = Eigen::TensorMap<Eigen::Tensor<float, 2, Eigen::RowMajor>>;
-  effattn::detail::parallel_items(
-      run_ex, rch * cch,
-      // One tile's scratch: at most kLinearRows x kLinearCols (less for a small layer).
-      [&] {
-        return std::vector<float>(
-            static_cast<size_t>(std::min(kRows, M) * std::min(kCols, N)));
-      },
-      [&](index_t item, std::vector<float>& buf) {
-        const index_t r0 = (item / cch) * kRows, c0 = (item % cch) * kCols;
-        const index_t m = std::min(kRows, M - r0), n = std::min(kCols, N - c0);
-        TMapC X(x.data() + r0 * K, m, K), W(l.weight.data() + c0 * K, n, K);
-        TMap S(buf.data(), m, n);
-        const Eigen::array<Eigen::IndexPair<Eigen::Index>, 1> dims = {Eigen::IndexPair<Eigen::Index>(1, 1)};
-        S = X.contract(W, dims);
-        for (index_t i = 0; i < m; ++i) {
-          float* yr = y.data() + (r0 + i) * N + c0;
-          const float* sr = buf.data() + i * n;
-          if (has_bias) {
-            const float* br = l.bias.data() + c0;
-            for (index_t j = 0; j < n; ++j) yr[j] = sr[j] + br[j];
-          } else {
-            for (index_t j = 0; j < n; ++j) yr[j] = sr[j];
-          }
-        }
-      });
+  effattn::detail::linear_rows(l, x.data(), K, M, y.data(), N, ex);
 }
 
 /// y = (x - mean) / sqrt(var + eps) * w + b per row, biased variance (torch's

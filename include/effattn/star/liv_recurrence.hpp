@@ -170,6 +170,20 @@ class Recurrence {
   void scan(const nn::Linear& in_proj, const nn::Linear& x_proj, const nn::Linear& dt_proj, const Matrix& x,
             State& st, Matrix& y, const Executor& ex) const {
     const index_t N = x.rows(), C = width(), E = expansion(), R = dt_proj.in_features();
+    {  // The weights are public members: check what the raw-row projections and the scan read.
+      const char* op = "star::Recurrence";
+      detail::check_weight(op, "in_proj", in_proj.weight, 2 * C, C);
+      detail::check_weight(op, "x_proj", x_proj.weight, R + 2 * E, C);
+      detail::check_weight(op, "dt_proj", dt_proj.weight, C, R);
+      detail::check_weight(op, "out_proj", out_proj.weight, C, C);
+      detail::check_weight(op, "A_log", A_log, C, E);
+      if (D.size() != C || !detail::bias_fits(in_proj) || !detail::bias_fits(x_proj) || !detail::bias_fits(dt_proj) ||
+          !detail::bias_fits(out_proj))
+        EFFATTN_THROW(shape_error(detail::concat(op, ": D must be [", C,
+                                                 "] and each projection's bias [out] or empty, got D [", D.size(),
+                                                 "], biases ", in_proj.bias.size(), ", ", x_proj.bias.size(), ", ",
+                                                 dt_proj.bias.size(), ", ", out_proj.bias.size())));
+    }
     y.resize(N, C);
     // -exp(A_log), once per call, transposed to [E, C] so the scan runs across
     // channels. exp_fast, not std::exp: C x E libm calls were most of a decode
@@ -180,15 +194,14 @@ class Recurrence {
       const float* al = A_log.data() + s;  // A_log(c, s) = al[c * E]
       for (index_t c = 0; c < C; ++c) row[c] = -detail::exp_fast(al[c * E]);
     }
-    Matrix xc, p, u, q, dlow, dt, yc, out;
+    // The projections read and write row blocks in place (effattn::detail::linear_rows:
+    // nn::linear's bits without a copy of the chunk, of dt's low-rank input or
+    // of the output).
+    Matrix p, u, q, dt, yc;
     for (index_t t0 = 0; t0 < N; t0 += chunk_) {
       const index_t n = std::min(chunk_, N - t0);
-      const Matrix* xin = &x;
-      if (n != N) {
-        xc = x.middleRows(t0, n);
-        xin = &xc;
-      }
-      nn::linear(in_proj, *xin, p, ex);  // [n, 2C]
+      p.resize(n, 2 * C);
+      effattn::detail::linear_rows(in_proj, x.data() + t0 * C, C, n, p.data(), 2 * C, ex);  // [n, 2C]
       u.resize(n, C);
       detail::parallel_chunks(ex, 8.0 * double(n) * double(C), n, 64, [&](index_t r0, index_t r1) {
         for (index_t r = r0; r < r1; ++r) {
@@ -198,11 +211,13 @@ class Recurrence {
         }
       });
       nn::linear(x_proj, u, q, ex);  // [n, R + 2E]
-      dlow = q.leftCols(R);
-      nn::linear(dt_proj, dlow, dt, ex);  // [n, C]
+      dt.resize(n, C);
+      effattn::detail::linear_rows(dt_proj, q.data(), R + 2 * E, n, dt.data(), C, ex);  // [n, C] from q's first R columns
       detail::parallel_chunks(ex, 8.0 * double(n) * double(C), n, 64, [&](index_t r0, index_t r1) {
-        for (index_t r = r0; r < r1; ++r)
-          for (index_t c = 0; c < C; ++c) dt(r, c) = detail::softplus(dt(r, c));
+        for (index_t r = r0; r < r1; ++r) {
+          float* EFFATTN_RESTRICT dr = dt.data() + r * C;
+          for (index_t c = 0; c < C; ++c) dr[c] = detail::softplus(dr[c]);
+        }
       });
       yc.resize(n, C);
       // The scan: blocks of kLanes channels in parallel (vectorised across the
@@ -251,8 +266,7 @@ class Recurrence {
         for (index_t i = 0; i < w; ++i)
           for (index_t s = 0; s < E; ++s) st.h(c0 + i, s) = hb[size_t(s * kLanes + i)];
       });
-      nn::linear(out_proj, yc, out, ex);
-      y.middleRows(t0, n) = out;
+      effattn::detail::linear_rows(out_proj, yc.data(), C, n, y.data() + t0 * C, C, ex);
     }
     st.length += N;
   }

@@ -832,3 +832,125 @@ inline float fma_peak_kernel(long inner) {
   for (int i = 0; i < kAcc; ++i) sink += acc[i][0];
   return sink;
 }
+
+// ------------------------------------------------------------ dense layers
+//
+// nn::linear's y = x W^T (x [M, K] and W [N, K] row-major, torch's layout) on
+// the same micro-kernel: A = x (rows = tokens, broadcast in place, ads = 1),
+// Bm = W^T packed once per call in panels of Q = Blocking<float>::Q outputs,
+//
+//     wp[(p * K + k) * Q + j] = W[p * Q + j][k]   (0 past the last output),
+//
+// C = y. Every output's sum runs over k in blocks of kGemmDepth, in order,
+// one FMA chain, whatever tile it falls in: the split of the work among
+// threads never changes a bit. A block of W^T (kGemmDepth x Q floats, 32 KiB
+// at AVX-512) stays in L1 while the tile's rows stream past it.
+
+constexpr index_t kGemmDepth = 128;
+
+/// Floats of the packed W^T of a [N, K] weight.
+inline index_t gemm_packed_size(index_t K, index_t N) { return ceil_div(N, Blocking<float>::Q) * K * Blocking<float>::Q; }
+
+/// dst[i * ldd + j] = src[j * lds + i] for a T x T block, T = 16 at
+/// AVX-512 and 8 at AVX(2) (register transposes: unpack, then lane
+/// shuffles), false elsewhere (the caller copies element by element).
+EFFATTN_ALWAYS_INLINE bool transpose_block(const float* src, index_t lds, float* dst, index_t ldd) {
+#if EFFATTN_LEVEL_AVX512 && EFFATTN_LEVEL_BYTES == 64
+  __m512 r[16], t[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * lds);
+  for (int i = 0; i < 8; ++i) {  // per 128-bit lane: a0 b0 a1 b1 / a2 b2 a3 b3
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int g = 0; g < 4; ++g) {  // r[4g + c], lane L: column 4L + c of rows 4g..4g+3
+    const __m512d a = _mm512_castps_pd(t[4 * g]), b = _mm512_castps_pd(t[4 * g + 1]);
+    const __m512d c = _mm512_castps_pd(t[4 * g + 2]), d = _mm512_castps_pd(t[4 * g + 3]);
+    r[4 * g] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+    r[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+    r[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+    r[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+  }
+  for (int c = 0; c < 4; ++c) {  // gather lane L of the four row groups: column 4L + c
+    const __m512 u0 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x44), u1 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xEE);
+    const __m512 v0 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x44);
+    const __m512 v1 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xEE);
+    _mm512_storeu_ps(dst + (0 + c) * ldd, _mm512_shuffle_f32x4(u0, v0, 0x88));
+    _mm512_storeu_ps(dst + (4 + c) * ldd, _mm512_shuffle_f32x4(u0, v0, 0xDD));
+    _mm512_storeu_ps(dst + (8 + c) * ldd, _mm512_shuffle_f32x4(u1, v1, 0x88));
+    _mm512_storeu_ps(dst + (12 + c) * ldd, _mm512_shuffle_f32x4(u1, v1, 0xDD));
+  }
+  return true;
+#elif EFFATTN_LEVEL_AVX && EFFATTN_LEVEL_BYTES == 32
+  __m256 r[8], t[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * lds);
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int g = 0; g < 2; ++g) {  // r[4g + c], lane L: column 4L + c of rows 4g..4g+3
+    r[4 * g] = _mm256_shuffle_ps(t[4 * g], t[4 * g + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    r[4 * g + 1] = _mm256_shuffle_ps(t[4 * g], t[4 * g + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    r[4 * g + 2] = _mm256_shuffle_ps(t[4 * g + 1], t[4 * g + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    r[4 * g + 3] = _mm256_shuffle_ps(t[4 * g + 1], t[4 * g + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int c = 0; c < 4; ++c) {
+    _mm256_storeu_ps(dst + c * ldd, _mm256_permute2f128_ps(r[c], r[4 + c], 0x20));
+    _mm256_storeu_ps(dst + (4 + c) * ldd, _mm256_permute2f128_ps(r[c], r[4 + c], 0x31));
+  }
+  return true;
+#else
+  (void)src, (void)lds, (void)dst, (void)ldd;
+  return false;
+#endif
+}
+
+/// Packs panel p (outputs [p Q, p Q + Q)) of W [N, K] into wp (see above):
+/// whole T x T blocks by register transposes, the edges element by element.
+inline void gemm_pack_panel(const float* w, index_t K, index_t N, index_t p, float* wp) {
+#if EFFATTN_LEVEL_AVX512 && EFFATTN_LEVEL_BYTES == 64
+  constexpr index_t T = 16;
+#else
+  constexpr index_t T = 8;
+#endif
+  constexpr index_t Q = Blocking<float>::Q;
+  float* dst = wp + p * K * Q;
+  const index_t j0 = p * Q, nj = std::min(Q, N - j0);
+  const index_t jfull = Q % T == 0 ? nj / T * T : 0, kfull = K / T * T;
+  for (index_t k0 = 0; k0 < kfull; k0 += T) {
+    index_t j = 0;
+    for (; j < jfull; j += T)
+      if (!transpose_block(w + (j0 + j) * K + k0, K, dst + k0 * Q + j, Q)) break;
+    for (; j < nj; ++j)
+      for (index_t i = 0; i < T; ++i) dst[(k0 + i) * Q + j] = w[(j0 + j) * K + k0 + i];
+  }
+  for (index_t j = 0; j < nj; ++j)
+    for (index_t k = kfull; k < K; ++k) dst[k * Q + j] = w[(j0 + j) * K + k];
+  for (index_t k = 0; k < K; ++k)
+    for (index_t j = nj; j < Q; ++j) dst[k * Q + j] = 0.0f;
+}
+
+/// y[0:m, p0 Q : min(N, p1 Q)] = x[0:m, 0:K] W^T over the panels [p0, p1) of
+/// wp, rows of x and y ldx and ldy floats apart. The last panel of a layer
+/// whose N is not a multiple of Q goes through `tail` (m x Q floats) so that
+/// nothing past y's row is written.
+inline void gemm_tile(const float* x, index_t ldx, index_t K, const float* wp, index_t N, index_t m, index_t p0,
+                      index_t p1, float* y, index_t ldy, float* tail) {
+  constexpr index_t Q = Blocking<float>::Q;
+  for (index_t k0 = 0; k0 < K; k0 += kGemmDepth) {
+    const index_t kc = std::min(kGemmDepth, K - k0);
+    for (index_t p = p0; p < p1; ++p) {
+      const float* bm = wp + (p * K + k0) * Q;
+      const bool full = (p + 1) * Q <= N;
+      float* c = full ? y + p * Q : tail;
+      const index_t ldc = full ? ldy : Q;
+      if (k0 == 0)
+        tile_gemm<float, false>(m, Q, x + k0, ldx, 1, bm, Q, kc, c, ldc);
+      else
+        tile_gemm<float, true>(m, Q, x + k0, ldx, 1, bm, Q, kc, c, ldc);
+    }
+  }
+  if ((p1 * Q > N) && p1 > p0) {  // the ragged last panel: copy its columns
+    const index_t j0 = (p1 - 1) * Q, nj = N - j0;
+    for (index_t i = 0; i < m; ++i) std::copy(tail + i * Q, tail + i * Q + nj, y + i * ldy + j0);
+  }
+}
