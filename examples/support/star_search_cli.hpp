@@ -203,6 +203,14 @@ inline int run(int argc, char** argv, const char* program, const std::function<Q
   } catch (const std::invalid_argument& e) {
     std::fprintf(stderr, "%s: %s\n", program, e.what());
     return 2;
+  } catch (const std::exception& e) {
+    // The quality callback failed (e.g. training): the generations done are checkpointed.
+    std::fprintf(stderr, "%s: search stopped: %s\n%s", program, e.what(),
+                 so.checkpoint_dir.empty() ? ""
+                                           : ("the last complete generation is in " + so.checkpoint_dir +
+                                              ": rerun with the same flags and --resume to continue\n")
+                                                 .c_str());
+    return 1;
   }
   std::printf("\n%lld generations, %lld candidates, %lld distinct genomes measured%s\n", (long long)r.generation,
               (long long)r.evaluations, (long long)r.measured,
