@@ -19,6 +19,7 @@ import json
 import math
 import os
 import sys
+import textwrap
 from collections import OrderedDict, defaultdict
 
 UNIT = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}
@@ -996,6 +997,138 @@ def plots(runs, out_dir, context, sctx=None):
     return written
 
 
+# ---------------------------------------------------------------- STAR search (front.json)
+
+STAR_FRONT_PATHS = ("star_search/front.json", "front.json")
+
+
+def star_front(results_dir):
+    """The front.json a STAR search (star/search.hpp, star_train_search) wrote, as (path, data), or (None, None)."""
+    for rel in STAR_FRONT_PATHS:
+        path = os.path.join(results_dir, rel)
+        if not os.path.exists(path):
+            continue
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except (OSError, json.JSONDecodeError) as e:
+            print(f"report: skipping {path}: {e}", file=sys.stderr)
+            continue
+        if data.get("format") == "effattn-star-front/1":
+            return path, data
+        print(f"report: skipping {path}: not an effattn-star-front/1 file", file=sys.stderr)
+    return None, None
+
+
+def front_value(e, key):
+    """A number of a front.json entry; its non-finite values are the strings "inf", "-inf", "nan"."""
+    v = e.get(key)
+    if isinstance(v, str):
+        return {"inf": math.inf, "-inf": -math.inf}.get(v, math.nan)
+    return math.nan if v is None else float(v)
+
+
+def fmt_count(v):
+    if not math.isfinite(v):
+        return "-"
+    for unit, k in (("M", 1e6), ("k", 1e3)):
+        if abs(v) >= k:
+            return f"{v / k:.3g} {unit}"
+    return f"{v:.0f}"
+
+
+def fmt_ms(v):
+    return "-" if not math.isfinite(v) else (f"{v:.3g} ms" if v >= 1 else f"{v * 1e3:.3g} us")
+
+
+def star_front_section(path, data):
+    """The Pareto front table of a STAR search; returns (markdown lines, summary)."""
+    if not data:
+        return [], None
+    qname = data.get("quality_name", "quality")
+    objectives = data.get("objectives", [])
+    md = ["## STAR search: Pareto front", ""]
+    md.append(f"`{os.path.basename(os.path.dirname(path)) or '.'}/{os.path.basename(path)}`: NSGA-II over "
+              f"{', '.join(objectives)} ({data.get('generations', '?')} generations, {data.get('evaluations', '?')} "
+              f"candidates, {data.get('measured', '?')} distinct genomes measured); quality = {qname}. Cache at "
+              f"{data.get('context', '?')} tokens, decode per token at {data.get('decode_context', '?')}, prefill of "
+              f"{data.get('prefill_tokens', '?')} tokens, {data.get('threads', '?')} thread(s).")
+    md.append("")
+    md.append("| | genome | params | cache | decode / token | prefill | quality |")
+    md.append("|---|---|---:|---:|---:|---:|---:|")
+    rows = [("front", e) for e in sorted(data.get("front", []), key=lambda e: front_value(e, "cache_bytes"))]
+    rows += [(f"**{e.get('name', 'baseline')}**", e) for e in data.get("baselines", [])]
+    for who, e in rows:
+        q = front_value(e, "quality")
+        md.append(f"| {who} | `{e.get('genome', '?')}` | {fmt_count(front_value(e, 'params'))} | "
+                  f"{fmt_bytes(front_value(e, 'cache_bytes'))} | {fmt_ms(front_value(e, 'decode_ms'))} | "
+                  f"{fmt_ms(front_value(e, 'prefill_ms'))} | {q:.4g} |" if math.isfinite(q) else
+                  f"| {who} | `{e.get('genome', '?')}` | {fmt_count(front_value(e, 'params'))} | "
+                  f"{fmt_bytes(front_value(e, 'cache_bytes'))} | {fmt_ms(front_value(e, 'decode_ms'))} | "
+                  f"{fmt_ms(front_value(e, 'prefill_ms'))} | - |")
+    md.append("")
+    keep = ("genome", "params", "cache_bytes", "decode_ms", "prefill_ms", "quality")
+    summary = {"path": path, "quality_name": qname, "objectives": objectives,
+               "front": [{k: front_value(e, k) if k != "genome" else e.get(k) for k in keep} for e in data.get("front", [])],
+               "baselines": [dict({"name": e.get("name")}, **{k: front_value(e, k) if k != "genome" else e.get(k)
+                                                               for k in keep}) for e in data.get("baselines", [])]}
+    return md, summary
+
+
+def star_front_plots(data, out_dir):
+    """quality vs cache bytes and quality vs decode time per token, the front as a line, the baselines marked;
+    returns [(path, what)]."""
+    if not data:
+        return []
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("report: matplotlib missing, no STAR front plots", file=sys.stderr)
+        return []
+    os.makedirs(out_dir, exist_ok=True)
+    qname = data.get("quality_name", "quality")
+    written = []
+    for key, xlabel, name in (("cache_bytes", "cache bytes", "star_front_cache.png"),
+                              ("decode_ms", "decode time per token (ms)", "star_front_latency.png")):
+        pts = [(front_value(e, key), front_value(e, "quality")) for e in data.get("front", [])]
+        pts = sorted(p for p in pts if math.isfinite(p[0]) and math.isfinite(p[1]))
+        base = [(e.get("name", "baseline"), front_value(e, key), front_value(e, "quality"))
+                for e in data.get("baselines", [])]
+        base = [b for b in base if math.isfinite(b[1]) and math.isfinite(b[2])]
+        if not pts and not base:
+            continue
+        fig, ax = plt.subplots(figsize=(6.4, 4.4))
+        if pts:
+            # A line where the front is Pareto-optimal in this plane (x was an objective); else points only.
+            pareto_here = key in data.get("objectives", [])
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-" if pareto_here else "o", color="tab:blue",
+                    label="Pareto front" if pareto_here else
+                    f"front members (Pareto in {', '.join(data.get('objectives', []))})")
+        for (label, x, y), marker, color in zip(base, ("s", "D", "^", "v"), ("tab:red", "tab:green", "tab:purple",
+                                                                              "tab:orange")):
+            ax.plot([x], [y], marker, color=color, markersize=9, label=label, linestyle="none")
+            ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8, color=color)
+        xs = [p[0] for p in pts] + [b[1] for b in base]
+        if xs and min(xs) > 0 and max(xs) / min(xs) >= 8:
+            ax.set_xscale("log")
+        ax.set_xlabel(xlabel + " (lower is better)")
+        ax.set_ylabel(textwrap.fill(qname + " (higher is better)", 42), fontsize=9)
+        ax.set_title(f"STAR search: {qname.split(':')[0]} vs {xlabel}", fontsize=10)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.text(0.5, 0.01, f"{data.get('generations', '?')} generations, objectives {', '.join(data.get('objectives', []))}",
+                 ha="center", va="bottom", fontsize=7, color="dimgray")
+        fig.tight_layout(rect=(0, 0.035, 1, 1))
+        path = os.path.join(out_dir, name)
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append((path, f"STAR search: {qname} against {xlabel}; blue: the final Pareto front's "
+                              f"members (a line where {xlabel} was an objective), marked: the baselines."))
+    return written
+
+
 def finite(x):
     """JSON has no NaN or infinity: such values become null."""
     if isinstance(x, float) and not math.isfinite(x):
@@ -1051,7 +1184,8 @@ def main():
         return 0 if len(sys.argv) == 2 else 2
     results_dir = sys.argv[1]
     runs, context = load(results_dir)
-    if not runs:
+    front_path, front = star_front(results_dir)
+    if not runs and not front:
         print(f"report: no benchmark results in {results_dir}", file=sys.stderr)
         return 1
     attach_speedups(runs)
@@ -1093,7 +1227,10 @@ def main():
     sctx = star_context(results_dir)
     star_md, star_summary = star_section(runs, sctx)
     md.extend(star_md)
-    pngs = plots(runs, os.path.join(results_dir, "plots"), context, sctx)
+    front_md, front_summary = star_front_section(front_path, front)
+    md.extend(front_md)
+    pngs = plots(runs, os.path.join(results_dir, "plots"), context, sctx) if runs else []
+    pngs += star_front_plots(front, os.path.join(results_dir, "plots"))
     if pngs:
         md.append("## Plots")
         md.append("")
@@ -1116,6 +1253,7 @@ def main():
             "speedup", "baseline", "peak_mem_bytes", "fraction_of_fma_peak", "fraction_of_sgemm", "counters")
     summary["measurements"] = [OrderedDict((k, r[k]) for k in keep) for r in runs]
     summary["star"] = star_summary
+    summary["star_search"] = front_summary
     with open(os.path.join(results_dir, "summary.json"), "w") as f:
         json.dump(finite(summary), f, indent=1, allow_nan=False)
 

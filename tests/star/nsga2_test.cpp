@@ -402,3 +402,67 @@ TEST(StarNsga2, InputChecks) {
 }
 
 }  // namespace
+
+// ------------------------------------------------ step-wise runs (issue 15: checkpoints)
+
+TEST(StarNsga2, StartAndStepsEqualTheWholeRun) {
+  for (auto survival : {star::Survival::mu_plus_lambda, star::Survival::elites}) {
+    star::Nsga2Options opt;
+    opt.generations = 6;
+    opt.population = 8;
+    opt.seed = 5;
+    opt.survival = survival;
+    const std::vector<star::Genome> initial = {star::transformer_pp(6)};
+    const auto whole = star::nsga2(6, zdt1_batch, opt, initial);
+    star::Nsga2State st = star::nsga2_start(6, zdt1_batch, opt, initial);
+    EXPECT_EQ(st.generation, 0);
+    EXPECT_EQ(st.evaluations, 8);
+    for (int g = 1; g <= 6; ++g) {
+      // Through text, as a checkpoint stores it: the engine and the population.
+      star::Nsga2State copy;
+      copy.generation = st.generation;
+      copy.evaluations = st.evaluations;
+      copy.rng = star::rng_from_state(star::rng_state(st.rng));
+      copy.population = star::ranked_population(st.population.genomes, st.population.objectives);
+      EXPECT_EQ(copy.population.rank, st.population.rank);
+      EXPECT_EQ(copy.population.crowding, st.population.crowding);
+      star::nsga2_step(6, zdt1_batch, opt, copy);
+      EXPECT_EQ(copy.generation, g);
+      st = std::move(copy);
+    }
+    EXPECT_EQ(st.evaluations, whole.evaluations);
+    EXPECT_EQ(st.population.genomes, whole.population.genomes);
+    EXPECT_EQ(st.population.objectives, whole.population.objectives);
+  }
+}
+
+TEST(StarNsga2, AFailedStepLeavesTheStateUnchanged) {
+  star::Nsga2Options opt;
+  opt.population = 6;
+  star::Nsga2State st = star::nsga2_start(4, zdt1_batch, opt);
+  const std::string rng = star::rng_state(st.rng);
+  const auto genomes = st.population.genomes;
+  auto failing = [](const std::vector<star::Genome>&) -> ObjectiveMatrix { throw std::runtime_error("stop"); };
+  EXPECT_THROW(star::nsga2_step(4, failing, opt, st), std::runtime_error);
+  EXPECT_EQ(star::rng_state(st.rng), rng);
+  EXPECT_EQ(st.population.genomes, genomes);
+  EXPECT_EQ(st.generation, 0);
+  star::Nsga2State whole = star::nsga2_start(4, zdt1_batch, opt);
+  star::nsga2_step(4, zdt1_batch, opt, st);
+  star::nsga2_step(4, zdt1_batch, opt, whole);
+  EXPECT_EQ(st.population.genomes, whole.population.genomes);
+}
+
+TEST(StarNsga2, StepAndStateChecks) {
+  star::Nsga2Options opt;
+  opt.population = 6;
+  star::Nsga2State st = star::nsga2_start(4, zdt1_batch, opt);
+  auto other = opt;
+  other.population = 8;
+  EXPECT_THROW(star::nsga2_step(4, zdt1_batch, other, st), effattn::shape_error);
+  EXPECT_THROW(star::nsga2_step(5, zdt1_batch, opt, st), effattn::shape_error);
+  EXPECT_THROW(star::rng_from_state("1 2 3"), effattn::parameter_error);
+  EXPECT_THROW(star::rng_from_state(star::rng_state(st.rng) + " 7"), effattn::parameter_error);
+  EXPECT_THROW(star::ranked_population({star::transformer_pp(2)}, {}), effattn::shape_error);
+  EXPECT_THROW(star::ranked_population({star::transformer_pp(2)}, {{std::nan("")}}), effattn::parameter_error);
+}

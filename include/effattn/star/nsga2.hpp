@@ -15,6 +15,8 @@
 #include <limits>
 #include <numeric>
 #include <random>
+#include <sstream>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -300,6 +302,185 @@ inline ObjectiveMatrix evaluate_checked(const Nsga2Evaluate& eval, const std::ve
 }
 }  // namespace detail
 
+/// A run between generations (nsga2_start / nsga2_step): everything the next
+/// generation depends on, so a run can stop after any generation and go on
+/// later (star/search.hpp checkpoints it) with exactly the same result.
+struct Nsga2State {
+  index_t generation = 0;      ///< generations done after the initial population (0: just the initial one)
+  Nsga2Population population;  ///< ranked and crowded
+  index_t evaluations = 0;     ///< genomes evaluated so far
+  std::mt19937_64 rng;         ///< the engine after that generation
+};
+
+/// The engine's state as text (the standard's operator<< format, the same on
+/// every standard library), and back. A malformed text is a parameter_error.
+inline std::string rng_state(const std::mt19937_64& rng) {
+  std::ostringstream os;
+  os << rng;
+  return os.str();
+}
+inline std::mt19937_64 rng_from_state(const std::string& text) {
+  std::istringstream is(text);
+  std::mt19937_64 rng;
+  is >> rng;
+  std::string rest;
+  if (is.fail() || (is >> rest, !rest.empty()))
+    EFFATTN_THROW(parameter_error(::effattn::detail::concat(
+        "star::rng_from_state: text is not a std::mt19937_64 state (312 words and an index)")));
+  return rng;
+}
+
+/// A population of genomes with their objective vectors, ranked (front) and
+/// crowded as nsga2 keeps it. Objective vectors are checked as evaluate's are.
+inline Nsga2Population ranked_population(std::vector<Genome> genomes, ObjectiveMatrix objectives) {
+  const char* op = "star::ranked_population";
+  if (genomes.size() != objectives.size())
+    EFFATTN_THROW(shape_error(::effattn::detail::concat(op, ": ", genomes.size(), " genomes but ", objectives.size(),
+                                                       " objective vectors")));
+  detail::check_objectives(objectives, op);
+  Nsga2Population p;
+  p.genomes = std::move(genomes);
+  p.objectives = std::move(objectives);
+  detail::rank_and_crowd(p);
+  return p;
+}
+
+namespace detail {
+inline void check_nsga2(index_t slots, const Nsga2Evaluate& evaluate, const Nsga2Options& opt, const char* op) {
+  using ::effattn::detail::require;
+  require(slots >= 1, op, "slots", "must be >= 1, got ", slots);
+  require(opt.population >= 2, op, "population", "must be >= 2, got ", opt.population);
+  require(opt.generations >= 0, op, "generations", "must be >= 0, got ", opt.generations);
+  require(opt.crossover_rate >= 0 && opt.crossover_rate <= 1, op, "crossover_rate", "must be in [0, 1], got ",
+          opt.crossover_rate);
+  require(opt.mutation_rate >= 0 && opt.mutation_rate <= 1, op, "mutation_rate", "must be in [0, 1], got ",
+          opt.mutation_rate);
+  require(opt.survival == Survival::mu_plus_lambda || (opt.elites >= 0 && opt.elites < opt.population), op,
+          "elites", "must be in [0, population) = [0, ", opt.population, "), got ", opt.elites);
+  require(static_cast<bool>(evaluate), op, "evaluate", "must be set");
+}
+}  // namespace detail
+
+/// The initial population of nsga2 (below): `initial` (each repaired), then
+/// random genomes up to options.population, evaluated as one batch; ranked;
+/// generation 0. options.generations is not used here.
+inline Nsga2State nsga2_start(index_t slots, const Nsga2Evaluate& evaluate, const Nsga2Options& opt = {},
+                              const std::vector<Genome>& initial = {}) {
+  const char* op = "star::nsga2";
+  using ::effattn::detail::require;
+  detail::check_nsga2(slots, evaluate, opt, op);
+  require(static_cast<index_t>(initial.size()) <= opt.population, op, "initial", "holds ", initial.size(),
+          " genomes, more than the population ", opt.population);
+  for (size_t i = 0; i < initial.size(); ++i)
+    if (initial[i].slots() != slots)
+      EFFATTN_THROW(shape_error(::effattn::detail::concat(op, ": initial genome ", i, " has ", initial[i].slots(),
+                                                         " slots, expected ", slots)));
+  Nsga2State st;
+  st.rng.seed(opt.seed);
+  const index_t genes = slots * kGenesPerSlot;
+  std::vector<Genome> genomes;
+  for (const auto& g : initial) genomes.push_back(g.repaired());
+  while (static_cast<index_t>(genomes.size()) < opt.population) {
+    std::vector<std::int64_t> flat(static_cast<size_t>(genes));
+    for (index_t j = 0; j < genes; ++j) {
+      const auto r = gene_range(static_cast<int>(j % kGenesPerSlot), slots);
+      flat[static_cast<size_t>(j)] = detail::uniform_int(st.rng, r.first, r.second);
+    }
+    Genome g = Genome::decode(flat, slots);
+    g.repair();
+    genomes.push_back(std::move(g));
+  }
+  size_t n_obj = 0;
+  ObjectiveMatrix F = detail::evaluate_checked(evaluate, genomes, n_obj);
+  st.evaluations = static_cast<index_t>(genomes.size());
+  st.population = ranked_population(std::move(genomes), std::move(F));
+  return st;
+}
+
+/// One generation of nsga2 (below) on `st`: parents, offspring, one batch
+/// evaluation, survival; st.generation + 1. `st` must be a state of the same
+/// slots and options (population size, genome slots, objective counts are
+/// checked: shape_error). If evaluate throws, `st` is unchanged.
+inline void nsga2_step(index_t slots, const Nsga2Evaluate& evaluate, const Nsga2Options& opt, Nsga2State& st) {
+  const char* op = "star::nsga2";
+  detail::check_nsga2(slots, evaluate, opt, op);
+  const Nsga2Population& pop = st.population;
+  const size_t mu = static_cast<size_t>(opt.population);
+  if (pop.genomes.size() != mu || pop.objectives.size() != mu || pop.rank.size() != mu || pop.crowding.size() != mu)
+    EFFATTN_THROW(shape_error(::effattn::detail::concat(op, ": state population holds ", pop.genomes.size(),
+                                                       " genomes, ", pop.objectives.size(), " objective vectors, ",
+                                                       pop.rank.size(), " ranks and ", pop.crowding.size(),
+                                                       " crowding distances; population is ", mu)));
+  for (size_t i = 0; i < mu; ++i)
+    if (pop.genomes[i].slots() != slots)
+      EFFATTN_THROW(shape_error(::effattn::detail::concat(op, ": state genome ", i, " has ", pop.genomes[i].slots(),
+                                                         " slots, expected ", slots)));
+  detail::check_objectives(pop.objectives, op);
+  size_t n_obj = pop.objectives[0].size();
+
+  std::mt19937_64 rng = st.rng;  // committed only when the generation completes
+  const index_t genes = slots * kGenesPerSlot;
+  const size_t n_elite = opt.survival == Survival::elites ? static_cast<size_t>(opt.elites) : 0;
+  const size_t lambda = mu - n_elite;
+  auto tournament = [&]() -> size_t {
+    const size_t a = static_cast<size_t>(detail::uniform_below(rng, mu));
+    size_t b = static_cast<size_t>(detail::uniform_below(rng, mu - 1));
+    if (b >= a) ++b;  // distinct from a
+    if (pop.rank[a] != pop.rank[b]) return pop.rank[a] < pop.rank[b] ? a : b;
+    if (pop.crowding[b] > pop.crowding[a]) return b;
+    return a;
+  };
+  std::vector<Genome> children;
+  while (children.size() < lambda) {
+    auto p1 = pop.genomes[tournament()].encode();
+    auto p2 = pop.genomes[tournament()].encode();
+    if (genes >= 3 && detail::uniform_01(rng) < opt.crossover_rate) {
+      // two distinct cut points in [1, genes - 1]: swap [c1, c2)
+      std::int64_t c1 = detail::uniform_int(rng, 1, genes - 1);
+      std::int64_t c2 = detail::uniform_int(rng, 1, genes - 2);
+      if (c2 >= c1) ++c2;
+      if (c1 > c2) std::swap(c1, c2);
+      for (std::int64_t j = c1; j < c2; ++j) std::swap(p1[static_cast<size_t>(j)], p2[static_cast<size_t>(j)]);
+    }
+    for (auto* child : {&p1, &p2}) {
+      for (index_t j = 0; j < genes; ++j)
+        if (detail::uniform_01(rng) < opt.mutation_rate) {
+          const auto r = gene_range(static_cast<int>(j % kGenesPerSlot), slots);
+          (*child)[static_cast<size_t>(j)] = detail::uniform_int(rng, r.first, r.second);
+        }
+      Genome g = Genome::decode(*child, slots);
+      g.repair();
+      if (children.size() < lambda) children.push_back(std::move(g));
+    }
+  }
+  const ObjectiveMatrix child_f = detail::evaluate_checked(evaluate, children, n_obj);
+
+  Nsga2Population next;
+  if (opt.survival == Survival::mu_plus_lambda) {
+    Nsga2Population all = pop;
+    for (size_t i = 0; i < children.size(); ++i) {
+      all.genomes.push_back(children[i]);
+      all.objectives.push_back(child_f[i]);
+    }
+    detail::rank_and_crowd(all);
+    // Fill by whole fronts; the front that does not fit keeps its most
+    // crowded-apart members (crowding within that front of all).
+    next = detail::subset(all, detail::best_indices(all, mu));
+  } else {
+    Nsga2Population merged = detail::subset(pop, detail::best_indices(pop, n_elite));
+    for (size_t i = 0; i < children.size(); ++i) {
+      merged.genomes.push_back(children[i]);
+      merged.objectives.push_back(child_f[i]);
+    }
+    detail::rank_and_crowd(merged);
+    next = std::move(merged);
+  }
+  st.population = std::move(next);
+  st.rng = rng;
+  st.evaluations += static_cast<index_t>(children.size());
+  st.generation += 1;
+}
+
 /// NSGA-II over genomes of `slots` slots. The initial population is `initial`
 /// (each repaired; e.g. the baselines) followed by random genomes (each gene
 /// uniform in its range, then repaired) up to options.population; `initial`
@@ -312,112 +493,19 @@ inline ObjectiveMatrix evaluate_checked(const Nsga2Evaluate& eval, const std::ve
 /// is redrawn uniformly in its range with probability mutation_rate; each
 /// child is repaired; the offspring are evaluated as one batch; survival
 /// follows options.survival. Deterministic for options.seed (and a
-/// deterministic evaluate).
+/// deterministic evaluate). The same as nsga2_start followed by
+/// options.generations calls of nsga2_step.
 inline Nsga2Result nsga2(index_t slots, const Nsga2Evaluate& evaluate, const Nsga2Options& opt = {},
                          const std::vector<Genome>& initial = {}, const Nsga2Observer& observe = {}) {
-  const char* op = "star::nsga2";
-  using ::effattn::detail::require;
-  require(slots >= 1, op, "slots", "must be >= 1, got ", slots);
-  require(opt.population >= 2, op, "population", "must be >= 2, got ", opt.population);
-  require(opt.generations >= 0, op, "generations", "must be >= 0, got ", opt.generations);
-  require(opt.crossover_rate >= 0 && opt.crossover_rate <= 1, op, "crossover_rate", "must be in [0, 1], got ",
-          opt.crossover_rate);
-  require(opt.mutation_rate >= 0 && opt.mutation_rate <= 1, op, "mutation_rate", "must be in [0, 1], got ",
-          opt.mutation_rate);
-  require(opt.survival == Survival::mu_plus_lambda || (opt.elites >= 0 && opt.elites < opt.population), op,
-          "elites", "must be in [0, population) = [0, ", opt.population, "), got ", opt.elites);
-  require(static_cast<bool>(evaluate), op, "evaluate", "must be set");
-  require(static_cast<index_t>(initial.size()) <= opt.population, op, "initial", "holds ", initial.size(),
-          " genomes, more than the population ", opt.population);
-  for (size_t i = 0; i < initial.size(); ++i)
-    if (initial[i].slots() != slots)
-      EFFATTN_THROW(shape_error(::effattn::detail::concat(op, ": initial genome ", i, " has ", initial[i].slots(),
-                                                         " slots, expected ", slots)));
-
-  std::mt19937_64 rng(opt.seed);
-  const index_t genes = slots * kGenesPerSlot;
-  auto random_genome = [&] {
-    std::vector<std::int64_t> flat(static_cast<size_t>(genes));
-    for (index_t j = 0; j < genes; ++j) {
-      const auto r = gene_range(static_cast<int>(j % kGenesPerSlot), slots);
-      flat[static_cast<size_t>(j)] = detail::uniform_int(rng, r.first, r.second);
-    }
-    Genome g = Genome::decode(flat, slots);
-    g.repair();
-    return g;
-  };
-
-  size_t n_obj = 0;
-  Nsga2Result res;
-  Nsga2Population& pop = res.population;
-  for (const auto& g : initial) pop.genomes.push_back(g.repaired());
-  while (static_cast<index_t>(pop.genomes.size()) < opt.population) pop.genomes.push_back(random_genome());
-  pop.objectives = detail::evaluate_checked(evaluate, pop.genomes, n_obj);
-  res.evaluations = static_cast<index_t>(pop.genomes.size());
-  detail::rank_and_crowd(pop);
-  if (observe) observe(0, pop);
-
-  const size_t mu = static_cast<size_t>(opt.population);
-  for (index_t gen = 1; gen <= opt.generations; ++gen) {
-    const size_t n_elite = opt.survival == Survival::elites ? static_cast<size_t>(opt.elites) : 0;
-    const size_t lambda = mu - n_elite;
-    auto tournament = [&]() -> size_t {
-      const size_t a = static_cast<size_t>(detail::uniform_below(rng, mu));
-      size_t b = static_cast<size_t>(detail::uniform_below(rng, mu - 1));
-      if (b >= a) ++b;  // distinct from a
-      if (pop.rank[a] != pop.rank[b]) return pop.rank[a] < pop.rank[b] ? a : b;
-      if (pop.crowding[b] > pop.crowding[a]) return b;
-      return a;
-    };
-    std::vector<Genome> children;
-    while (children.size() < lambda) {
-      auto p1 = pop.genomes[tournament()].encode();
-      auto p2 = pop.genomes[tournament()].encode();
-      if (genes >= 3 && detail::uniform_01(rng) < opt.crossover_rate) {
-        // two distinct cut points in [1, genes - 1]: swap [c1, c2)
-        std::int64_t c1 = detail::uniform_int(rng, 1, genes - 1);
-        std::int64_t c2 = detail::uniform_int(rng, 1, genes - 2);
-        if (c2 >= c1) ++c2;
-        if (c1 > c2) std::swap(c1, c2);
-        for (std::int64_t j = c1; j < c2; ++j) std::swap(p1[static_cast<size_t>(j)], p2[static_cast<size_t>(j)]);
-      }
-      for (auto* child : {&p1, &p2}) {
-        for (index_t j = 0; j < genes; ++j)
-          if (detail::uniform_01(rng) < opt.mutation_rate) {
-            const auto r = gene_range(static_cast<int>(j % kGenesPerSlot), slots);
-            (*child)[static_cast<size_t>(j)] = detail::uniform_int(rng, r.first, r.second);
-          }
-        Genome g = Genome::decode(*child, slots);
-        g.repair();
-        if (children.size() < lambda) children.push_back(std::move(g));
-      }
-    }
-    const ObjectiveMatrix child_f = detail::evaluate_checked(evaluate, children, n_obj);
-    res.evaluations += static_cast<index_t>(children.size());
-
-    Nsga2Population next;
-    if (opt.survival == Survival::mu_plus_lambda) {
-      Nsga2Population all = pop;
-      for (size_t i = 0; i < children.size(); ++i) {
-        all.genomes.push_back(children[i]);
-        all.objectives.push_back(child_f[i]);
-      }
-      detail::rank_and_crowd(all);
-      // Fill by whole fronts; the front that does not fit keeps its most
-      // crowded-apart members (crowding within that front of all).
-      next = detail::subset(all, detail::best_indices(all, mu));
-    } else {
-      Nsga2Population merged = detail::subset(pop, detail::best_indices(pop, n_elite));
-      for (size_t i = 0; i < children.size(); ++i) {
-        merged.genomes.push_back(children[i]);
-        merged.objectives.push_back(child_f[i]);
-      }
-      detail::rank_and_crowd(merged);
-      next = std::move(merged);
-    }
-    pop = std::move(next);
-    if (observe) observe(gen, pop);
+  Nsga2State st = nsga2_start(slots, evaluate, opt, initial);
+  if (observe) observe(0, st.population);
+  while (st.generation < opt.generations) {
+    nsga2_step(slots, evaluate, opt, st);
+    if (observe) observe(st.generation, st.population);
   }
+  Nsga2Result res;
+  res.population = std::move(st.population);
+  res.evaluations = st.evaluations;
   return res;
 }
 
