@@ -19,7 +19,7 @@ sanitize=0
 if [ "${CI:-}" = "true" ] || [ "${EFFATTN_SANITIZE:-0}" = "1" ]; then sanitize=1; fi
 werror=OFF
 if [ "${CI:-}" = "true" ]; then werror=ON; fi
-pkgs=(build-essential cmake pkg-config libeigen3-dev libgtest-dev nlohmann-json3-dev libbenchmark-dev libstb-dev openmpi-bin libopenmpi-dev libtorch-dev)
+pkgs=(build-essential cmake pkg-config libeigen3-dev libgtest-dev nlohmann-json3-dev libbenchmark-dev libstb-dev openmpi-bin libopenmpi-dev libtorch-dev libopenblas0-openmp)
 if [ "$sanitize" = 1 ]; then pkgs+=(clang libomp-dev libclang-rt-dev); fi
 bash scripts/deps.sh "${pkgs[@]}"
 jobs=$(nproc 2>/dev/null || echo 2)

@@ -164,11 +164,14 @@ inline Tensor recurrence(const Tensor& p, const Tensor& x_proj, const Tensor& dt
   const Tensor dt = torch::softplus(lin(q.narrow(2, 0, R), dt_w, dt_b));  // [B, N, C]
   const Tensor a = torch::exp(dt.unsqueeze(-1) * (-torch::exp(A_log)));    // [B, N, C, E]
   const Tensor bu = (dt * u).unsqueeze(-1) * Bm.unsqueeze(2);              // [B, N, C, E]
+  // unbind, not select per step: select's backward writes a zero tensor of
+  // the whole [B, N, C, E] input per step (N of them), unbind's is one stack.
+  const std::vector<Tensor> as = a.unbind(1), bus = bu.unbind(1);
   Tensor h = torch::zeros({B, C, E}, p.options());
   std::vector<Tensor> hs;
   hs.reserve(size_t(N));
   for (int64_t t = 0; t < N; ++t) {
-    h = a.select(1, t) * h + bu.select(1, t);
+    h = as[size_t(t)] * h + bus[size_t(t)];
     hs.push_back(h);
   }
   const Tensor y = (torch::stack(hs, 1) * Cm.unsqueeze(2)).sum(-1);  // [B, N, C]
