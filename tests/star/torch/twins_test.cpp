@@ -317,6 +317,13 @@ TEST(Twins, ModelChecks) {
   EXPECT_THROW(tw.forward(torch::zeros({6}, torch::kInt64)), effattn::shape_error);
   EXPECT_THROW(tw.forward(torch::full({1, 3}, cfg.vocab, torch::kInt64)), effattn::parameter_error);
   EXPECT_THROW(tw.forward(torch::full({1, 3}, -1, torch::kInt64)), effattn::parameter_error);
+  // An empty sequence, as effattn's prefill allows.
+  EXPECT_EQ(tw.forward(torch::zeros({2, 0}, torch::kInt64)).sizes(), (std::vector<int64_t>{2, 0, cfg.vocab}));
+  star::LongConvConfig lc;
+  lc.width = 32;
+  const star::LongConv op(lc, 1);
+  twin::LongConv tl(lc, op);
+  EXPECT_EQ(tl.forward(torch::zeros({2, 0, 32})).sizes(), (std::vector<int64_t>{2, 0, 32}));
 }
 
 // ------------------------------------------------------------------ training

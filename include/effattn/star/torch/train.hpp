@@ -27,6 +27,13 @@
 // the seed (SplitMix64), no random operation in the step (no dropout), and
 // torch's CPU kernels split their work by the thread count only.
 //
+// train() sets process-wide LibTorch state (the thread count and the global
+// generator's seed): run one train() at a time per process (a search that
+// evaluates candidates in parallel trains them one after another, or in
+// separate processes). On a machine shared with other work, threads = 1 (or
+// OMP_WAIT_POLICY=passive): libgomp's active waiting made two threads 10x
+// slower than one on a loaded 2-vCPU host (docs/star.md).
+//
 // evaluate_accuracy(model, val_data, batches, batch, ex) scores through
 // effattn: Model::prefill of each sequence, argmax of the logits at the scored
 // positions (the first maximum on a tie), accuracy = correct / scored.

@@ -272,6 +272,7 @@ class SoftmaxAttention : public torch::nn::Module {
 
   Tensor forward(const Tensor& x) {
     detail::check_input("star::twin::SoftmaxAttention::forward", x, C_);
+    if (x.size(1) == 0) return torch::zeros_like(x);  // an empty sequence (as effattn allows)
     Tensor q = detail::lin(x, wq), k = detail::lin(x, wk), v = detail::lin(x, wv);
     if (q_conv.defined()) {
       q = detail::causal_dwconv(q, q_conv);
@@ -329,6 +330,7 @@ class Recurrence : public torch::nn::Module {
 
   Tensor forward(const Tensor& x) {
     detail::check_input("star::twin::Recurrence::forward", x, C_);
+    if (x.size(1) == 0) return torch::zeros_like(x);  // an empty sequence (as effattn allows)
     return detail::recurrence(detail::lin(x, in_proj), x_proj, dt_proj, dt_proj_bias, A_log, D, out_proj);
   }
 
@@ -374,6 +376,7 @@ class ShortConv : public torch::nn::Module {
 
   Tensor forward(const Tensor& x) {
     detail::check_input("star::twin::ShortConv::forward", x, C_);
+    if (x.size(1) == 0) return torch::zeros_like(x);  // an empty sequence (as effattn allows)
     return detail::short_conv(detail::lin(x, in_proj, in_proj_bias), conv_weight, conv_bias, out_proj,
                               out_proj_bias);
   }
@@ -427,6 +430,7 @@ class LongConv : public torch::nn::Module {
 
   Tensor forward(const Tensor& x) {
     detail::check_input("star::twin::LongConv::forward", x, C_);
+    if (x.size(1) == 0) return torch::zeros_like(x);  // an empty sequence (as effattn allows)
     return detail::long_conv(detail::lin(x, in_proj), filter(x.size(1)), D, out_proj);
   }
 
@@ -467,6 +471,7 @@ class SwiGLU : public torch::nn::Module {
 
   Tensor forward(const Tensor& x) {
     detail::check_input("star::twin::SwiGLU::forward", x, C_);
+    if (x.size(1) == 0) return torch::zeros_like(x);  // an empty sequence (as effattn allows)
     return detail::swiglu(x, w1, w3, w2);
   }
 
@@ -542,6 +547,7 @@ class Model : public torch::nn::Module {
         EFFATTN_THROW(parameter_error(detail::concat(op, ": tokens must be in [0, vocab=", cfg_.vocab,
                                                      "), got ids in [", lo, ", ", hi, "]")));
     }
+    if (tokens.size(1) == 0) return torch::zeros({tokens.size(0), int64_t(0), int64_t(cfg_.vocab)});
     const int64_t d = cfg_.width, H = cfg_.heads, hd = d / H;
     const double eps = cfg_.norm_eps;
     Tensor h = torch::embedding(W("embed.weight"), tokens);  // [B, N, d]
