@@ -16,7 +16,7 @@
 #                          unset: the report says torch was not measured
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/deps.sh build-essential cmake libeigen3-dev libbenchmark-dev libstb-dev python3 python3-matplotlib openmpi-bin libopenmpi-dev
+bash scripts/deps.sh build-essential cmake libeigen3-dev libbenchmark-dev libstb-dev python3 python3-matplotlib openmpi-bin libopenmpi-dev libtorch-dev libopenblas0-openmp
 jobs=$(nproc 2>/dev/null || echo 2)
 cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DEFFATTN_BUILD_TESTS=OFF -DEFFATTN_BUILD_BENCHMARKS=ON \
       -DEFFATTN_BUILD_EXAMPLES=ON

@@ -19,7 +19,7 @@ sanitize=0
 if [ "${CI:-}" = "true" ] || [ "${EFFATTN_SANITIZE:-0}" = "1" ]; then sanitize=1; fi
 werror=OFF
 if [ "${CI:-}" = "true" ]; then werror=ON; fi
-pkgs=(build-essential cmake pkg-config libeigen3-dev libgtest-dev nlohmann-json3-dev libbenchmark-dev libstb-dev openmpi-bin libopenmpi-dev)
+pkgs=(build-essential cmake pkg-config libeigen3-dev libgtest-dev nlohmann-json3-dev libbenchmark-dev libstb-dev openmpi-bin libopenmpi-dev libtorch-dev libopenblas0-openmp)
 if [ "$sanitize" = 1 ]; then pkgs+=(clang libomp-dev libclang-rt-dev); fi
 bash scripts/deps.sh "${pkgs[@]}"
 jobs=$(nproc 2>/dev/null || echo 2)
@@ -36,6 +36,7 @@ stamp "GCC Release tests passed"
 if [ "$sanitize" = 1 ]; then
   echo "effattn: test suite with GCC without -march (EFFATTN_NATIVE=OFF, as effattn::effattn builds: every level)"
   cmake -S . -B build/portable -DCMAKE_BUILD_TYPE=Release -DEFFATTN_NATIVE=OFF -DEFFATTN_WERROR="$werror" \
+        -DEFFATTN_USE_TORCH=OFF \
         -DEFFATTN_BUILD_TESTS=ON -DEFFATTN_BUILD_BENCHMARKS=OFF -DEFFATTN_BUILD_EXAMPLES=OFF
   cmake --build build/portable -j "$jobs"
   stamp "GCC portable build done"
@@ -46,7 +47,7 @@ if [ "$sanitize" = 1 ]; then
   echo "effattn: test suite and fuzz targets with clang + libomp under AddressSanitizer + UndefinedBehaviorSanitizer"
   CC=clang CXX=clang++ cmake -S . -B build/clang-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEFFATTN_SANITIZE=ON \
         -DEFFATTN_WERROR="$werror" \
-        -DEFFATTN_BUILD_TESTS=ON -DEFFATTN_BUILD_FUZZERS=ON -DEFFATTN_USE_MPI=OFF -DEFFATTN_FUZZ_RUNS="${EFFATTN_FUZZ_RUNS:-40000}" \
+        -DEFFATTN_BUILD_TESTS=ON -DEFFATTN_BUILD_FUZZERS=ON -DEFFATTN_USE_MPI=OFF -DEFFATTN_USE_TORCH=OFF -DEFFATTN_FUZZ_RUNS="${EFFATTN_FUZZ_RUNS:-40000}" \
         -DEFFATTN_BUILD_BENCHMARKS=OFF -DEFFATTN_BUILD_EXAMPLES=OFF
   cmake --build build/clang-asan -j "$jobs"
   stamp "clang sanitizer build done"
