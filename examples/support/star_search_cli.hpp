@@ -12,7 +12,8 @@
 // Flags (defaults in Args): --population N --generations N --slots N --width N
 // --heads N --vocab N --objectives quality,cache_bytes --checkpoint DIR
 // --resume --seed N --threads N --paper (population 16, 18 generations, the
-// paper's) --context N --decode N --repeats N --quiet.
+// paper's) --context N --decode N --repeats N --quiet; --steps N --batch N (the
+// training budget of a quality that trains: star_train_search with LibTorch).
 #pragma once
 
 #include <algorithm>
@@ -34,8 +35,9 @@ namespace star = effattn::star;
 using effattn::index_t;
 
 struct Args {
-  index_t population = 8, generations = 6, slots = 8, width = 64, heads = 4, vocab = 64;
+  index_t population = 8, generations = 5, slots = 4, width = 64, heads = 4, vocab = 32;
   index_t context = 256, decode = 8;
+  index_t steps = 700, batch = 32;  ///< a training quality's budget (star_train_search with LibTorch)
   int repeats = 2, threads = 1;
   std::uint64_t seed = 0;
   std::vector<star::Objective> objectives = {star::Objective::quality, star::Objective::cache_bytes};
@@ -50,13 +52,15 @@ struct Quality {
   std::string name;
   std::string tag;
   star::QualityFn fn;
+  /// Optional: run after the front is printed (e.g. serve the best genome).
+  std::function<void(const star::SearchResult&)> after;
 };
 
 [[noreturn]] inline void usage(const char* program, const std::string& why) {
   std::fprintf(stderr,
                "%s: %s\nusage: %s [--population N] [--generations N] [--paper] [--slots N] [--width N] [--heads N] "
                "[--vocab N] [--objectives quality,cache_bytes] [--checkpoint DIR] [--resume] [--seed N] "
-               "[--threads N] [--context N] [--decode N] [--repeats N] [--quiet]\n"
+               "[--threads N] [--context N] [--decode N] [--repeats N] [--steps N] [--batch N] [--quiet]\n"
                "  objectives: quality, params, cache_bytes, prefill_ms, decode_ms, peak_bytes\n",
                program, why.c_str(), program);
   std::exit(2);
@@ -98,6 +102,8 @@ inline Args parse(int argc, char** argv, const char* program) {
     else if (k == "--decode") a.decode = need(1);
     else if (k == "--repeats") a.repeats = int(need(1));
     else if (k == "--threads") a.threads = int(need(1));
+    else if (k == "--steps") a.steps = need(1);
+    else if (k == "--batch") a.batch = need(1);
     else if (k == "--seed") a.seed = static_cast<std::uint64_t>(need(0));
     else if (k == "--checkpoint") a.checkpoint = v;
     else if (k == "--objectives") {
@@ -219,6 +225,14 @@ inline int run(int argc, char** argv, const char* program, const std::function<Q
   print_entries("final Pareto front:", r.front, q.name);
   print_entries("baselines:", r.baselines, q.name);
   if (!r.front_path.empty()) std::printf("\nwrote %s\n", r.front_path.c_str());
+  if (q.after) {
+    try {
+      q.after(r);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "%s: %s\n", program, e.what());
+      return 1;
+    }
+  }
   return 0;
 }
 
