@@ -9,7 +9,8 @@
 #   EFFATTN_BENCH_REPS     repetitions per benchmark (default 3; medians are reported)
 #   EFFATTN_BENCH_FILTER   Google Benchmark filter regex (default: all)
 #   EFFATTN_BENCH_QUICK=1  smallest shapes only (a smoke run)
-#   (also mpi_bench_distributed under mpiexec, Debian's Open MPI: results/distributed.txt)
+#   (also mpi_bench_distributed under mpiexec, Debian's Open MPI: results/distributed.txt,
+#   and STAR's search, star_train_search: results/star_search/front.json)
 #   EFFATTN_TORCH_PYTHON   a Python with torch >= 2.1: also time PyTorch's
 #                          scaled_dot_product_attention on the engine's shapes,
 #                          interleaved with effattn (benchmarks/bench_torch.py);
@@ -54,6 +55,21 @@ if [ -x "$mpib" ] && command -v mpiexec >/dev/null 2>&1; then
     OMP_NUM_THREADS=2 mpiexec -n 1 "${mpiflags[@]}" "$mpib" decode N=$dn threads=2
     OMP_NUM_THREADS=1 mpiexec -n 2 "${mpiflags[@]}" "$mpib" decode N=$dn threads=1
   } | tee "$out/distributed.txt"
+fi
+# STAR's search over quality (MQAR, trained with LibTorch, scored by effattn)
+# and cache bytes (docs/star.md): its Pareto front goes into the report
+# (results/star_search/front.json). About 10 minutes on 2 cores; quick: a
+# tiny budget. Without LibTorch the example runs an untrained proxy, which the
+# report labels as such.
+sts=build/release/examples/star_train_search
+if [ -x "$sts" ]; then
+  echo "effattn: running star_train_search (STAR search, quality x cache bytes)"
+  rm -rf "$out/star_search"
+  if [ "${EFFATTN_BENCH_QUICK:-0}" = "1" ]; then
+    "$sts" --population 4 --generations 1 --steps 50 --checkpoint "$out/star_search" --quiet
+  else
+    "$sts" --checkpoint "$out/star_search" --quiet
+  fi
 fi
 if [ -n "${EFFATTN_TORCH_PYTHON:-}" ]; then
   if "$EFFATTN_TORCH_PYTHON" -c 'import sys, torch

@@ -76,6 +76,15 @@ struct SelectiveCopyConfig {
 };
 
 namespace detail {
+/// `batch` rows of `length` tokens 0 with nothing scored (targets -1).
+inline TaskBatch blank_batch(index_t batch, index_t length) {
+  TaskBatch tb;
+  tb.batch = batch;
+  tb.length = length;
+  tb.tokens.assign(static_cast<size_t>(batch * length), 0);
+  tb.targets.assign(static_cast<size_t>(batch * length), -1);
+  return tb;
+}
 inline void check_mqar(const MqarConfig& c, const char* op) {
   using ::effattn::detail::require;
   require(c.num_kv_pairs >= 1, op, "num_kv_pairs", "must be >= 1, got ", c.num_kv_pairs);
@@ -130,11 +139,7 @@ inline TaskSampler mqar(const MqarConfig& cfg) {
     const index_t space = (L - 2 * n) / 2;
     std::vector<double> weight(static_cast<size_t>(space));
     for (index_t g = 0; g < space; ++g) weight[size_t(g)] = std::pow(double(g + 1), cfg.power_a - 1.0);
-    TaskBatch tb;
-    tb.batch = batch;
-    tb.length = L;
-    tb.tokens.assign(static_cast<size_t>(batch * L), 0);
-    tb.targets.assign(static_cast<size_t>(batch * L), -1);
+    TaskBatch tb = detail::blank_batch(batch, L);
     for (index_t b = 0; b < batch; ++b) {
       std::mt19937_64 rng(detail::derive_seed(seed, static_cast<std::uint64_t>(b)));
       index_t* tok = tb.tokens.data() + b * L;
@@ -188,11 +193,7 @@ inline TaskSampler selective_copy(const SelectiveCopyConfig& cfg) {
     const char* op = "star::selective_copy";
     detail::check_batch_size(batch, cfg.length, op);
     const index_t L = cfg.length, n = cfg.num_tokens, R = L - n, data_lo = 2 + cfg.noise_vocab;
-    TaskBatch tb;
-    tb.batch = batch;
-    tb.length = L;
-    tb.tokens.assign(static_cast<size_t>(batch * L), 0);
-    tb.targets.assign(static_cast<size_t>(batch * L), -1);
+    TaskBatch tb = detail::blank_batch(batch, L);
     for (index_t b = 0; b < batch; ++b) {
       std::mt19937_64 rng(detail::derive_seed(seed, static_cast<std::uint64_t>(b)));
       index_t* tok = tb.tokens.data() + b * L;
