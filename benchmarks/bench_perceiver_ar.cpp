@@ -14,8 +14,12 @@
 // Context keys/values are stored as float (kv:f32) or float16 (kv:f16, the
 // engine widens them to float as it loads them; see core/half.hpp): decoding
 // streams the whole context cache once per token, so its time is memory
-// bandwidth, and 16-bit storage halves the bytes. Each decode_step is paired
-// with the stack of the same storage.
+// bandwidth, and 16-bit storage halves the bytes. decode_step also runs on an
+// int8 cache (kv:int8, core/quant.hpp: codes plus one float scale per (head,
+// token) row, as models::PerceiverArDecoder with context_kv = Storage::int8
+// keeps it; the new token's row is quantized when it is appended). Its
+// cache_bytes counter is the context cache's size (keys and values, scales
+// included). Each decode_step is paired with the stack of the same storage.
 //
 // Shapes: batch 1, H = 8 heads, head_dim D = 64, M = 1024 latents, L = 6
 // layers, N in {4096, 16384, 65536, 131072}. Every layer reuses the same
@@ -26,6 +30,7 @@
 // the inputs; input_bytes is the size of the inputs themselves.
 #include <benchmark/benchmark.h>
 
+#include <cstdint>
 #include <cstdlib>
 #include <type_traits>
 #include <effattn/perceiver_ar/perceiver_ar.hpp>
@@ -56,8 +61,46 @@ std::vector<KV> random_kv(size_t n, unsigned seed) {
 
 template <class KV>
 const char* kv_tag() {
-  return std::is_same<KV, float>::value ? "f32" : std::is_same<KV, effattn::float16>::value ? "f16" : "bf16";
+  return std::is_same<KV, float>::value                ? "f32"
+         : std::is_same<KV, effattn::float16>::value   ? "f16"
+         : std::is_same<KV, effattn::bfloat16>::value  ? "bf16"
+                                                       : "int8";
 }
+
+/// Context keys or values [1, H, N, D] in storage KV (std::int8_t: codes and
+/// one scale per row), and how a new row is appended.
+template <class KV>
+struct ContextKV {
+  std::vector<KV> data;
+  std::vector<float> scale;  // int8 only: [1, H, N]
+  index_t N;
+  ContextKV(index_t n, unsigned seed) : N(n) {
+    const auto f = effattn_bench::random_vector(static_cast<size_t>(kH * N * kD), seed);
+    data.resize(f.size());
+    if constexpr (std::is_same<KV, std::int8_t>::value) {
+      scale.resize(static_cast<size_t>(kH * N));
+      effattn::quantize_rows(f.data(), kH * N, kD, kD, data.data(), kD, scale.data(), 1);
+    } else {
+      effattn::convert(f.data(), data.data(), static_cast<index_t>(f.size()));
+    }
+  }
+  /// Writes a float row of D numbers as row n of head h.
+  void put(index_t h, index_t n, const float* row) {
+    if constexpr (std::is_same<KV, std::int8_t>::value)
+      effattn::quantize_rows(row, 1, kD, kD, data.data() + (h * N + n) * kD, kD, scale.data() + h * N + n, 1);
+    else
+      effattn::convert(row, data.data() + (h * N + n) * kD, kD);
+  }
+  /// The attention operand: a view, or a QuantizedKV.
+  auto operand() const {
+    if constexpr (std::is_same<KV, std::int8_t>::value)
+      return effattn::QuantizedKV{effattn::make_view<const std::int8_t>(data.data(), 1, kH, N, kD),
+                                  effattn::make_view<const float>(scale.data(), 1, kH, N)};
+    else
+      return effattn::make_view<const KV>(data.data(), 1, kH, N, kD);
+  }
+  double bytes() const { return static_cast<double>(sizeof(KV) * data.size() + sizeof(float) * scale.size()); }
+};
 
 /// KV = bfloat16 also sets AttentionOptions::compute = Precision::bfloat16
 /// (the bfloat16 kernel on an AVX512-BF16 CPU, float elsewhere).
@@ -129,8 +172,7 @@ template <class KV>
 void bm_decode_step(benchmark::State& state, index_t N) {
   const effattn::Executor ex{effattn_bench::threads()};
   auto q = effattn_bench::random_vector(static_cast<size_t>(kH * kD), 1);
-  auto k = random_kv<KV>(static_cast<size_t>(kH * N * kD), 2);
-  auto v = random_kv<KV>(static_cast<size_t>(kH * N * kD), 3);
+  ContextKV<KV> k(N, 2), v(N, 3);
   auto newkv = effattn_bench::random_vector(static_cast<size_t>(kH * kD), 7);
   std::vector<std::vector<float>> lk, lv;
   for (index_t l = 0; l < kL; ++l) {
@@ -140,14 +182,13 @@ void bm_decode_step(benchmark::State& state, index_t N) {
   std::vector<float> out(static_cast<size_t>(kH * kD));
   effattn_bench::reset_peak();
   for (auto _ : state) {
-    // The new token's key/value goes to the last cache row of each head.
+    // The new token's key/value goes to the last cache row of each head
+    // (rounded or quantized as it is stored).
     for (index_t h = 0; h < kH; ++h) {
-      effattn::convert(newkv.data() + h * kD, k.data() + (h * N + N - 1) * kD, kD);
-      effattn::convert(newkv.data() + h * kD, v.data() + (h * N + N - 1) * kD, kD);
+      k.put(h, N - 1, newkv.data() + h * kD);
+      v.put(h, N - 1, newkv.data() + h * kD);
     }
-    pa::cross_attention<float>(effattn::make_view<const float>(q.data(), 1, kH, 1, kD),
-                               effattn::make_view<const KV>(k.data(), 1, kH, N, kD),
-                               effattn::make_view<const KV>(v.data(), 1, kH, N, kD),
+    pa::cross_attention<float>(effattn::make_view<const float>(q.data(), 1, kH, 1, kD), k.operand(), v.operand(),
                                effattn::make_view(out.data(), 1, kH, 1, kD), {}, {}, ex);
     for (index_t l = 0; l < kL; ++l) {
       for (index_t h = 0; h < kH; ++h)
@@ -165,6 +206,7 @@ void bm_decode_step(benchmark::State& state, index_t N) {
     benchmark::ClobberMemory();
   }
   effattn_bench::report(state, effattn_bench::attention_flops(1, kH, N + kL * kM, kD, kD), effattn_bench::peak_bytes());
+  state.counters["cache_bytes"] = k.bytes() + v.bytes();
   state.SetLabel("baseline=perceiver_ar/stack");
 }
 
@@ -206,6 +248,7 @@ int register_all() {
   };
   decode(float{});
   decode(effattn::float16{});
+  decode(std::int8_t{});
   return 0;
 }
 [[maybe_unused]] const int registered = register_all();

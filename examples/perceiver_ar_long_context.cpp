@@ -3,13 +3,15 @@
 // token-by-token decoding, and, beside it, a full causal transformer of the
 // same depth at the largest context that fits in the same time.
 //
-//   perceiver_ar_long_context [N] [M] [layers] [width] [heads] [decode_tokens] [threads] [f32|f16|bf16]
+//   perceiver_ar_long_context [N] [M] [layers] [width] [heads] [decode_tokens] [threads] [f32|f16|bf16|int8]
 //
 // Defaults are small (N = 16384). The configuration:
 //   perceiver_ar_long_context 131072 1024 6 512 8
 // and with the context keys/values stored as float16 (half the memory; each
 // decoded token streams the whole context cache, so it also runs faster):
 //   perceiver_ar_long_context 131072 1024 6 512 8 32 2 f16
+// or as int8 codes with a float scale per (head, token) row (about a quarter):
+//   perceiver_ar_long_context 131072 1024 6 512 8 32 2 int8
 //
 // The input is shaped like a copy task: a random sequence, a separator, then
 // the sequence again, so that predicting the second half needs the whole
@@ -66,8 +68,9 @@ int main(int argc, char** argv) {
   const index_t width = arg(argc, argv, 4, 512), heads = arg(argc, argv, 5, 8), decode = arg(argc, argv, 6, 32);
   const effattn::Executor ex{static_cast<int>(arg(argc, argv, 7, 2))};
   const std::string kv = argc > 8 ? argv[8] : "f32";
-  if (N < 4 || M < 2 || M > N || decode < 1 || decode >= N || (kv != "f32" && kv != "f16" && kv != "bf16")) {
-    std::fprintf(stderr, "need 2 <= M <= N, N >= 4, 1 <= decode_tokens < N and a storage of f32, f16 or bf16\n");
+  if (N < 4 || M < 2 || M > N || decode < 1 || decode >= N ||
+      (kv != "f32" && kv != "f16" && kv != "bf16" && kv != "int8")) {
+    std::fprintf(stderr, "need 2 <= M <= N, N >= 4, 1 <= decode_tokens < N and a storage of f32, f16, bf16 or int8\n");
     return 1;
   }
   PerceiverArConfig cfg;
@@ -75,8 +78,10 @@ int main(int argc, char** argv) {
   cfg.width = width;
   cfg.heads = heads;
   cfg.layers = layers;
-  cfg.context_kv = kv == "f16" ? effattn::Storage::float16 : kv == "bf16" ? effattn::Storage::bfloat16
-                                                                          : effattn::Storage::float32;
+  cfg.context_kv = kv == "f16"    ? effattn::Storage::float16
+                   : kv == "bf16" ? effattn::Storage::bfloat16
+                   : kv == "int8" ? effattn::Storage::int8
+                                  : effattn::Storage::float32;
   std::printf("Perceiver AR: context N=%lld, latents M=%lld, %lld latent layers, width %lld, %lld heads, %d threads, "
               "context keys/values in %s\n",
               (long long)N, (long long)M, (long long)layers, (long long)width, (long long)heads, ex.num_threads,

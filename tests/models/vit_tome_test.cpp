@@ -8,8 +8,10 @@
 // fuzzing found (issue 10).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstring>
 #include <effattn/models/vit_tome.hpp>
 #include <effattn/tome/tome.hpp>
 #include <functional>
@@ -19,6 +21,7 @@
 #include <vector>
 
 #include "support/golden.hpp"
+#include "support/levels.hpp"
 #include "support/testing.hpp"
 #include "support/threads.hpp"
 
@@ -98,6 +101,103 @@ TEST(ViTTome, BlockWithRZeroIsAPlainBlockAndEncoderCountsTokens) {
   Matrix ok = x0;
   EXPECT_THROW(models::tome_block_forward(enc.blocks[0], ok, st, -1, opt, ws), effattn::parameter_error);
   EXPECT_EQ((ok - x0).cwiseAbs().maxCoeff(), 0.0f);
+}
+
+// ToMeBlockOptions::compute = Precision::bfloat16 at every level the host
+// supports. At Isa::avx512_bf16 the block's attention runs the bfloat16
+// kernel: its output x_attn = x + proj(attention) differs from the float
+// run, within the bound of q, k and v rounded to bfloat16 (unit roundoff
+// u = 2^-8) and the probabilities' rounding, as in
+// tests/attention/bf16_test.cpp: a logit moves by at most eps = 2u scale
+// max_ij sum_d |q_id k_jd|, so an output by (e^(2 eps) - 1) max|v| + 2u max|v|;
+// the projection row i scales that by sum_c |proj_ic|. Below that level the
+// option computes in float: bit-identical to the default. The encoder with
+// the option is bit-identical for 1 and 2 threads, differs from float at
+// avx512_bf16 and stays within a few bfloat16 units of it.
+TEST(ViTTome, Bf16ComputeOptionAtEveryLevel) {
+  std::mt19937 rng(11);
+  const index_t B = 2, N = 65, C = 64, H = 4, hd = C / H;
+  auto enc = models::ViTEncoder::random(rng, 3, C, H, 128);
+  const Matrix x0 = input(B * N, C, 21);
+  models::ToMeBlockOptions fo, bo;
+  bo.compute = effattn::Precision::bfloat16;
+  bool ran_bf16 = false;
+  for (const effattn::Isa level : testing_util::isa_levels(true)) {
+    testing_util::ScopedIsa scoped(level);
+    SCOPED_TRACE(effattn::to_string(level));
+    const bool native = level == effattn::Isa::avx512_bf16;
+    ran_bf16 = ran_bf16 || native;
+    // One block, r = 0: the bound on x_attn.
+    models::ViTWorkspace ws;
+    models::ToMeBlockTrace tf, tb;
+    Matrix xf = x0, xb = x0;
+    models::ToMeState sf, sb;
+    sf.reset(B, N);
+    sb.reset(B, N);
+    models::tome_block_forward(enc.blocks[0], xf, sf, 0, fo, ws, effattn::Executor{1}, &tf);
+    models::tome_block_forward(enc.blocks[0], xb, sb, 0, bo, ws, effattn::Executor{1}, &tb);
+    // ws.qkv: the block's q, k, v (before the attention, the same in both runs).
+    const Matrix& qkv = ws.qkv;
+    double vmax = 0, qk = 0;
+    for (index_t r = 0; r < B * N; ++r)
+      for (index_t c = 0; c < C; ++c) vmax = std::max(vmax, static_cast<double>(std::abs(qkv(r, 2 * C + c))));
+    for (index_t b = 0; b < B; ++b)
+      for (index_t h = 0; h < H; ++h)
+        for (index_t i = 0; i < N; ++i)
+          for (index_t j = 0; j < N; ++j) {
+            double a = 0;
+            for (index_t d = 0; d < hd; ++d)
+              a += std::abs(static_cast<double>(qkv(b * N + i, h * hd + d)) * qkv(b * N + j, C + h * hd + d));
+            qk = std::max(qk, a);
+          }
+    const double u = 1.0 / 256, scale = 1.0 / std::sqrt(static_cast<double>(hd));
+    const double attn_tol = std::expm1(2 * 2 * u * scale * qk) * vmax + 2 * u * vmax + 1e-5 * vmax;
+    double worst = 0;
+    bool differ = false;
+    for (index_t i = 0; i < C; ++i) {
+      const double tol = 1.25 * attn_tol * enc.blocks[0].proj.weight.row(i).cwiseAbs().cast<double>().sum() + 1e-5;
+      for (index_t r = 0; r < B * N; ++r) {
+        const double d = std::abs(static_cast<double>(tb.x_attn(r, i)) - tf.x_attn(r, i));
+        ASSERT_LE(d, tol) << "row " << r << " channel " << i;
+        worst = std::max(worst, d / tol);
+        differ = differ || d > 0;
+      }
+    }
+    if (native) {
+      EXPECT_TRUE(differ) << "the bfloat16 kernel did not run";
+      EXPECT_GT(worst, 1e-4) << "the bound is far from what bfloat16 does";
+    } else {
+      EXPECT_FALSE(differ) << "below avx512_bf16 the option computes in float";
+    }
+    // The encoder: r = 0 (no merge decision can flip) for the closeness,
+    // r = 8 for the thread bit-identity.
+    Matrix ef = x0, eb = x0;
+    models::ToMeState st;
+    enc.forward(ef, B, {0, 0, 0}, st, fo, ws);
+    enc.forward(eb, B, {0, 0, 0}, st, bo, ws);
+    const double dmax = (eb - ef).cwiseAbs().maxCoeff(), omax = ef.cwiseAbs().maxCoeff();
+    if (native) {
+      EXPECT_GT(dmax, 0.0);
+      EXPECT_LE(dmax, 8 * u * omax) << "3 blocks, each within a bfloat16 unit or so";
+    } else {
+      EXPECT_EQ(dmax, 0.0);
+    }
+    Matrix e1 = x0, e2 = x0;
+    models::ToMeState s1, s2;
+    enc.forward(e1, B, {8, 8, 8}, s1, bo, ws, effattn::Executor{1});
+    enc.forward(e2, B, {8, 8, 8}, s2, bo, ws, effattn::Executor{2});
+    ASSERT_EQ(e1.rows(), e2.rows());
+    EXPECT_EQ(0, std::memcmp(e1.data(), e2.data(), sizeof(float) * static_cast<size_t>(e1.size())));
+  }
+  if (!ran_bf16) GTEST_LOG_(INFO) << "no AVX512-BF16 on this CPU: the option computed in float only";
+  // Bad value.
+  models::ToMeBlockOptions bad;
+  bad.compute = static_cast<effattn::Precision>(5);
+  Matrix x = x0;
+  models::ToMeState st;
+  models::ViTWorkspace ws;
+  EXPECT_THROW(enc.forward(x, B, {}, st, bad, ws), effattn::parameter_error);
+  EXPECT_TRUE((x.array() == x0.array()).all());
 }
 
 TEST(ViTTome, KeyMetricIsTheHeadMeanOfTheKeysTheBlockMatchesOn) {

@@ -128,6 +128,8 @@ enum class Storage {
   float32,   ///< float (exact)
   float16,   ///< effattn::float16
   bfloat16,  ///< effattn::bfloat16
+  int8,      ///< int8 codes plus one float scale per (batch, head, token) row
+             ///< (core/quant.hpp's QuantizedKV); where a method offers it
 };
 
 inline const char* to_string(Storage s) {
@@ -135,12 +137,14 @@ inline const char* to_string(Storage s) {
     case Storage::float32: return "float32";
     case Storage::float16: return "float16";
     case Storage::bfloat16: return "bfloat16";
+    case Storage::int8: return "int8";
   }
   return "unknown";
 }
 
-/// Bytes per element of a storage.
-inline int storage_bytes(Storage s) { return s == Storage::float32 ? 4 : 2; }
+/// Bytes per element of a storage (int8: the code's byte; its row scales
+/// add 4 bytes per row of D elements on top).
+inline int storage_bytes(Storage s) { return s == Storage::float32 ? 4 : s == Storage::int8 ? 1 : 2; }
 
 namespace detail {
 #if EFFATTN_DISPATCH

@@ -36,7 +36,9 @@
 //   - the cross-attention keys and values of the context window
 //     ([max_context, W] each: the official `max_context_length_memory`), in
 //     the model's config.context_kv storage (float32, or float16 / bfloat16
-//     for half the memory and faster steps), and
+//     for half the memory and faster steps, or int8 codes with one float
+//     scale per (batch, head, token) row, quantized as each token is
+//     appended, for about a quarter), and
 //   - for every latent layer, the keys and values of the cached latents
 //     ([max_latents, W] each: the official `z_index_dim_memory`).
 // Each append() adds tokens and produces the logits of ONE new latent at the
@@ -67,6 +69,7 @@
 
 #include <Eigen/Core>
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -76,6 +79,7 @@
 #include <vector>
 
 #include "../core/half.hpp"
+#include "../core/quant.hpp"
 #include "../nn/layers.hpp"
 #include "../perceiver_ar/attention.hpp"
 
@@ -94,8 +98,14 @@ struct PerceiverArConfig {
   /// stored, by PerceiverArModel::forward and by the decoder's context cache
   /// alike: float32 (exact), or float16 / bfloat16 (half the memory, and
   /// decoding, which streams the context cache once per token, about 1.5x
-  /// faster; the attention computes in float on the widened values). See
-  /// core/half.hpp.
+  /// faster; the attention computes in float on the widened values; see
+  /// core/half.hpp), or int8 (core/quant.hpp: each head's key or value row of
+  /// W/heads numbers becomes int8 codes and one float scale, every element
+  /// within max|row| / 254 of its float; 1 + 4 / (W/heads) bytes per element;
+  /// the attention runs on the QuantizedKV views, folding the scales in, on
+  /// exactly the values scale * code). A non-finite key or value (only
+  /// non-finite weights make one) cannot be quantized: with int8, forward and
+  /// the decoder throw parameter_error for it.
   Storage context_kv = Storage::float32;
 };
 
@@ -184,13 +194,49 @@ void scatter_heads(const float* row, index_t H, index_t hd, KV* dst, index_t hea
   for (index_t h = 0; h < H; ++h) convert(row + h * hd, dst + h * head_stride, hd);
 }
 
-/// Calls f(KV{}) with KV the element type of a storage.
+/// Copies one row of W = H * hd channels into head-major storage of any
+/// context storage KV: rounded to float / float16 / bfloat16 as
+/// scatter_heads does, or (KV = std::int8_t) quantized per head by
+/// quantize_rows, head h's codes to dst + h * head_stride and its scale to
+/// scale[h * scale_stride] (scale is unused otherwise). int8 throws
+/// parameter_error for a non-finite element (quantize_rows).
+template <class KV>
+void store_heads(const float* row, index_t H, index_t hd, KV* dst, index_t head_stride, float* scale,
+                 index_t scale_stride) {
+  if constexpr (std::is_same<KV, std::int8_t>::value) {
+    for (index_t h = 0; h < H; ++h) quantize_rows(row + h * hd, 1, hd, hd, dst + h * head_stride, hd, scale + h * scale_stride, 1);
+  } else {
+    (void)scale;
+    (void)scale_stride;
+    scatter_heads(row, H, hd, dst, head_stride);
+  }
+}
+
+/// Calls f(KV{}) with KV the element type of a storage (std::int8_t: int8
+/// codes, with float row scales beside them).
 template <class F>
 void with_storage(Storage s, F&& f) {
   switch (s) {
     case Storage::float16: f(float16{}); break;
     case Storage::bfloat16: f(bfloat16{}); break;
+    case Storage::int8: f(std::int8_t{}); break;
     default: f(float{}); break;
+  }
+}
+
+/// The keys or values [B, H, N, hd] of head-major storage (element (b, h, n)
+/// at data + ((b * H + h) * cap + n) * hd, scale at scale + (b * H + h) * cap
+/// + n) as the attention operand of their storage: a view, or (int8) a
+/// QuantizedKV of the codes and their scales.
+template <class KV>
+auto context_operand(const KV* data, const float* scale, index_t B, index_t H, index_t N, index_t hd, index_t cap) {
+  const std::array<index_t, 4> shape{B, H, N, hd}, strides{H * cap * hd, cap * hd, hd, 1};
+  if constexpr (std::is_same<KV, std::int8_t>::value) {
+    return QuantizedKV{View<const std::int8_t, 4>(data, shape, strides),
+                       View<const float, 3>(scale, {B, H, N}, {H * cap, cap, 1})};
+  } else {
+    (void)scale;
+    return ConstView<KV, 4>(data, shape, strides);
   }
 }
 
@@ -222,8 +268,9 @@ Model::AttentionWeights random_attn(index_t W, Rng& rng) {
 }
 
 inline void check_storage(Storage s, const char* op) {
-  effattn::detail::require(s == Storage::float32 || s == Storage::float16 || s == Storage::bfloat16, op, "context_kv",
-                           "must be Storage::float32, float16 or bfloat16, got ", static_cast<int>(s));
+  effattn::detail::require(s == Storage::float32 || s == Storage::float16 || s == Storage::bfloat16 || s == Storage::int8,
+                           op, "context_kv", "must be Storage::float32, float16, bfloat16 or int8, got ",
+                           static_cast<int>(s));
 }
 
 /// The hidden width of the MLPs a config implies.
@@ -386,20 +433,29 @@ inline void residual_and_mlp(const Model& m, nn::Matrix& z, const nn::Matrix& at
 /// The initial cross-attention block, in place on z [B*M, W] (latent query
 /// inputs in, the residual stream out). K and V are [B, H, N, W/H] views of
 /// the inputs' projected keys and values (any strides; head-major is
-/// fastest), float or 16-bit. valid_length as in cross_attention.
-template <class KV>
-void cross_block(const Model& m, nn::Matrix& z, index_t B, index_t M, ConstView<KV, 4> K, ConstView<KV, 4> V,
+/// fastest), float or 16-bit, or QuantizedKV (int8 codes [B, H, N, W/H] and
+/// scales [B, H, N]). valid_length as in cross_attention.
+template <class KOp>
+void cross_block(const Model& m, nn::Matrix& z, index_t B, index_t M, const KOp& K, const KOp& V,
                  ConstView<index_t, 1> valid_length, const Executor& ex) {
   const char* op = "models::PerceiverArModel::cross_block";
   effattn::detail::check_executor(ex, op);
   const index_t W = m.config.width, H = m.config.heads;
   check_latent_rows(m, z, B, M, op);
   // The attention's checks of K, V and valid_length, before anything is written.
-  effattn::detail::check_view(K, op, "K", false);
-  effattn::detail::check_view(V, op, "V", false);
-  const index_t N = K.dim(2);
-  effattn::detail::check_shape(K, op, "K", "[B,H,N,W/H]", {B, H, N, W / H});
-  effattn::detail::check_shape(V, op, "V", "[B,H,N,W/H]", {B, H, N, W / H});
+  const auto& Ke = effattn::perceiver_ar::detail::kv_elements(K);
+  const auto& Ve = effattn::perceiver_ar::detail::kv_elements(V);
+  effattn::detail::check_view(Ke, op, "K", false);
+  effattn::detail::check_view(Ve, op, "V", false);
+  const index_t N = Ke.dim(2);
+  effattn::detail::check_shape(Ke, op, "K", "[B,H,N,W/H]", {B, H, N, W / H});
+  effattn::detail::check_shape(Ve, op, "V", "[B,H,N,W/H]", {B, H, N, W / H});
+  if constexpr (std::is_same<KOp, QuantizedKV>::value) {
+    effattn::detail::check_view(K.scale, op, "K.scale", false);
+    effattn::detail::check_view(V.scale, op, "V.scale", false);
+    effattn::detail::check_shape(K.scale, op, "K.scale", "[B,H,N]", {B, H, N});
+    effattn::detail::check_shape(V.scale, op, "V.scale", "[B,H,N]", {B, H, N});
+  }
   effattn::detail::require(M <= N, op, "M", "(the number of latents) must be <= N=", N, ", got ", M);
   effattn::perceiver_ar::detail::check_valid_length(valid_length, B, N, op);
   nn::Matrix y, q, o(B * M, W);
@@ -475,14 +531,17 @@ void forward_impl(const Model& m, ConstView<std::int32_t, 2> tokens, ConstView<i
     logits.resize(0, m.config.vocab);
     return;
   }
-  // Keys and values of every input, head-major [B, H, N, W/H].
+  // Keys and values of every input, head-major [B, H, N, W/H] (int8: and
+  // their scales [B, H, N], each row quantized as the decoder quantizes it).
+  constexpr bool kInt8 = std::is_same<KV, std::int8_t>::value;
   std::vector<KV> K(static_cast<size_t>(kv_elems)), V(K.size());
+  std::vector<float> Ks(kInt8 ? static_cast<size_t>(B * H * N) : 0), Vs(Ks.size());
   input_keys_values(
       m, B * N, [&](index_t r) { return tokens(r / N, r % N); }, [&](index_t r) { return position_offset + r % N; },
       [&](index_t r, const float* k, const float* v) {
-        const index_t off = ((r / N) * H * N + r % N) * hd;
-        scatter_heads(k, H, hd, K.data() + off, N * hd);
-        scatter_heads(v, H, hd, V.data() + off, N * hd);
+        const index_t row = (r / N) * H * N + r % N;
+        store_heads(k, H, hd, K.data() + row * hd, N * hd, kInt8 ? Ks.data() + row : nullptr, N);
+        store_heads(v, H, hd, V.data() + row * hd, N * hd, kInt8 ? Vs.data() + row : nullptr, N);
       },
       ex);
   // Latent queries from the inputs at the latent positions.
@@ -497,8 +556,8 @@ void forward_impl(const Model& m, ConstView<std::int32_t, 2> tokens, ConstView<i
     }
   }
   nn::linear(m.query_proj, x, z, ex);
-  cross_block(m, z, B, M, make_view<const KV>(K.data(), B, H, N, hd), make_view<const KV>(V.data(), B, H, N, hd),
-              valid_length, ex);
+  cross_block(m, z, B, M, context_operand<KV>(K.data(), Ks.data(), B, H, N, hd, N),
+              context_operand<KV>(V.data(), Vs.data(), B, H, N, hd, N), valid_length, ex);
   latent_stack(m, z, B, M, valid_length, ex);
   output_logits(m, z, logits, ex);
 }
@@ -571,8 +630,9 @@ class PerceiverArDecoder {
   /// max_context > max_latents / 2 (each call may add at most
   /// max_context - max_latents / 2 tokens).
   /// Memory (memory_bytes()): 2 * batch * max_context * W context elements
-  /// (4 or 2 bytes, per config.context_kv), 2 * batch * layers * max_latents
-  /// * W floats and batch * max_context token ids.
+  /// (4, 2 or 1 bytes, per config.context_kv; int8 adds 2 * batch * heads *
+  /// max_context float scales), 2 * batch * layers * max_latents * W floats
+  /// and batch * max_context token ids.
   PerceiverArDecoder(const PerceiverArModel& model, index_t batch, index_t max_context, index_t max_latents)
       : model_(&model), B_(batch), cap_(max_context), max_lat_(max_latents), storage_(model.config.context_kv) {
     namespace pd = detail::perceiver_ar;
@@ -598,6 +658,10 @@ class PerceiverArDecoder {
       cache<KV>(kc_).assign(n, KV(0.0f));
       cache<KV>(vc_).assign(n, KV(0.0f));
     });
+    if (storage_ == Storage::int8) {
+      kc_.scale.assign(n / static_cast<size_t>(hd()), 0.0f);
+      vc_.scale.assign(kc_.scale.size(), 0.0f);
+    }
     tok_.assign(static_cast<size_t>(B_ * cap_), 0);
     lk_.assign(static_cast<size_t>(L_), std::vector<float>(static_cast<size_t>(B_ * max_lat_ * W_), 0.0f));
     lv_ = lk_;
@@ -626,7 +690,8 @@ class PerceiverArDecoder {
   std::size_t memory_bytes() const {
     std::size_t bytes = tok_.size() * sizeof(std::int32_t);
     for (const ContextStore* c : {&kc_, &vc_})
-      bytes += c->f32.size() * sizeof(float) + c->f16.size() * sizeof(float16) + c->bf16.size() * sizeof(bfloat16);
+      bytes += c->f32.size() * sizeof(float) + c->f16.size() * sizeof(float16) + c->bf16.size() * sizeof(bfloat16) +
+               c->i8.size() * sizeof(std::int8_t) + c->scale.size() * sizeof(float);
     for (const auto* layers : {&lk_, &lv_})
       for (const auto& l : *layers) bytes += l.size() * sizeof(float);
     return bytes;
@@ -637,7 +702,8 @@ class PerceiverArDecoder {
   /// of the token after the last one appended. Throws shape_error /
   /// parameter_error (the executor first; then the model, which must still
   /// have the sizes and context storage it had when the decoder was made, and
-  /// the tokens) before changing any state or the logits.
+  /// the tokens; with int8 storage, a non-finite new key or value) before
+  /// changing any state or the logits.
   void append(ConstView<std::int32_t, 2> tokens, nn::Matrix& logits, const Executor& ex = {}) {
     namespace pd = detail::perceiver_ar;
     const char* op = "models::PerceiverArDecoder::append";
@@ -667,16 +733,20 @@ class PerceiverArDecoder {
  private:
   using Model = PerceiverArModel;
 
-  /// Context keys or values in each storage; only the decoder's is non-empty.
+  /// Context keys or values in each storage; only the decoder's is non-empty
+  /// (int8: the codes i8 [B, H, cap, hd] and their scales [B, H, cap]).
   struct ContextStore {
     std::vector<float> f32;
     std::vector<float16> f16;
     std::vector<bfloat16> bf16;
+    std::vector<std::int8_t> i8;
+    std::vector<float> scale;
   };
   template <class KV>
   static std::vector<KV>& cache(ContextStore& c) {
     if constexpr (std::is_same<KV, float16>::value) return c.f16;
     else if constexpr (std::is_same<KV, bfloat16>::value) return c.bf16;
+    else if constexpr (std::is_same<KV, std::int8_t>::value) return c.i8;
     else return c.f32;
   }
   template <class KV>
@@ -686,25 +756,64 @@ class PerceiverArDecoder {
 
   index_t hd() const { return W_ / H_; }
 
-  /// Projects the new tokens into the window rows [wlen_, wlen_ + n).
-  void add_tokens(const ConstView<std::int32_t, 2>& tokens, const Executor& ex) {
+  /// Projects tokens [B, n] at positions len_.. into `dst`, head-major with
+  /// row stride `cap` per head (dst rows [w0, w0 + n) of each head).
+  template <class KV>
+  void project_tokens(const ConstView<std::int32_t, 2>& tokens, ContextStore& kdst, ContextStore& vdst, index_t cap,
+                      index_t w0, const Executor& ex) const {
     namespace pd = detail::perceiver_ar;
-    const index_t n = tokens.dim(1), w0 = wlen_, p0 = len_, h = H_, d = hd();
+    constexpr bool kInt8 = std::is_same<KV, std::int8_t>::value;
+    const index_t n = tokens.dim(1), p0 = len_, h = H_, d = hd();
+    KV* kc = cache<KV>(kdst).data();
+    KV* vc = cache<KV>(vdst).data();
+    float* ks = kdst.scale.data();
+    float* vs = vdst.scale.data();
+    pd::input_keys_values(
+        *model_, B_ * n, [&](index_t r) { return tokens(r / n, r % n); }, [&](index_t r) { return p0 + r % n; },
+        [&](index_t r, const float* k, const float* v) {
+          const index_t row = (r / n) * h * cap + w0 + r % n;
+          pd::store_heads(k, h, d, kc + row * d, cap * d, kInt8 ? ks + row : nullptr, cap);
+          pd::store_heads(v, h, d, vc + row * d, cap * d, kInt8 ? vs + row : nullptr, cap);
+        },
+        ex);
+  }
+
+  /// int8 storage: quantizes the new tokens' keys and values into the staging
+  /// stores ([B, H, n, hd] codes, [B, H, n] scales). quantize_rows throws for
+  /// a non-finite key or value (only non-finite weights make one), and this
+  /// runs before recompute() drops any row, so a throwing append() leaves the
+  /// decoder as it was.
+  void stage_int8(const ConstView<std::int32_t, 2>& tokens, const Executor& ex) {
+    const size_t rows = static_cast<size_t>(B_ * H_ * tokens.dim(1));
+    for (ContextStore* st : {&ks_, &vs_}) {
+      st->i8.resize(rows * static_cast<size_t>(hd()));
+      st->scale.resize(rows);
+    }
+    project_tokens<std::int8_t>(tokens, ks_, vs_, tokens.dim(1), 0, ex);
+  }
+
+  /// Appends tokens [B, n] to the window rows [wlen_, wlen_ + n): projects
+  /// them into the cache, or (int8, staged = true) copies the codes and
+  /// scales stage_int8 made.
+  void add_tokens(const ConstView<std::int32_t, 2>& tokens, const Executor& ex, bool staged = false) {
+    namespace pd = detail::perceiver_ar;
+    const index_t n = tokens.dim(1), w0 = wlen_, d = hd();
+    if (storage_ == Storage::int8) {
+      if (!staged) stage_int8(tokens, ex);
+      for (index_t bh = 0; bh < B_ * H_; ++bh) {
+        const index_t src = bh * n, dst = bh * cap_ + w0;
+        std::memcpy(kc_.i8.data() + dst * d, ks_.i8.data() + src * d, static_cast<size_t>(n * d));
+        std::memcpy(vc_.i8.data() + dst * d, vs_.i8.data() + src * d, static_cast<size_t>(n * d));
+        std::memcpy(kc_.scale.data() + dst, ks_.scale.data() + src, sizeof(float) * static_cast<size_t>(n));
+        std::memcpy(vc_.scale.data() + dst, vs_.scale.data() + src, sizeof(float) * static_cast<size_t>(n));
+      }
+      ks_ = ContextStore{};  // (released: memory_bytes() counts the caches only)
+      vs_ = ContextStore{};
+    } else {
+      pd::with_storage(storage_, [&](auto kv) { project_tokens<decltype(kv)>(tokens, kc_, vc_, cap_, w0, ex); });
+    }
     for (index_t b = 0; b < B_; ++b)
       for (index_t j = 0; j < n; ++j) tok_[b * cap_ + w0 + j] = tokens(b, j);
-    pd::with_storage(storage_, [&](auto kv) {
-      using KV = decltype(kv);
-      KV* kc = cache<KV>(kc_).data();
-      KV* vc = cache<KV>(vc_).data();
-      pd::input_keys_values(
-          *model_, B_ * n, [&](index_t r) { return tokens(r / n, r % n); }, [&](index_t r) { return p0 + r % n; },
-          [&](index_t r, const float* k, const float* v) {
-            const index_t off = ((r / n) * h * cap_ + w0 + r % n) * d;
-            pd::scatter_heads(k, h, d, kc + off, cap_ * d);
-            pd::scatter_heads(v, h, d, vc + off, cap_ * d);
-          },
-          ex);
-    });
     wlen_ += n;
     len_ += n;
   }
@@ -714,12 +823,16 @@ class PerceiverArDecoder {
   ConstView<X, 4> cache_view(const std::vector<X>& c, index_t cap, index_t rows) const {
     return ConstView<X, 4>(c.data(), {B_, H_, rows, hd()}, {H_ * cap * hd(), cap * hd(), hd(), 1});
   }
-  /// Calls f(K, V) with views of the window's keys and values in their storage.
+  /// Calls f(K, V) with the window's keys and values as attention operands of
+  /// their storage: views, or QuantizedKV views of the int8 codes and scales
+  /// (the engine dequantizes as it reads; no copy).
   template <class F>
   void with_window(F&& f) const {
-    detail::perceiver_ar::with_storage(storage_, [&](auto kv) {
+    namespace pd = detail::perceiver_ar;
+    pd::with_storage(storage_, [&](auto kv) {
       using KV = decltype(kv);
-      f(cache_view(cache<KV>(kc_), cap_, wlen_), cache_view(cache<KV>(vc_), cap_, wlen_));
+      f(pd::context_operand<KV>(cache<KV>(kc_).data(), kc_.scale.data(), B_, H_, wlen_, hd(), cap_),
+        pd::context_operand<KV>(cache<KV>(vc_).data(), vc_.scale.data(), B_, H_, wlen_, hd(), cap_));
     });
   }
 
@@ -773,6 +886,8 @@ class PerceiverArDecoder {
     const index_t w = W_, n = tokens.dim(1);
     const index_t keep = std::min(wlen_ + n, max_append());
     const index_t drop = wlen_ + n - keep;  // <= wlen_ because n <= max_append()
+    const bool staged = storage_ == Storage::int8;
+    if (staged) stage_int8(tokens, ex);  // (may throw: nothing is dropped yet)
     if (drop > 0) {
       const index_t rest = wlen_ - drop, d = hd();
       pd::with_storage(storage_, [&](auto kv) {
@@ -785,11 +900,17 @@ class PerceiverArDecoder {
             std::memmove(vb, vb + drop * d, sizeof(KV) * rest * d);
           }
       });
+      if (staged)
+        for (index_t bh = 0; bh < B_ * H_; ++bh)
+          for (std::vector<float>* sc : {&kc_.scale, &vc_.scale}) {
+            float* s = sc->data() + bh * cap_;
+            std::memmove(s, s + drop, sizeof(float) * rest);
+          }
       for (index_t b = 0; b < B_; ++b)
         std::memmove(tok_.data() + b * cap_, tok_.data() + b * cap_ + drop, sizeof(std::int32_t) * rest);
       wlen_ = rest;
     }
-    add_tokens(tokens, ex);
+    add_tokens(tokens, ex, staged);
     const index_t M = std::min(max_lat_ / 2, wlen_), start = window_start();
     nn::Matrix x(B_ * M, w), z;
     for (index_t b = 0; b < B_; ++b)
@@ -815,6 +936,7 @@ class PerceiverArDecoder {
   Storage storage_;
   index_t W_ = 0, H_ = 1, L_ = 0;               // the model's width, heads and layers when the decoder was made
   ContextStore kc_, vc_;                        // [B, H, cap, W/H] window keys / values (head-major)
+  ContextStore ks_, vs_;                        // int8: the new tokens' codes and scales before they are appended
   std::vector<std::int32_t> tok_;               // [B, cap] window tokens
   std::vector<std::vector<float>> lk_, lv_;     // per layer [B, H, max_lat, W/H]
   index_t len_ = 0, wlen_ = 0, nlat_ = 0, recomputes_ = 0;

@@ -123,11 +123,17 @@ struct ToMeState {
   index_t original_tokens() const { return batch > 0 ? static_cast<index_t>(source_map.size()) / batch : 0; }
 };
 
-/// Options of a ToMe block.
+/// Options of a ToMe block (ViTEncoder::forward passes them to every block).
 struct ToMeBlockOptions {
   bool prop_attn = true;                  ///< proportional attention (+ log size)
   tome::MatchOptions match{true, false};  ///< class token on, no distillation token
   Backend attention_backend = Backend::tiled;
+  /// The attention's products (AttentionOptions::compute): float32, or
+  /// bfloat16 (q, k, v and the probabilities rounded to bfloat16, scores,
+  /// softmax and accumulation in float) on a CPU with AVX512-BF16; below that
+  /// level (or with the reference backend) it computes in float. The dense
+  /// layers, the matching and the merge stay float.
+  Precision compute = Precision::float32;
 };
 
 /// Intermediates of one block, for tests and inspection.
@@ -194,6 +200,8 @@ inline void check_block_state(const nn::Matrix& x, const ToMeState& st, index_t 
                            "requires match.class_token (the official output order is undefined without it)");
   effattn::detail::require(opt.attention_backend == Backend::tiled || opt.attention_backend == Backend::reference, op,
           "attention_backend", "must be tiled or reference");
+  effattn::detail::require(opt.compute == Precision::float32 || opt.compute == Precision::bfloat16, op, "compute",
+          "must be Precision::float32 or bfloat16, got ", static_cast<int>(opt.compute));
 }
 
 }  // namespace vit_tome
@@ -256,6 +264,7 @@ inline void tome_block_forward(const ViTBlock& blk, nn::Matrix& x, ToMeState& st
   View<float, 4> o(ws.attn.data(), shp, {N * C, hd, C, 1});
   AttentionOptions aopt;
   aopt.backend = opt.attention_backend;
+  aopt.compute = opt.compute;
   if (opt.prop_attn && !st.size.empty()) {
     ws.log_size.resize(static_cast<size_t>(B * N));
     for (index_t i = 0; i < B * N; ++i) ws.log_size[i] = std::log(st.size[i]);

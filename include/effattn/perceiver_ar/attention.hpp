@@ -76,15 +76,32 @@ bool no_output(const View<T, 4>& out) {
   return out.empty();
 }
 
-template <class T, class KV>
-void cross_attention_impl(const ConstView<T, 4>& q, const ConstView<KV, 4>& k, const ConstView<KV, 4>& v,
-                          const View<T, 4>& out, const ConstView<index_t, 1>& valid_length,
-                          const AttentionOptions& opt, const Executor& ex, const View<acc_t<T>, 3>& lse) {
+/// The element views of a key/value operand: the view itself, or the codes of
+/// int8 keys/values (whose scales the engine checks).
+template <class KV>
+const ConstView<KV, 4>& kv_elements(const ConstView<KV, 4>& k) {
+  return k;
+}
+inline const View<const std::int8_t, 4>& kv_elements(const QuantizedKV& k) { return k.data; }
+
+/// KOp: ConstView<KV, 4> (KV = T or 16-bit) or QuantizedKV.
+template <class T, class KOp>
+void cross_attention_impl(const ConstView<T, 4>& q, const KOp& k, const KOp& v, const View<T, 4>& out,
+                          const ConstView<index_t, 1>& valid_length, const AttentionOptions& opt, const Executor& ex,
+                          const View<acc_t<T>, 3>& lse) {
   const char* op = "perceiver_ar::cross_attention";
   effattn::detail::check_executor(ex, op);
-  check_cross(op, q, k, v, out, valid_length, opt, lse, effattn::detail::attention_query_tile_quantum());
+  check_cross(op, q, kv_elements(k), kv_elements(v), out, valid_length, opt, lse,
+              effattn::detail::attention_query_tile_quantum());
+  if constexpr (std::is_same<KOp, QuantizedKV>::value) {
+    const index_t kb = k.data.dim(0), kh = k.data.dim(1), kn = k.data.dim(2);
+    effattn::detail::check_view(k.scale, op, "k.scale", false);
+    effattn::detail::check_view(v.scale, op, "v.scale", false);
+    effattn::detail::check_shape(k.scale, op, "k.scale", "[B,Hkv,N]", {kb, kh, kn});
+    effattn::detail::check_shape(v.scale, op, "v.scale", "[B,Hkv,N]", {kb, kh, kn});
+  }
   if (no_output(out)) return;
-  const index_t B = q.dim(0), M = q.dim(2), N = k.dim(2);
+  const index_t B = q.dim(0), M = q.dim(2), N = kv_elements(k).dim(2);
   bool all_full = true;
   if (has_valid_length(valid_length))
     for (index_t b = 0; b < B; ++b) all_full = all_full && valid_length(b) == N;
@@ -148,7 +165,8 @@ using enable_half_kv_t = std::enable_if_t<is_half_storage<KA>::value &&
 ///
 /// Keys and values may also be stored in 16 bits (float16 / bfloat16, with
 /// float q and out; see the second overload and core/half.hpp): half the
-/// memory and, when decoding, about half the time.
+/// memory and, when decoding, about half the time; or as int8 codes with a
+/// float scale per row (the third overload, core/quant.hpp).
 ///
 /// Work: the allowed pairs only, sum_m (p_m + 1) <= M * N per (b, h); memory:
 /// the engine's per-thread tiles plus B * M limits (none when the output is
@@ -159,7 +177,7 @@ void cross_attention(effattn::detail::identity_t<ConstView<T, 4>> q, effattn::de
                      effattn::detail::identity_t<ConstView<T, 4>> v, View<T, 4> out,
                      ConstView<index_t, 1> valid_length = {}, const AttentionOptions& opt = {},
                      const Executor& ex = {}, effattn::detail::identity_t<View<acc_t<T>, 3>> lse = {}) {
-  detail::cross_attention_impl<T, T>(q, k, v, out, valid_length, opt, ex, lse);
+  detail::cross_attention_impl<T>(q, k, v, out, valid_length, opt, ex, lse);
 }
 
 /// cross_attention with keys and values in 16-bit storage (float16 or
@@ -169,7 +187,19 @@ void cross_attention(effattn::detail::identity_t<ConstView<T, 4>> q, const View<
                      View<T, 4> out, ConstView<index_t, 1> valid_length = {}, const AttentionOptions& opt = {},
                      const Executor& ex = {}, effattn::detail::identity_t<View<acc_t<T>, 3>> lse = {}) {
   using KV = std::remove_const_t<KA>;
-  detail::cross_attention_impl<T, KV>(q, ConstView<KV, 4>(k), ConstView<KV, 4>(v), out, valid_length, opt, ex, lse);
+  detail::cross_attention_impl<T>(q, ConstView<KV, 4>(k), ConstView<KV, 4>(v), out, valid_length, opt, ex, lse);
+}
+
+/// cross_attention with int8 keys and values, one float scale per (batch,
+/// head, token) row (core/quant.hpp), float queries and outputs: attention
+/// over the dequantized values scale * code, as the engine's int8 overload
+/// computes it (the decode rows fold the scales in; nothing is dequantized
+/// into a copy). k.scale and v.scale must be [B,Hkv,N]. Same contract.
+template <class T>
+void cross_attention(effattn::detail::identity_t<ConstView<T, 4>> q, const QuantizedKV& k, const QuantizedKV& v,
+                     View<T, 4> out, ConstView<index_t, 1> valid_length = {}, const AttentionOptions& opt = {},
+                     const Executor& ex = {}, effattn::detail::identity_t<View<acc_t<T>, 3>> lse = {}) {
+  detail::cross_attention_impl<T>(q, k, v, out, valid_length, opt, ex, lse);
 }
 
 /// The dense oracle of cross_attention: builds the official encoder mask
