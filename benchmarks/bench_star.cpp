@@ -15,7 +15,7 @@
 //
 // Shape: width C = 512 with 8 heads of 64 (SA-*), the shape docs/star.md's
 // first timings use; every other hyper-parameter is its class's default
-// (Rec: E = 16 / 2, dt rank 32, chunk 256; GConv-1: kernel 3; GConv-2: filter
+// (Rec: E = 16 / 2, dt rank 32, chunk 512; GConv-1: kernel 3; GConv-2: filter
 // MLP 16 wide, 4 bands, l_max 2048; GMemless: hidden 1368). Batch 1, float.
 //
 // Counters: tokens (N for prefill, 1 for decode), cache_bytes

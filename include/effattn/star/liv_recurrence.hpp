@@ -24,17 +24,18 @@
 // C x E floats, whatever the context.
 //
 // Prefill runs in chunks of `chunk` tokens (the projections of one chunk
-// through nn::linear, then the scan of the chunk in parallel over blocks of 16
+// through nn::linear's kernel, then the scan of the chunk in parallel over blocks of 16
 // channels, sequential in time, the state carried to the next chunk). Memory
 // O(chunk x C) besides x and y. Every (c, s) update and the sum over s run in a
 // fixed order, so the chunk size and the thread count never change the scan's
 // bits. The scan runs across a block of 16 channels at once (vectorised;
 // the decay's exp is detail::exp_fast, within 2 float ulps of std::exp).
 // Measured (AMD EPYC Zen 5, AVX-512, one thread, C = 512, N = 4096;
-// bench_star, CPU time on a shared machine): Rec-1 prefill 77 ms (99 ms with
-// the decay and the update in two loops, 154 ms with std::exp), Rec-2 71 ms;
-// the projections take about 50 ms of either (docs/star.md, "Measured
-// costs"). See liv.hpp for the contract.
+// bench_star): Rec-1 prefill 40 ms (178 GFLOP/s, 66% of the FMA peak),
+// Rec-2 33 ms (75%), with nn::linear on the engine's micro-kernel, softplus
+// without libm calls and the projections on the chunk's rows in place
+// (77 ms before; docs/star.md, "Measured costs"). See liv.hpp for the
+// contract.
 #pragma once
 
 #include "liv.hpp"
@@ -46,10 +47,10 @@ struct RecurrenceConfig {
   index_t width = 0;       ///< C > 0
   index_t expansion = 16;  ///< E > 0: 16 for Rec-1, 2 for Rec-2
   index_t dt_rank = 0;     ///< R > 0, or 0 for ceil(C / 16)
-  index_t chunk = 256;     ///< tokens per prefill chunk, > 0
+  index_t chunk = 512;     ///< tokens per prefill chunk, > 0 (512: docs/star.md, "Rec prefill")
 
-  static RecurrenceConfig rec1(index_t width) { return {width, 16, 0, 256}; }
-  static RecurrenceConfig rec2(index_t width) { return {width, 2, 0, 256}; }
+  static RecurrenceConfig rec1(index_t width) { return {width, 16, 0, 512}; }
+  static RecurrenceConfig rec2(index_t width) { return {width, 2, 0, 512}; }
 };
 
 class Recurrence {
@@ -238,9 +239,18 @@ class Recurrence {
           const float* qr = q.data() + r * (R + 2 * E);
           const float* Bs = qr + R;
           const float* Cs = qr + R + E;
-          for (index_t i = 0; i < w; ++i) {
-            dtv[i] = dt(r, c0 + i);
-            uv[i] = u(r, c0 + i);
+          const float* EFFATTN_RESTRICT dtr = dt.data() + r * C + c0;
+          const float* EFFATTN_RESTRICT ur = u.data() + r * C + c0;
+          if (w == kLanes) {  // a fixed count: vector moves (a variable one became two memcpy calls per row)
+            for (index_t i = 0; i < kLanes; ++i) {
+              dtv[i] = dtr[i];
+              uv[i] = ur[i];
+            }
+          } else {
+            for (index_t i = 0; i < w; ++i) {
+              dtv[i] = dtr[i];
+              uv[i] = ur[i];
+            }
           }
           for (index_t i = 0; i < kLanes; ++i) {
             du[i] = dtv[i] * uv[i];

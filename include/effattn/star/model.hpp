@@ -637,7 +637,7 @@ class Model {
         break;
       }
       case LivClass::Rec1: case LivClass::Rec2: {
-        RecurrenceConfig rc{d, hw.base == LivClass::Rec1 ? 16 : 2, rec_rank(), 256};
+        RecurrenceConfig rc{d, hw.base == LivClass::Rec1 ? 16 : 2, rec_rank(), 512};
         auto op = std::make_unique<Recurrence>(rc, seed);
         units[0].w = std::move(op->in_proj);
         units[1].w = std::move(op->x_proj);
